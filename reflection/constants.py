@@ -1,0 +1,42 @@
+"""Names and limits shared across the pipeline, in one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+TASK_NAME: Final = "reflect"
+QUEUE_NAME: Final = "reflection"
+
+# A memory entry name, a user id and a piece name are all path components; this is the
+# single guard that keeps them inside the user's folder.
+SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# User ids come from the platform and may use upper case; still one safe path component.
+USER_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Job ids: the platform's primary keys (uuids, ulids, integers as text).
+JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+MEMORY_TYPES: Final = ("user", "feedback", "project", "reference")
+OUTCOMES: Final = ("succeeded", "failed", "aborted")
+PERMISSION_MODES: Final = ("readonly", "edit", "full")
+PIECE_TERMINALS: Final = ("COMPLETE", "ABORT")
+
+# Redis keys (lock database). python-redis-lock prefixes its keys with "lock:".
+USER_LOCK_PREFIX: Final = "reflection:user:"
+
+# Folder layout under <user_folder_root>/<uid>/.
+MEMORY_DIR: Final = "memory"
+MEMORY_INDEX: Final = "MEMORY.md"
+PIECES_DIR: Final = "pieces"
+JOBS_DIR: Final = "jobs"
+ACTIVITY_LOG: Final = "activity.log"
+REFLECTIONS_DIR: Final = "reflections"
+SNAPSHOT_INDEX: Final = "index.jsonl"
+JOURNAL_DIR: Final = ".journal"
+
+# Input bounds: reading anything larger than these is refused, not attempted.
+MAX_PIECE_BYTES: Final = 256 * 1024
+MAX_MEMORY_FILE_BYTES: Final = 256 * 1024
+MAX_LLM_REPLY_CHARS: Final = 512 * 1024
+MAX_REASONING_CHARS: Final = 8000
+MAX_ID_IN_METRICS: Final = 128

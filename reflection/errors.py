@@ -1,0 +1,121 @@
+"""Every error the pipeline raises, as one rooted tree.
+
+    ReflectionError                      code
+    ├── RetryableError                   (the task is retried later, never dropped)
+    │   ├── InfrastructureError          infrastructure   Redis/Postgres/filesystem down
+    │   ├── LockBusyError                lock_busy        another worker holds the user lock
+    │   ├── LockLostError                lock_lost        our lock expired mid-run
+    │   └── ClaimBusyError               claim_busy       another delivery of the job is running
+    └── PermanentError                   (failed at once, a metrics row, no retry)
+        ├── BadRequestError              bad_request      task kwargs invalid
+        ├── JobNotFoundError             job_not_found
+        ├── InputMismatchError           input_mismatch
+        ├── PieceNotFoundError           piece_not_found
+        ├── InputError                   input_invalid    a required input is unreadable
+        ├── ContextOverflowError         context_overflow
+        ├── LlmAuthError                 llm_auth
+        ├── LlmUnavailableError          llm_unavailable
+        └── LlmInvalidOutputError        llm_invalid_output
+
+Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ReflectionError(Exception):
+    """Raised when a reflection cannot go on; the root of the tree."""
+
+    code: ClassVar[str] = "internal"
+
+
+class RetryableError(ReflectionError):
+    """Raised when the run may succeed later; the task adapter retries it."""
+
+    code = "retryable"
+
+
+class InfrastructureError(RetryableError):
+    """Raised when Redis, Postgres or the filesystem fails under us."""
+
+    code = "infrastructure"
+
+
+class LockBusyError(RetryableError):
+    """Raised when the user's lock is held by another worker past the wait."""
+
+    code = "lock_busy"
+
+
+class LockLostError(RetryableError):
+    """Raised when our user lock expired or was taken before a write."""
+
+    code = "lock_lost"
+
+
+class ClaimBusyError(RetryableError):
+    """Raised when another delivery of the same job holds a live claim."""
+
+    code = "claim_busy"
+
+
+class PermanentError(ReflectionError):
+    """Raised when retrying cannot help; the run ends `failed` with this code."""
+
+    code = "failed"
+
+
+class BadRequestError(PermanentError):
+    """Raised when the task's kwargs are missing, mistyped or unsafe."""
+
+    code = "bad_request"
+
+
+class JobNotFoundError(PermanentError):
+    """Raised when the original job is not in the platform's `jobs` table."""
+
+    code = "job_not_found"
+
+
+class InputMismatchError(PermanentError):
+    """Raised when the job row's user or piece disagrees with the task kwargs."""
+
+    code = "input_mismatch"
+
+
+class PieceNotFoundError(PermanentError):
+    """Raised when neither the user's copy nor a built-in piece exists."""
+
+    code = "piece_not_found"
+
+
+class InputError(PermanentError):
+    """Raised when a required input exists but cannot be read or parsed."""
+
+    code = "input_invalid"
+
+
+class ContextOverflowError(PermanentError):
+    """Raised when the prompt cannot fit the context limit even after trimming."""
+
+    code = "context_overflow"
+
+
+class LlmAuthError(PermanentError):
+    """Raised when the LLM endpoint refuses the worker's key (401/403)."""
+
+    code = "llm_auth"
+
+
+class LlmUnavailableError(PermanentError):
+    """Raised when the LLM endpoint still fails after every retry."""
+
+    code = "llm_unavailable"
+
+
+class LlmInvalidOutputError(PermanentError):
+    """Raised when the LLM's answer does not validate, even after one repair round-trip."""
+
+    code = "llm_invalid_output"

@@ -1,0 +1,78 @@
+"""File I/O that never leaves a half-written file and never follows a link out of a folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def ensure_dir(path: Path) -> None:
+    """Create `path` and its parents with restrictive permissions."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename.
+
+    A reader (or a worker restarted after SIGKILL) sees the old content or the new one,
+    never a mix. A symlink at `path` is replaced, not followed.
+    """
+    ensure_dir(path.parent)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_delete(path: Path) -> None:
+    """Remove `path` if present and make the removal durable."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        _fsync_dir(path.parent)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line with a single write and fsync (O_APPEND keeps lines whole)."""
+    ensure_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_text_limited(path: Path, limit: int) -> str:
+    """Read a regular file (not a symlink) of at most `limit` bytes as UTF-8.
+
+    Raises ValueError when the file is too large, a link, or not UTF-8.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data.decode("utf-8")

@@ -1,0 +1,187 @@
+"""The pipeline's data, as pydantic models: what flows from one stage to the next."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobOutcome = Literal["succeeded", "failed", "aborted"]
+MemoryType = Literal["user", "feedback", "project", "reference"]
+
+
+class Outcome(StrEnum):
+    """How a reflection run ended; the task's return value."""
+
+    APPLIED = "applied"
+    ABSTAINED = "abstained"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+
+
+class Code(StrEnum):
+    """Why a proposed change was accepted or rejected (SPEC section 5)."""
+
+    OK = "ok"
+    INVALID_NAME = "invalid_name"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    BODY_TOO_LARGE = "body_too_large"
+    EXISTS = "exists"
+    NOT_FOUND = "not_found"
+    DUPLICATE_IN_BATCH = "duplicate_in_batch"
+    MERGE_TARGET_MISSING = "merge_target_missing"
+    MEMORY_FULL = "memory_full"
+    TOO_MANY_CHANGES = "too_many_changes"
+    SECRET_DETECTED = "secret_detected"  # noqa: S105 - a code, not a secret
+    PROTECTED = "protected"
+    PIECE_COOLDOWN = "piece_cooldown"
+    PIECE_INVALID = "piece_invalid"
+    PIECE_ESCALATION = "piece_escalation"
+    PIECE_UNCHANGED = "piece_unchanged"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReflectRequest(Frozen):
+    """The `reflect` task's kwargs, validated (see `reflection.request.parse_request`)."""
+
+    original_job_id: str
+    user_id: str
+    piece_name: str
+    outcome: JobOutcome
+
+
+class Job(Frozen):
+    """A finished job as the platform stored it in its `jobs` table."""
+
+    id: str
+    user_id: str
+    piece_name: str
+    status: str
+    task: str
+    result: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class MemoryEntry(Frozen):
+    """One `<uid>/memory/<name>.md` file, parsed."""
+
+    name: str
+    description: str
+    type: MemoryType
+    body: str
+    protected: bool = False
+
+
+class Malformed(Frozen):
+    """A file that was skipped because it could not be parsed; reported, never deleted."""
+
+    path: str
+    reason: str
+
+
+class Piece(Frozen):
+    """The piece YAML a job ran: the user's copy if present, else the built-in."""
+
+    name: str
+    yaml: str
+    user_copy: bool
+    path: Path
+
+
+class ActivityLog(Frozen):
+    """The activity log as it goes into the prompt: head and tail, cut in the middle."""
+
+    text: str
+    total_bytes: int
+    omitted_bytes: int
+    found: bool = True
+
+
+class ReflectionInputs(Frozen):
+    """Everything the prompt and the applier need, loaded once."""
+
+    request: ReflectRequest
+    job: Job
+    activity: ActivityLog
+    memory: tuple[MemoryEntry, ...]
+    malformed: tuple[Malformed, ...] = ()
+    piece: Piece
+
+
+class MemoryChange(BaseModel):
+    """One proposed memory change. Loose on purpose: the applier, not the schema,
+    rejects a bad name or type with a precise code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["add", "update", "remove"]
+    name: str
+    description: str | None = None
+    type: str | None = Field(
+        default=None, json_schema_extra={"enum": ["user", "feedback", "project", "reference"]}
+    )
+    body: str | None = None
+    merge_target: str | None = None
+
+
+class PieceEdit(BaseModel):
+    """A proposed new version of the whole piece."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str
+    summary: str
+
+
+class LlmDecision(BaseModel):
+    """The JSON object the LLM must answer (SPEC section 4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reasoning: str
+    memory_changes: list[MemoryChange] = Field(default_factory=list)
+    piece_edit: PieceEdit | None = None
+
+    @property
+    def abstained(self) -> bool:
+        return not self.memory_changes and self.piece_edit is None
+
+
+class Usage(Frozen):
+    """Token counts the endpoint reported (0 when it reported none)."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class LlmResult(Frozen):
+    """A validated decision and how it was obtained."""
+
+    decision: LlmDecision
+    raw: str
+    model: str
+    usage: Usage
+    attempts: int = 1
+    mode: Literal["json_schema", "json_object", "text"] = "json_schema"
+    repaired: bool = False
+
+
+class Decision(Frozen):
+    """One change's verdict: accepted (code `ok`) or rejected with a code."""
+
+    kind: Literal["memory", "piece"]
+    name: str
+    op: str
+    accepted: bool
+    code: Code
+    detail: str = ""

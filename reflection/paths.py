@@ -1,0 +1,84 @@
+"""Every path the worker reads or writes, built from validated components only.
+
+Nothing built here can leave `<user_folder_root>/<uid>`: each component is checked
+against a slug pattern before it is joined, and `contained()` refuses a path whose real
+location (after symlinks planted inside the user's folder) lies outside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from reflection import constants as c
+
+
+class UnsafePathError(ValueError):
+    """Raised when a path component is not a safe slug or a path escapes its root."""
+
+
+def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(value):
+        raise UnsafePathError(f"{what} {value[:64]!r} is not a safe path component")
+    return value
+
+
+@dataclass(frozen=True)
+class UserPaths:
+    """The folder layout of one user (SPEC section 3)."""
+
+    root: Path
+    user_id: str
+
+    def __post_init__(self) -> None:
+        _check(self.user_id, c.USER_ID_RE, "user id")
+
+    @property
+    def home(self) -> Path:
+        return self.root / self.user_id
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.home / c.MEMORY_DIR
+
+    @property
+    def memory_index(self) -> Path:
+        return self.memory_dir / c.MEMORY_INDEX
+
+    def memory_file(self, name: str) -> Path:
+        return self.memory_dir / f"{_check(name, c.SLUG_RE, 'memory name')}.md"
+
+    def piece_copy(self, piece_name: str) -> Path:
+        return self.home / c.PIECES_DIR / f"{_check(piece_name, c.SLUG_RE, 'piece name')}.yaml"
+
+    def activity_log(self, job_id: str) -> Path:
+        return self.home / c.JOBS_DIR / _check(job_id, c.JOB_ID_RE, "job id") / c.ACTIVITY_LOG
+
+    @property
+    def reflections_dir(self) -> Path:
+        return self.home / c.REFLECTIONS_DIR
+
+    def snapshot_dir(self, snapshot_id: str) -> Path:
+        return self.reflections_dir / _check(snapshot_id, c.JOB_ID_RE, "snapshot id")
+
+    @property
+    def snapshot_index(self) -> Path:
+        return self.reflections_dir / c.SNAPSHOT_INDEX
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.reflections_dir / c.JOURNAL_DIR
+
+    def contained(self, path: Path) -> Path:
+        """Return `path` if its real location is inside the user's home, else raise."""
+        home = self.home.resolve()
+        real = path.resolve()
+        if real != home and home not in real.parents:
+            raise UnsafePathError(f"{path} resolves outside the user's folder")
+        return path
+
+
+def builtin_piece(pieces_dir: Path, piece_name: str) -> Path:
+    """The built-in piece file for `piece_name` (validated as a slug)."""
+    return pieces_dir / f"{_check(piece_name, c.SLUG_RE, 'piece name')}.yaml"

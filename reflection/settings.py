@@ -1,0 +1,84 @@
+"""Configuration: every setting is an environment variable `REFLECTION_<NAME>` (or `.env`).
+
+Built once per process with `get_settings()`; never at import time, so a forking worker
+builds it after fork and tests can change the environment between cases.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All worker settings with their defaults (the README lists them)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REFLECTION_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Services.
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/1"
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/reflection"
+
+    # Files.
+    user_folder_root: Path = Path("data/users")
+    pieces_dir: Path = Path("pieces")
+
+    # LLM.
+    llm_endpoint: str = "http://127.0.0.1:4000/v1"
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_proxy: bool = False
+    llm_context_limit_tokens: int = Field(default=32000, ge=1000)
+    llm_max_output_tokens: int = Field(default=2048, ge=64)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_max_attempts: int = Field(default=4, ge=1, le=10)
+    llm_backoff_base_seconds: float = Field(default=1.0, ge=0)
+    llm_backoff_max_seconds: float = Field(default=20.0, ge=0)
+
+    # Limits of what a reflection may read and write.
+    activity_log_max_bytes: int = Field(default=4096, ge=256)
+    max_entry_body_bytes: int = Field(default=8192, ge=64)
+    max_changes_per_run: int = Field(default=8, ge=1)
+    max_memory_entries: int = Field(default=200, ge=1)
+    piece_edit_cooldown_hours: float = Field(default=24, ge=0)
+    store_llm_raw: bool = False
+
+    # Locks and delivery.
+    lock_expire_seconds: int = Field(default=60, ge=5)
+    lock_wait_seconds: float = Field(default=5.0, ge=0)
+    claim_lease_seconds: int = Field(default=900, ge=10)
+    broker_visibility_timeout: int = Field(default=3600, ge=10)
+    task_time_limit: int = Field(default=900, ge=10)
+    max_deliveries: int = Field(default=5, ge=1)
+
+    # Logging.
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if not v.startswith(("postgresql", "sqlite")):
+            raise ValueError(
+                "REFLECTION_DATABASE_URL must be a postgresql+psycopg:// or sqlite URL"
+            )
+        return v
+
+    @field_validator("llm_endpoint")
+    @classmethod
+    def _http_endpoint(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("REFLECTION_LLM_ENDPOINT must be an http(s) base URL")
+        return v.rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,316 @@
+"""Postgres (or, for the embedded demo, SQLite) access: table definitions and queries.
+
+The platform owns `jobs`; the worker only reads it (its DDL ships in `sql/jobs.sql` for
+tests, the demo and compose). The worker owns `reflection_metrics`, `piece_edits` and
+`reflection_claims`, created by the alembic migrations in `migrations/`.
+
+Every function takes the engine keyword-only and runs one short transaction, so a
+connection is never held across the LLM call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from reflection.errors import InfrastructureError
+from reflection.models import Job
+
+platform_metadata = MetaData()
+metadata = MetaData()
+
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+_TS = DateTime(timezone=True)
+
+jobs = Table(
+    "jobs",
+    platform_metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("piece_name", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("created_at", _TS, nullable=False, server_default=func.now()),
+    Column("finished_at", _TS),
+)
+
+reflection_metrics = Table(
+    "reflection_metrics",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("reflection_job_id", Text, nullable=False, unique=True),
+    Column("original_job_id", Text, nullable=False, index=True),
+    Column("user_id", Text, nullable=False, index=True),
+    Column("piece_name", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("error_code", Text),
+    Column("memory_changes", Integer, nullable=False, server_default="0"),
+    Column("piece_edited", Boolean, nullable=False, server_default="false"),
+    Column("rejections", Integer, nullable=False, server_default="0"),
+    Column("tokens_in", Integer, nullable=False, server_default="0"),
+    Column("tokens_out", Integer, nullable=False, server_default="0"),
+    Column("llm_attempts", Integer, nullable=False, server_default="0"),
+    Column("duration_ms", Integer, nullable=False, server_default="0"),
+    Column("model", Text),
+    Column("snapshot_id", Text),
+    Column("created_at", _TS, nullable=False, server_default=func.now(), index=True),
+)
+
+piece_edits = Table(
+    "piece_edits",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("user_id", Text, nullable=False),
+    Column("piece_name", Text, nullable=False),
+    Column("reflection_job_id", Text, nullable=False, unique=True),
+    Column("original_job_id", Text, nullable=False),
+    Column("before_sha256", Text, nullable=False),
+    Column("after_sha256", Text, nullable=False),
+    Column("created_at", _TS, nullable=False, server_default=func.now()),
+    Index("ix_piece_edits_user_piece_time", "user_id", "piece_name", "created_at"),
+)
+
+reflection_claims = Table(
+    "reflection_claims",
+    metadata,
+    Column("original_job_id", Text, primary_key=True),
+    Column("reflection_job_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("state", Text, nullable=False),  # running | done | failed
+    Column("fence", Integer, nullable=False, server_default="1"),
+    Column("deliveries", Integer, nullable=False, server_default="1"),
+    Column("lease_expires_at", _TS, nullable=False),
+    Column("decision", Text),  # the LLM's validated decision, kept until the run commits
+    Column("outcome", Text),
+    Column("updated_at", _TS, nullable=False, server_default=func.now()),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with a small pool that survives server restarts (pre-ping)."""
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": 30})
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+
+
+def _insert(engine: Engine, table: Table) -> Any:
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+class _db:
+    """Wrap driver errors as retryable infrastructure failures."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        if isinstance(e, SQLAlchemyError):
+            raise InfrastructureError(f"database error: {type(e).__name__}: {e}") from e
+
+
+def fetch_job(*, engine: Engine, job_id: str) -> Job | None:
+    """The platform's job row, or None."""
+    with _db(), engine.connect() as conn:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    return Job.model_validate(dict(row)) if row else None
+
+
+def last_piece_edit_at(*, engine: Engine, user_id: str, piece_name: str) -> datetime | None:
+    """When this user's piece was last edited by a reflection (the cooldown reads this)."""
+    q = select(func.max(piece_edits.c.created_at)).where(
+        piece_edits.c.user_id == user_id, piece_edits.c.piece_name == piece_name
+    )
+    with _db(), engine.connect() as conn:
+        return _aware(conn.execute(q).scalar())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of claiming an original job for one reflection run."""
+
+    status: Literal["claimed", "done", "busy"]
+    fence: int = 0
+    deliveries: int = 0
+    decision: dict[str, Any] | None = None
+
+
+def claim_job(
+    *,
+    engine: Engine,
+    original_job_id: str,
+    reflection_job_id: str,
+    user_id: str,
+    lease_seconds: int,
+) -> Claim:
+    """Claim `original_job_id` so one reflection runs for it, exactly once in effect.
+
+    A job already reflected is `done`. A live claim by another delivery is `busy`. A claim
+    whose lease expired (its worker died) or that failed is taken over with a new fence;
+    our own claim (a retry or redelivery of the same task) is resumed. The stored LLM
+    decision, if any, comes back so the run does not call the LLM again.
+    """
+    now = _now()
+    lease = now + timedelta(seconds=lease_seconds)
+    c = reflection_claims.c
+    with _db(), engine.begin() as conn:
+        conn.execute(
+            _insert(engine, reflection_claims)
+            .values(
+                original_job_id=original_job_id,
+                reflection_job_id=reflection_job_id,
+                user_id=user_id,
+                state="running",
+                fence=1,
+                deliveries=0,
+                lease_expires_at=lease,
+            )
+            .on_conflict_do_nothing(index_elements=["original_job_id"])
+        )
+        row = (
+            conn.execute(
+                select(reflection_claims)
+                .where(c.original_job_id == original_job_id)
+                .with_for_update()
+            )
+            .mappings()
+            .one()
+        )
+        if row["state"] == "done":
+            return Claim("done", row["fence"], row["deliveries"])
+        mine = row["reflection_job_id"] == reflection_job_id
+        expired = (_aware(row["lease_expires_at"]) or now) <= now
+        if row["state"] == "running" and not mine and not expired:
+            return Claim("busy", row["fence"], row["deliveries"])
+        fence = row["fence"] if mine and row["state"] == "running" else row["fence"] + 1
+        conn.execute(
+            update(reflection_claims)
+            .where(c.original_job_id == original_job_id)
+            .values(
+                reflection_job_id=reflection_job_id,
+                state="running",
+                fence=fence,
+                deliveries=c.deliveries + 1,
+                lease_expires_at=lease,
+                updated_at=now,
+            )
+        )
+        decision = json.loads(row["decision"]) if row["decision"] else None
+        return Claim("claimed", fence, row["deliveries"] + 1, decision)
+
+
+def claim_state(*, engine: Engine, original_job_id: str) -> str | None:
+    """The claim's state (`running`, `done`, `failed`) or None when never claimed."""
+    c = reflection_claims.c
+    with _db(), engine.connect() as conn:
+        return conn.execute(
+            select(c.state).where(c.original_job_id == original_job_id)
+        ).scalar_one_or_none()
+
+
+def store_decision(
+    *, engine: Engine, original_job_id: str, fence: int, decision: dict[str, Any]
+) -> bool:
+    """Keep the LLM's decision on the claim, so a retry or redelivery reuses it."""
+    c = reflection_claims.c
+    with _db(), engine.begin() as conn:
+        res = conn.execute(
+            update(reflection_claims)
+            .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
+            .values(decision=json.dumps(decision), updated_at=_now())
+        )
+        return bool(res.rowcount)
+
+
+def release_failed(*, engine: Engine, original_job_id: str, fence: int) -> None:
+    """Mark a claim failed so a later publish for the job may try again."""
+    c = reflection_claims.c
+    with _db(), engine.begin() as conn:
+        conn.execute(
+            update(reflection_claims)
+            .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
+            .values(state="failed", decision=None, outcome="failed", updated_at=_now())
+        )
+
+
+def record_metrics(*, engine: Engine, row: dict[str, Any]) -> None:
+    """Insert one `reflection_metrics` row; a second row for the same run is ignored."""
+    with _db(), engine.begin() as conn:
+        conn.execute(
+            _insert(engine, reflection_metrics)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["reflection_job_id"])
+        )
+
+
+def commit_run(
+    *,
+    engine: Engine,
+    original_job_id: str,
+    fence: int | None,
+    metrics: dict[str, Any],
+    piece_edit: dict[str, Any] | None,
+) -> bool:
+    """Mark the job reflected, record its piece edit and metrics row, in one transaction.
+
+    `fence` is the claim's fencing token: a stale writer (one whose claim was taken over)
+    commits nothing and gets False. `fence=None` is the journal roll-forward by the current
+    lock holder, which completes a run that reached its journal whoever started it.
+    Returns False when the job was already marked done (nothing is written twice).
+    """
+    c = reflection_claims.c
+    cond = [c.original_job_id == original_job_id, c.state != "done"]
+    if fence is not None:
+        cond += [c.fence == fence, c.state == "running"]
+    with _db(), engine.begin() as conn:
+        res = conn.execute(
+            update(reflection_claims)
+            .where(*cond)
+            .values(state="done", decision=None, outcome=metrics["outcome"], updated_at=_now())
+        )
+        if not res.rowcount:
+            return False
+        if piece_edit is not None:
+            conn.execute(
+                _insert(engine, piece_edits)
+                .values(**piece_edit)
+                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
+            )
+        conn.execute(
+            _insert(engine, reflection_metrics)
+            .values(**metrics)
+            .on_conflict_do_nothing(index_elements=["reflection_job_id"])
+        )
+        return True
