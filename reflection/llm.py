@@ -1,0 +1,285 @@
+"""The LLM stage: ask an OpenAI-compatible endpoint for a decision and validate it.
+
+Output modes, best first: `response_format` JSON schema, then JSON mode, then plain text
+(the object is extracted from the prose). The client remembers which mode worked. A reply
+that does not validate gets exactly one repair round-trip. Timeouts, connection errors,
+408, 429 and 5xx are retried with backoff (honouring `Retry-After`); 401/403 fail at once.
+The API key never appears in a log line or in an error we raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
+from openai import Omit, OpenAI, omit
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, completion_create_params
+
+from reflection.backoff import compute_backoff, retry_after_seconds
+from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
+from reflection.errors import LlmAuthError, LlmInvalidOutputError, LlmUnavailableError
+from reflection.models import LlmDecision, LlmResult, Usage
+from reflection.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["json_schema", "json_object", "text"]
+MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+PLACEHOLDER_KEY = "not-set"  # the SDK insists on a key; a keyless endpoint ignores it
+
+_FALLBACK_ERRORS = (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)
+_AUTH_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError)
+_RETRY_STATUSES = frozenset({408, 429})
+_REPAIR_PROMPT = (
+    "Your previous answer was not a valid decision: {error}\n"
+    "Answer again with only the corrected JSON object: no prose, no code fence."
+)
+_E = TypeVar("_E", bound=Exception)
+
+
+# The client.
+
+
+@dataclass
+class _Tally:
+    """What one decide() spent, across every HTTP request it made."""
+
+    attempts: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def add(self, completion: ChatCompletion) -> None:
+        if completion.usage is not None:
+            self.tokens_in += completion.usage.prompt_tokens or 0
+            self.tokens_out += completion.usage.completion_tokens or 0
+
+
+class LlmClient:
+    """One OpenAI client per worker process, reused (connection reuse) for every decide()."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http_client: httpx2.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._sleep = sleep
+        self._key = settings.llm_api_key.get_secret_value()
+        self._endpoint = _without_userinfo(settings.llm_endpoint)
+        self.mode: Mode = "json_schema"
+        self._client = OpenAI(
+            base_url=settings.llm_endpoint,
+            api_key=self._key or PLACEHOLDER_KEY,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    def decide(self, *, system: str, user: str, user_id: str) -> LlmResult:
+        """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError."""
+        tally = _Tally()
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        completion, mode = self._complete(messages, user_id, tally)
+        text = _content(completion)
+        repaired = False
+        try:
+            decision = parse_decision(text)
+        except DecisionParseError as err:
+            log.warning("the LLM's reply did not validate (%s); asking for a repair", err)
+            messages.append({"role": "assistant", "content": text})
+            messages.append({"role": "user", "content": _repair_prompt(err, completion)})
+            completion, text, decision = self._repair(messages, mode, user_id, tally)
+            repaired = True
+        return LlmResult(
+            decision=decision,
+            raw=text,
+            model=completion.model or self._settings.llm_model,
+            usage=Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out),
+            attempts=tally.attempts,
+            mode=mode,
+            repaired=repaired,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections (a given `http_client` too)."""
+        self._client.close()
+
+    def __enter__(self) -> LlmClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _complete(
+        self, messages: list[ChatCompletionMessageParam], user_id: str, tally: _Tally
+    ) -> tuple[ChatCompletion, Mode]:
+        """Call in the remembered mode, falling back while the endpoint refuses the format."""
+        modes = MODES[MODES.index(self.mode) :]
+        for mode in modes[:-1]:
+            try:
+                completion = self._call(messages, mode, user_id, tally)
+            except _FALLBACK_ERRORS as e:
+                log.info("the LLM endpoint refused output mode %s (HTTP %d)", mode, e.status_code)
+                continue
+            self.mode = mode
+            return completion, mode
+        try:
+            completion = self._call(messages, modes[-1], user_id, tally)
+        except _FALLBACK_ERRORS as e:
+            raise self._rejected(e, tally) from e
+        self.mode = modes[-1]
+        return completion, modes[-1]
+
+    def _repair(
+        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+    ) -> tuple[ChatCompletion, str, LlmDecision]:
+        try:
+            completion = self._call(messages, mode, user_id, tally)
+        except _FALLBACK_ERRORS as e:
+            raise self._rejected(e, tally) from e
+        text = _content(completion)
+        try:
+            return completion, text, parse_decision(text)
+        except DecisionParseError as err:
+            message = f"the LLM's answer did not validate, even after one repair round-trip: {err}"
+            raise _with_attempts(LlmInvalidOutputError(message), tally.attempts) from err
+
+    def _call(
+        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+    ) -> ChatCompletion:
+        """One request, retried on transient failures; 400/404/422 propagate to the caller."""
+        attempts = self._settings.llm_max_attempts
+        last: openai.APIError | None = None
+        for attempt in range(1, attempts + 1):
+            tally.attempts += 1
+            try:
+                completion = self._request(messages, mode, user_id)
+            except _AUTH_ERRORS as e:
+                raise self._auth_error(e, tally) from e
+            except _FALLBACK_ERRORS:
+                raise
+            except openai.APIStatusError as e:
+                if e.status_code not in _RETRY_STATUSES and e.status_code < 500:
+                    raise self._rejected(e, tally) from e
+                last = e
+            except openai.APIConnectionError as e:  # timeouts included
+                last = e
+            except openai.OpenAIError as e:
+                raise self._unavailable(tally, f"failed ({type(e).__name__}: {e})") from e
+            else:
+                tally.add(completion)
+                return completion
+            if attempt < attempts:
+                self._wait(attempt, last)
+        what = f"failed after {tally.attempts} attempts (last: {_describe_api_error(last)})"
+        raise self._unavailable(tally, what) from last
+
+    def _request(
+        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str
+    ) -> ChatCompletion:
+        s = self._settings
+        return self._client.chat.completions.create(
+            model=s.llm_model,
+            messages=messages,
+            max_tokens=s.llm_max_output_tokens,
+            temperature=0,
+            response_format=_response_format(mode),
+            user=user_id if s.llm_proxy else omit,
+            extra_headers={"X-Reflection-User": user_id} if s.llm_proxy else None,
+        )
+
+    def _wait(self, attempt: int, error: openai.APIError | None) -> None:
+        s = self._settings
+        delay = compute_backoff(
+            attempt, base=s.llm_backoff_base_seconds, cap=s.llm_backoff_max_seconds
+        )
+        if isinstance(error, openai.APIStatusError):
+            asked = retry_after_seconds(error.response.headers)
+            if asked is not None:
+                delay = max(delay, min(asked, s.llm_backoff_max_seconds * 3))
+        log.warning(
+            "LLM request failed (%s); retry %d of %d in %.2fs",
+            self._redact(_describe_api_error(error)), attempt + 1, s.llm_max_attempts, delay,
+        )  # fmt: skip
+        self._sleep(delay)
+
+    def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
+        message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"
+        log.error("%s; endpoint %s", message, self._endpoint)
+        return _with_attempts(LlmAuthError(message), tally.attempts)
+
+    def _rejected(self, e: openai.APIStatusError, tally: _Tally) -> LlmUnavailableError:
+        return self._unavailable(tally, f"rejected the request ({_describe_api_error(e)})")
+
+    def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
+        message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
+        return _with_attempts(LlmUnavailableError(message), tally.attempts)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+
+def _response_format(mode: Mode) -> completion_create_params.ResponseFormat | Omit:
+    if mode == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "reflection_decision", "schema": decision_json_schema()},
+        }
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return omit
+
+
+def _content(completion: ChatCompletion) -> str:
+    return (completion.choices[0].message.content or "") if completion.choices else ""
+
+
+def _repair_prompt(err: DecisionParseError, completion: ChatCompletion) -> str:
+    error = str(err)
+    if completion.choices and completion.choices[0].finish_reason == "length":
+        error = f"it was cut off at the output token limit, so answer more briefly ({error})"
+    return _REPAIR_PROMPT.format(error=error)
+
+
+def _error_message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return e.message
+
+
+def _describe_api_error(e: openai.APIError | None) -> str:
+    if isinstance(e, openai.APIStatusError):
+        return f"HTTP {e.status_code}: {_error_message(e)[:200]}"
+    if isinstance(e, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return "connection error"
+    return type(e).__name__
+
+
+def _without_userinfo(url: str) -> str:
+    """The endpoint for messages: credentials embedded in the URL are dropped."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _with_attempts(error: _E, attempts: int) -> _E:
+    """Attach the request count; the pipeline records it (`getattr(error, "attempts", 0)`)."""
+    error.attempts = attempts  # type: ignore[attr-defined]
+    return error
