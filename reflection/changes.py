@@ -1,0 +1,225 @@
+"""Judge an LLM decision: every memory change and the piece edit accepted or rejected.
+
+Pure: takes the current state (read under the user lock) and returns verdicts plus the
+resulting entries. Rejections never abort the others (SPEC section 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from reflection import constants as c
+from reflection.models import Code, Decision, MemoryChange, MemoryEntry, PieceEdit
+from reflection.pieces import check_piece_edit
+from reflection.secrets import find_secrets
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds a decision is judged against (from settings)."""
+
+    max_changes: int = 8
+    max_body_bytes: int = 8192
+    max_entries: int = 200
+    cooldown_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """Verdicts in the LLM's order, and each accepted change's target: entry or None (removed)."""
+
+    decisions: tuple[Decision, ...]
+    targets: Mapping[str, MemoryEntry | None]
+
+
+def _decision(ch: MemoryChange, code: Code, detail: str = "") -> Decision:
+    return Decision(
+        kind="memory",
+        name=ch.name[:80],
+        op=ch.op,
+        accepted=code is Code.OK,
+        code=code,
+        detail=detail,
+    )
+
+
+def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
+    """Checks shared by add and update: fields present, type known, size, secrets."""
+    if ch.description is None or ch.type is None or ch.body is None:
+        return Code.MISSING_FIELD, "add/update needs description, type and body"
+    if ch.type not in c.MEMORY_TYPES:
+        return Code.UNKNOWN_TYPE, f"type {ch.type[:40]!r} is not one of {list(c.MEMORY_TYPES)}"
+    if "\n" in ch.description.strip() or not ch.description.strip():
+        return Code.MISSING_FIELD, "description must be one non-empty line"
+    size = len(ch.body.encode("utf-8"))
+    if size > limits.max_body_bytes:
+        return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
+    kinds = find_secrets(ch.description) + find_secrets(ch.body)
+    if kinds:
+        return Code.SECRET_DETECTED, ", ".join(sorted(set(kinds)))
+    return Code.OK, ""
+
+
+def _judge_one(
+    ch: MemoryChange,
+    current: Mapping[str, MemoryEntry],
+    unreadable: frozenset[str],
+    limits: Limits,
+) -> tuple[Code, str]:
+    exists = ch.name in current or ch.name in unreadable
+    if ch.op == "add":
+        if exists:
+            return Code.EXISTS, "an entry with this name exists; use update"
+        return _content_code(ch, limits)
+    if ch.name in unreadable:
+        return Code.NOT_FOUND, "the entry's file is malformed; left for a human"
+    entry = current.get(ch.name)
+    if entry is None:
+        return Code.NOT_FOUND, "no entry with this name"
+    if entry.protected:
+        return Code.PROTECTED, "the entry is marked protected: true"
+    if ch.op == "update":
+        return _content_code(ch, limits)
+    if ch.merge_target is not None and not c.SLUG_RE.fullmatch(ch.merge_target):
+        return Code.MERGE_TARGET_MISSING, "merge_target is not a valid name"
+    return Code.OK, ""
+
+
+def _entry(ch: MemoryChange, protected: bool = False) -> MemoryEntry:
+    assert ch.description is not None and ch.type is not None and ch.body is not None
+    return MemoryEntry.model_validate(
+        {
+            "name": ch.name,
+            "description": ch.description.strip(),
+            "type": ch.type,
+            "body": ch.body,
+            "protected": protected,
+        }
+    )
+
+
+def judge_memory_changes(
+    changes: Sequence[MemoryChange],
+    current: Mapping[str, MemoryEntry],
+    limits: Limits,
+    unreadable: frozenset[str] = frozenset(),
+) -> MemoryVerdict:
+    """Judge each change against the current entries and the batch as a whole.
+
+    `unreadable` names files that exist but are malformed: never overwritten or deleted.
+    """
+    codes: list[tuple[Code, str]] = []
+    seen: set[str] = set()
+    for i, ch in enumerate(changes):
+        if i >= limits.max_changes:
+            codes.append((Code.TOO_MANY_CHANGES, f"at most {limits.max_changes} changes a run"))
+        elif not c.SLUG_RE.fullmatch(ch.name):
+            codes.append((Code.INVALID_NAME, "name must match " + c.SLUG_RE.pattern))
+        elif ch.name in seen:
+            codes.append(
+                (Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch")
+            )
+        else:
+            codes.append(_judge_one(ch, current, unreadable, limits))
+        seen.add(ch.name)
+    _reject_missing_merge_targets(changes, codes, current)
+    _reject_overflow(changes, codes, current, limits)
+    targets: dict[str, MemoryEntry | None] = {}
+    for ch, (code, _) in zip(changes, codes, strict=True):
+        if code is Code.OK:
+            targets[ch.name] = None if ch.op == "remove" else _entry(ch)
+    decisions = tuple(_decision(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
+    return MemoryVerdict(decisions, targets)
+
+
+def _final_names(
+    changes: Sequence[MemoryChange],
+    codes: list[tuple[Code, str]],
+    current: Mapping[str, MemoryEntry],
+) -> set[str]:
+    """The entry names that exist once every accepted change is applied."""
+    names = set(current)
+    for ch, (code, _) in zip(changes, codes, strict=True):
+        if code is Code.OK:
+            (names.discard if ch.op == "remove" else names.add)(ch.name)
+    return names
+
+
+def _reject_missing_merge_targets(
+    changes: Sequence[MemoryChange],
+    codes: list[tuple[Code, str]],
+    current: Mapping[str, MemoryEntry],
+) -> None:
+    """A remove's merge_target must exist afterwards. Targets that can never exist are
+    rejected first; then, since rejecting a remove keeps its entry alive (and may rescue
+    another remove that merges into it), the last offending remove is rejected, repeatedly."""
+
+    def removes() -> list[int]:
+        return [
+            i
+            for i, ch in enumerate(changes)
+            if ch.op == "remove" and codes[i][0] is Code.OK and ch.merge_target is not None
+        ]
+
+    def reject(i: int) -> None:
+        target = changes[i].merge_target
+        codes[i] = (Code.MERGE_TARGET_MISSING, f"{target!r} will not exist afterwards")
+
+    possible = set(current) | {
+        ch.name for ch, (code, _) in zip(changes, codes, strict=True) if code is Code.OK
+    }
+    for i in removes():
+        if changes[i].merge_target not in possible or changes[i].merge_target == changes[i].name:
+            reject(i)
+    while True:
+        names = _final_names(changes, codes, current)
+        bad = [i for i in removes() if changes[i].merge_target not in names]
+        if not bad:
+            return
+        reject(bad[-1])
+
+
+def _reject_overflow(
+    changes: Sequence[MemoryChange],
+    codes: list[tuple[Code, str]],
+    current: Mapping[str, MemoryEntry],
+    limits: Limits,
+) -> None:
+    """Past max_memory_entries, the last accepted adds are rejected first."""
+    for i in reversed(range(len(changes))):
+        if len(_final_names(changes, codes, current)) <= limits.max_entries:
+            return
+        if changes[i].op == "add" and codes[i][0] is Code.OK:
+            codes[i] = (Code.MEMORY_FULL, f"at most {limits.max_entries} entries")
+
+
+def judge_piece_edit(
+    edit: PieceEdit,
+    *,
+    piece_name: str,
+    current_yaml: str,
+    last_edit_at: datetime | None,
+    now: datetime,
+    cooldown_hours: float,
+) -> Decision:
+    """The piece edit's verdict: cooldown, secrets, then validity/unchanged/escalation."""
+
+    def verdict(code: Code, detail: str = "") -> Decision:
+        return Decision(
+            kind="piece",
+            name=piece_name,
+            op="edit",
+            accepted=code is Code.OK,
+            code=code,
+            detail=detail,
+        )
+
+    if last_edit_at is not None and now - last_edit_at < timedelta(hours=cooldown_hours):
+        return verdict(Code.PIECE_COOLDOWN, f"last edited {last_edit_at.isoformat()}")
+    kinds = find_secrets(edit.yaml)
+    if kinds:
+        return verdict(Code.SECRET_DETECTED, ", ".join(sorted(set(kinds))))
+    code, detail = check_piece_edit(current_yaml, edit.yaml, piece_name=piece_name)
+    return verdict(code, detail)
