@@ -1,0 +1,112 @@
+"""The user's memory: `<uid>/memory/<name>.md` entries and the `MEMORY.md` index.
+
+Loading never raises and never deletes: a file that cannot be read as an entry is
+reported as `Malformed` (its path relative to the user's home and why) and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from reflection import constants as c
+from reflection.frontmatter import FrontmatterError, parse_entry
+from reflection.models import Malformed, MemoryEntry
+from reflection.paths import UnsafePathError, UserPaths
+
+_SUFFIX = ".md"
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+class _Skip(Exception):
+    """Raised inside the loader when one file is not a usable entry."""
+
+
+def _read(path: Path, max_file_bytes: int) -> str:
+    """The text of the regular file at `path` (not a symlink, a FIFO or a device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise _Skip("is a symlink" if path.is_symlink() else f"unreadable: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Skip("not a regular file")
+        data = f.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        raise _Skip(f"larger than {max_file_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Skip(f"not UTF-8 (byte {e.start})") from e
+
+
+def _load_one(entry: os.DirEntry[str], max_file_bytes: int) -> MemoryEntry:
+    stem = entry.name[: -len(_SUFFIX)]
+    if entry.is_symlink():
+        raise _Skip("is a symlink")
+    if entry.is_dir(follow_symlinks=False):
+        raise _Skip("is a directory")
+    if not c.SLUG_RE.fullmatch(stem):
+        raise _Skip(f"file name is not a valid entry name ({c.SLUG_RE.pattern})")
+    text = _read(Path(entry.path), max_file_bytes)
+    try:
+        return parse_entry(text, stem=stem)
+    except FrontmatterError as e:
+        raise _Skip(str(e)) from e
+
+
+def _listing(paths: UserPaths) -> list[os.DirEntry[str]]:
+    """The memory folder's `*.md` files except the index, sorted by name."""
+    folder = paths.memory_dir
+    if folder.is_symlink():
+        raise _Skip("the memory folder is a symlink")
+    paths.contained(folder)
+    with os.scandir(folder) as it:
+        found = [e for e in it if e.name.endswith(_SUFFIX) and e.name != c.MEMORY_INDEX]
+    return sorted(found, key=lambda e: e.name)
+
+
+def load_memory(
+    paths: UserPaths, *, max_file_bytes: int = c.MAX_MEMORY_FILE_BYTES
+) -> tuple[tuple[MemoryEntry, ...], tuple[Malformed, ...]]:
+    """Every valid entry (sorted by name) and every skipped file (sorted by path).
+
+    A missing memory folder means no entries. Never raises, never deletes anything.
+    """
+    folder_rel = f"{c.MEMORY_DIR}/"
+    try:
+        listing = _listing(paths)
+    except FileNotFoundError:
+        return (), ()
+    except (_Skip, UnsafePathError, OSError) as e:
+        reason = str(e) if isinstance(e, _Skip | UnsafePathError) else f"unreadable: {e.strerror}"
+        return (), (Malformed(path=folder_rel, reason=reason),)
+    entries: list[MemoryEntry] = []
+    malformed: list[Malformed] = []
+    for item in listing:
+        try:
+            entries.append(_load_one(item, max_file_bytes))
+        except _Skip as e:
+            malformed.append(Malformed(path=f"{c.MEMORY_DIR}/{item.name}", reason=str(e)))
+        except OSError as e:
+            malformed.append(
+                Malformed(path=f"{c.MEMORY_DIR}/{item.name}", reason=f"unreadable: {e.strerror}")
+            )
+        except Exception as e:  # one odd file must never stop the run
+            malformed.append(
+                Malformed(path=f"{c.MEMORY_DIR}/{item.name}", reason=f"unreadable: {e!r}"[:300])
+            )
+    entries.sort(key=lambda e: e.name)
+    return tuple(entries), tuple(malformed)
+
+
+def render_index(entries: Iterable[MemoryEntry]) -> str:
+    """The text of `MEMORY.md`: a heading, then `- <name> (<type>): <description>` per entry,
+    sorted by name; the same entries always give the same text."""
+    lines = [
+        f"- {e.name} ({e.type}): {e.description.translate(_LINE_BREAKS)}"
+        for e in sorted(entries, key=lambda e: e.name)
+    ]
+    return "\n".join(["# Memory index", *([""] if lines else []), *lines]) + "\n"

@@ -1,0 +1,315 @@
+"""The prompts, and the guard that keeps them inside the model's context (SPEC section 8).
+
+The prompt text lives in `reflection/prompts/*.md` (string.Template files: data put into
+`$placeholders` is never re-scanned, so braces and dollars in logs are harmless). The
+user prompt carries the job's data in blocks that open with `<<<NAME` and close with
+`>>>`; any run of three or more `<` or `>` inside data is broken up so data can never
+close its block or open a fake one. Credentials in the data are masked before anything
+reaches the model.
+
+`fit_prompt` estimates tokens conservatively (UTF-8 bytes / 3, no tokenizer) and, when the
+prompt is over budget, first shrinks the activity log (down to nothing), then cuts memory
+bodies, longest first (down to a short stub); if that is still too much it raises
+ContextOverflowError before any call is made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from string import Template
+from typing import Final
+
+from reflection import constants as c
+from reflection.activity import shrink_activity
+from reflection.decision import decision_json_schema
+from reflection.errors import ContextOverflowError
+from reflection.models import ActivityLog, Job, MemoryEntry, ReflectionInputs
+from reflection.secrets import mask_secrets
+
+# Chat framing (roles, separators) on top of the two messages, in tokens.
+FRAMING_TOKENS: Final = 64
+# A memory body is never cut below this many bytes (marker included).
+BODY_STUB_BYTES: Final = 240
+# The job's result and error are summaries; a longer one is cut in the middle.
+JOB_FIELD_MAX_BYTES: Final = 4096
+
+_DELIMITER_RUN: Final = re.compile(r"<{3,}|>{3,}")
+_NOT_WORD: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@cache
+def _template(name: str) -> Template:
+    text = resources.files("reflection").joinpath("prompts", name).read_text(encoding="utf-8")
+    return Template(text)
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count: one token per 3 UTF-8 bytes, rounded up."""
+    return (len(text.encode("utf-8", errors="surrogatepass")) + 2) // 3
+
+
+@cache
+def reserved_tokens() -> int:
+    """Tokens the request spends besides the two messages: the response_format schema
+    (sent in the best output mode) and the chat framing."""
+    return estimate_tokens(json.dumps(decision_json_schema())) + FRAMING_TOKENS
+
+
+def build_system_prompt(*, max_changes: int, max_body_bytes: int) -> str:
+    """The system prompt: the task, the memory types, when to abstain, the limits, the
+    security rule about data, and the exact JSON answer shape."""
+    return _template("system.md").substitute(
+        max_changes=max_changes, max_body_bytes=max_body_bytes, name_pattern=c.SLUG_RE.pattern
+    )
+
+
+def _neutral(text: str) -> str:
+    """`text` with every run of 3+ `<` or `>` spaced out, so it cannot delimit a block."""
+    return _DELIMITER_RUN.sub(lambda m: " ".join(m.group()), text)
+
+
+def _block(name: str, body: str, attrs: str = "") -> str:
+    header = f"<<<{name} {attrs}".rstrip()
+    return f"{header}\n{_neutral(body).rstrip(chr(10))}\n>>>"
+
+
+def _clip_bytes(text: str, max_bytes: int, *, from_end: bool = False) -> str:
+    raw = text.encode("utf-8")
+    cut = raw[-max_bytes:] if from_end else raw[:max_bytes]
+    return cut.decode("utf-8", errors="ignore") if max_bytes > 0 else ""
+
+
+def _clip_middle(text: str, max_bytes: int) -> str:
+    """`text` cut in the middle to about `max_bytes` UTF-8 bytes, with a marker."""
+    size = len(text.encode("utf-8"))
+    if size <= max_bytes:
+        return text
+    half = max_bytes // 2
+    head, tail = _clip_bytes(text, half), _clip_bytes(text, half, from_end=True)
+    omitted = size - len(head.encode("utf-8")) - len(tail.encode("utf-8"))
+    return f"{head}\n[... {omitted} bytes omitted ...]\n{tail}"
+
+
+def _trim_body(body: str, cap: int) -> str:
+    """`body` cut to at most `cap` bytes (at least a stub), ending in a marker."""
+    size = len(body.encode("utf-8"))
+    if size <= cap:
+        return body
+    marker = f"\n[... {size} bytes in all; the rest was trimmed to fit the context ...]"
+    return _clip_bytes(body, max(cap - len(marker.encode("utf-8")), 0)) + marker
+
+
+def _duration(job: Job) -> str:
+    if job.created_at is None or job.finished_at is None:
+        return ""
+    seconds = max(0, int((job.finished_at - job.created_at).total_seconds()))
+    return f"\nduration: {seconds // 60}m {seconds % 60}s"
+
+
+def _activity_note(activity: ActivityLog, text: str) -> str:
+    if not activity.found:
+        return "no activity log was found for this job"
+    if not text and activity.total_bytes:
+        return f"{activity.total_bytes} bytes, all left out to fit the context"
+    if not text:
+        return "empty"
+    if len(text.encode("utf-8")) < activity.total_bytes:
+        return (
+            f"{activity.total_bytes} bytes, cut in the middle (a marker says how much is left out)"
+        )
+    return f"{activity.total_bytes} bytes, shown whole"
+
+
+def _memory_blocks(memory: Sequence[MemoryEntry]) -> list[str]:
+    return [
+        _block(
+            "MEMORY_ENTRY",
+            f"description: {e.description}\n\n{e.body}",
+            f"name={e.name} type={e.type} protected={str(e.protected).lower()}",
+        )
+        for e in memory
+    ]
+
+
+def build_user_prompt(
+    inputs: ReflectionInputs, *, activity_text: str, memory: Sequence[MemoryEntry]
+) -> str:
+    """The user prompt: the job's facts, then its data in delimited blocks.
+
+    Renders the data as given (`fit_prompt` masks credentials and trims before calling it).
+    """
+    job, piece = inputs.job, inputs.piece
+    blocks = [_block("REQUEST", job.task)]
+    if job.result:
+        blocks.append(_block("RESULT", _clip_middle(job.result, JOB_FIELD_MAX_BYTES)))
+    if job.error:
+        blocks.append(_block("ERROR", _clip_middle(job.error, JOB_FIELD_MAX_BYTES)))
+    if activity_text:
+        attrs = f"total_bytes={inputs.activity.total_bytes}"
+        blocks.append(_block("ACTIVITY_LOG", activity_text, attrs))
+    blocks += _memory_blocks(memory)
+    if inputs.malformed:
+        listing = "\n".join(f"- {m.path}: {m.reason}" for m in inputs.malformed)
+        blocks.append(_block("MALFORMED_MEMORY_FILES", listing))
+    source = "the user's copy" if piece.user_copy else "built-in; an edit creates the user's copy"
+    origin = "user-copy" if piece.user_copy else "built-in"
+    blocks.append(_block("PIECE", piece.yaml, f"name={piece.name} source={origin}"))
+    n = len(memory)
+    memory_note = f"{n} entr{'y' if n == 1 else 'ies'}" if n else "no entries yet"
+    if inputs.malformed:
+        memory_note += f"; {len(inputs.malformed)} malformed file(s) skipped"
+    return _template("user.md").substitute(
+        job_id=job.id,
+        piece_name=piece.name,
+        piece_source=source,
+        outcome=inputs.request.outcome,
+        status=_NOT_WORD.sub("?", job.status[:40]),
+        duration=_duration(job),
+        activity_note=_activity_note(inputs.activity, activity_text),
+        memory_note=memory_note,
+        blocks="\n\n".join(blocks),
+    )
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The two messages that fit, and what the guard had to cut to make them fit."""
+
+    system: str
+    user: str
+    est_tokens: int
+    log_bytes_in_prompt: int
+    memory_bodies_trimmed: int
+
+
+def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
+    """`inputs` with credentials masked in everything but the piece YAML (an edit must
+    return that whole, so it goes as it is)."""
+    job = inputs.job
+    return inputs.model_copy(
+        update={
+            "job": job.model_copy(
+                update={
+                    "task": mask_secrets(job.task),
+                    "result": mask_secrets(job.result) if job.result else job.result,
+                    "error": mask_secrets(job.error) if job.error else job.error,
+                }
+            ),
+            "activity": inputs.activity.model_copy(
+                update={"text": mask_secrets(inputs.activity.text)}
+            ),
+            "memory": tuple(
+                e.model_copy(
+                    update={
+                        "description": mask_secrets(e.description),
+                        "body": mask_secrets(e.body),
+                    }
+                )
+                for e in inputs.memory
+            ),
+            "malformed": tuple(
+                m.model_copy(update={"reason": mask_secrets(m.reason)}) for m in inputs.malformed
+            ),
+        }
+    )
+
+
+def _cap_for(sizes: Sequence[int], need: int) -> int:
+    """The largest cap C such that cutting every size above C to C saves `need` bytes
+    (0 when even that cannot)."""
+    lo, hi = 0, max(sizes, default=0)
+    if sum(sizes) < need:
+        return 0
+    while lo < hi:  # the answer is in [lo, hi]
+        mid = (lo + hi + 1) // 2
+        if sum(max(0, s - mid) for s in sizes) >= need:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@dataclass
+class _Guard:
+    """The state of one fit: the data as it stands, and how far it is over budget."""
+
+    inputs: ReflectionInputs
+    system: str
+    budget: int
+    log: ActivityLog
+    memory: list[MemoryEntry]
+    user: str = ""
+    tokens: int = 0
+
+    def render(self) -> int:
+        """Rebuild the user prompt; the bytes still to cut (≤ 0 once it fits)."""
+        self.user = build_user_prompt(self.inputs, activity_text=self.log.text, memory=self.memory)
+        self.tokens = estimate_tokens(self.system) + estimate_tokens(self.user)
+        return (self.tokens - self.budget) * 3
+
+    def trim_log(self, over: int) -> int:
+        while over > 0 and self.log.text:
+            size = len(self.log.text.encode("utf-8"))
+            self.log = shrink_activity(self.log, max(0, min(size - 1, size - over)))
+            over = self.render()
+        return over
+
+    def trim_memory(self, over: int) -> int:
+        originals = [e.body for e in self.inputs.memory]
+        sizes = [len(b.encode("utf-8")) for b in originals]
+        cap = max(sizes, default=0)
+        while over > 0 and cap > BODY_STUB_BYTES:
+            current = [len(e.body.encode("utf-8")) for e in self.memory]
+            cap = max(BODY_STUB_BYTES, min(cap - 1, _cap_for(current, over)))
+            self.memory = [
+                e.model_copy(update={"body": _trim_body(body, cap)})
+                for e, body in zip(self.inputs.memory, originals, strict=True)
+            ]
+            over = self.render()
+        return over
+
+    @property
+    def bodies_trimmed(self) -> int:
+        return sum(a.body != b.body for a, b in zip(self.inputs.memory, self.memory, strict=True))
+
+
+def fit_prompt(
+    inputs: ReflectionInputs,
+    *,
+    context_limit_tokens: int,
+    max_output_tokens: int,
+    max_changes: int,
+    max_body_bytes: int,
+) -> Prompt:
+    """The system and user prompts, cut to fit `context_limit_tokens` minus the output and a
+    reserve: the activity log first (down to nothing), then memory bodies, longest first
+    (down to a stub). Raises ContextOverflowError when even that is too much.
+    """
+    safe = _masked(inputs)
+    guard = _Guard(
+        inputs=safe,
+        system=build_system_prompt(max_changes=max_changes, max_body_bytes=max_body_bytes),
+        budget=context_limit_tokens - max_output_tokens - reserved_tokens(),
+        log=safe.activity,
+        memory=list(safe.memory),
+    )
+    over = guard.trim_memory(guard.trim_log(guard.render()))
+    if over > 0:
+        raise ContextOverflowError(
+            f"the prompt needs about {guard.tokens} tokens but {max(guard.budget, 0)} fit "
+            f"(context {context_limit_tokens} - output {max_output_tokens} - reserve "
+            f"{reserved_tokens()}), even with the activity log left out and "
+            f"{guard.bodies_trimmed} memory bodies cut to {BODY_STUB_BYTES} bytes"
+        )
+    return Prompt(
+        system=guard.system,
+        user=guard.user,
+        est_tokens=guard.tokens,
+        log_bytes_in_prompt=len(guard.log.text.encode("utf-8")),
+        memory_bodies_trimmed=guard.bodies_trimmed,
+    )
