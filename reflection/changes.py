@@ -51,7 +51,8 @@ def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
     if ch.type not in c.MEMORY_TYPES:
         return Code.UNKNOWN_TYPE, f"type {ch.type[:40]!r} is not one of {list(c.MEMORY_TYPES)}"
-    if "\n" in ch.description.strip() or not ch.description.strip():
+    # Any line break (\r, \u2028, ...) would make an unreadable frontmatter.
+    if ch.description.strip().splitlines() != [ch.description.strip()]:
         return Code.MISSING_FIELD, "description must be one non-empty line"
     size = len(ch.body.encode("utf-8"))
     if size > limits.max_body_bytes:

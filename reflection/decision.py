@@ -29,7 +29,6 @@ class DecisionParseError(ValueError):
     """Raised when a reply is not a valid decision; the message can be sent to the model."""
 
 
-
 def decision_json_schema() -> dict[str, Any]:
     """The JSON schema of `LlmDecision`, for `response_format`."""
     return LlmDecision.model_json_schema()

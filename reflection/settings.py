@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     store_llm_raw: bool = False
 
     # Locks and delivery.
-    lock_expire_seconds: int = Field(default=60, ge=5)
-    lock_wait_seconds: float = Field(default=5.0, ge=0)
+    lock_expire_seconds: int = Field(default=20, ge=3)
+    lock_wait_seconds: int = Field(default=5, ge=0, le=60)
     claim_lease_seconds: int = Field(default=900, ge=10)
     broker_visibility_timeout: int = Field(default=3600, ge=10)
     task_time_limit: int = Field(default=900, ge=10)

@@ -265,6 +265,17 @@ def release_failed(*, engine: Engine, original_job_id: str, fence: int) -> None:
         )
 
 
+def reset_deliveries(*, engine: Engine, original_job_id: str, fence: int) -> None:
+    """A run that ended cleanly (to be retried) was no crash: restart the poison count."""
+    c = reflection_claims.c
+    with _db(), engine.begin() as conn:
+        conn.execute(
+            update(reflection_claims)
+            .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
+            .values(deliveries=0)
+        )
+
+
 def record_metrics(*, engine: Engine, row: dict[str, Any]) -> None:
     """Insert one `reflection_metrics` row; a second row for the same run is ignored."""
     with _db(), engine.begin() as conn:

@@ -79,6 +79,9 @@ def codes(changes: list[MemoryChange], limits: Limits | None = None, **kw: objec
         ([add("never-force-push-2")], [Code.OK]),
         ([MemoryChange(op="add", name="half", body="no type")], [Code.MISSING_FIELD]),
         ([add("two-lines", description="a\nb")], [Code.MISSING_FIELD]),
+        ([add("cr-line", description="a\rb")], [Code.MISSING_FIELD]),
+        ([add("ls-line", description="a\u2028b")], [Code.MISSING_FIELD]),
+        ([add("blank", description="  ")], [Code.MISSING_FIELD]),
     ],
 )
 def test_memory_codes(changes: list[MemoryChange], expected: list[Code]) -> None:

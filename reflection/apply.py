@@ -1,0 +1,291 @@
+"""Apply a judged decision, crash-safely, through a journal rolled forward under the lock.
+
+Inside the user lock the run (1) judges the decision against the state read *now*,
+(2) writes a journal holding every file's before and after text, the snapshot and the
+database rows, then (3) rolls it forward: files, snapshot, index line, one Postgres
+transaction (metrics row, piece_edits row, claim marked done), and deletes the journal.
+Every step is idempotent, so a worker killed anywhere leaves either no journal (nothing
+was written) or a journal that the next holder of the user's lock completes exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from reflection import storage
+from reflection.changes import Limits, judge_memory_changes, judge_piece_edit
+from reflection.faults import fault_point
+from reflection.frontmatter import render_entry
+from reflection.fsio import atomic_delete, atomic_write, read_text_limited
+from reflection.lock import UserLock
+from reflection.memory import render_index
+from reflection.models import Decision, LlmResult, MemoryEntry, Outcome, Piece, ReflectRequest
+from reflection.paths import UserPaths
+from reflection.secrets import mask_secrets
+from reflection.snapshot import snapshot_files, write_snapshot
+
+log = logging.getLogger(__name__)
+
+_MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+
+
+class FileChange(BaseModel):
+    """One file of the user's folder: its text before and after (None = absent)."""
+
+    path: str  # relative to the user's home
+    before: str | None
+    after: str | None
+
+
+class Journal(BaseModel):
+    """Everything one reflection writes, decided before the first write."""
+
+    snapshot_id: str
+    original_job_id: str
+    reflection_job_id: str
+    user_id: str
+    fence: int
+    files: list[FileChange]
+    snapshot: dict[str, str]
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+    piece_edit: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class State:
+    """The user's state as read under the lock."""
+
+    memory: Mapping[str, MemoryEntry]
+    unreadable: frozenset[str]
+    piece: Piece
+    last_piece_edit_at: datetime | None
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def snapshot_id_for(reflection_job_id: str, now: datetime) -> str:
+    """Sortable by time, unique per run, safe as a folder name."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{_sha(reflection_job_id)[:12]}"
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return read_text_limited(path, 1024 * 1024)
+    except FileNotFoundError:
+        return None
+
+
+def outcome_of(decisions: tuple[Decision, ...]) -> Outcome:
+    """applied (≥1 accepted), abstained (nothing proposed), rejected (none accepted)."""
+    if not decisions:
+        return Outcome.ABSTAINED
+    return Outcome.APPLIED if any(d.accepted for d in decisions) else Outcome.REJECTED
+
+
+def plan(
+    *,
+    paths: UserPaths,
+    request: ReflectRequest,
+    reflection_job_id: str,
+    fence: int,
+    llm: LlmResult,
+    state: State,
+    limits: Limits,
+    now: datetime,
+    store_llm_raw: bool,
+) -> Journal:
+    """Judge the decision against `state` and lay out every write as a journal."""
+    decision = llm.decision
+    verdict = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
+    decisions = verdict.decisions
+    piece_after: str | None = None
+    if decision.piece_edit is not None:
+        pd = judge_piece_edit(
+            decision.piece_edit,
+            piece_name=request.piece_name,
+            current_yaml=state.piece.yaml,
+            last_edit_at=state.last_piece_edit_at,
+            now=now,
+            cooldown_hours=limits.cooldown_hours,
+        )
+        decisions += (pd,)
+        piece_after = decision.piece_edit.yaml if pd.accepted else None
+
+    files: list[FileChange] = []
+    mem_before: dict[str, str | None] = {}
+    mem_after: dict[str, str | None] = {}
+    for name, entry in verdict.targets.items():
+        path = paths.memory_file(name)
+        mem_before[name] = _read_or_none(paths.contained(path))
+        mem_after[name] = render_entry(entry) if entry is not None else None
+        files.append(_change(paths, path, mem_before[name], mem_after[name]))
+    if verdict.targets:
+        final = {**state.memory, **verdict.targets}
+        index = render_index(e for e in final.values() if e is not None)
+        files.append(_change(paths, paths.memory_index, _read_or_none(paths.memory_index), index))
+    if piece_after is not None:
+        copy = paths.piece_copy(request.piece_name)
+        files.append(_change(paths, copy, _read_or_none(paths.contained(copy)), piece_after))
+
+    sid = snapshot_id_for(reflection_job_id, now)
+    outcome = outcome_of(decisions)
+    accepted_mem = sum(1 for d in decisions if d.kind == "memory" and d.accepted)
+    meta: dict[str, Any] = {
+        "kind": "reflection",
+        "snapshot_id": sid,
+        "created_at": now.isoformat(),
+        "original_job_id": request.original_job_id,
+        "reflection_job_id": reflection_job_id,
+        "user_id": request.user_id,
+        "piece_name": request.piece_name,
+        "job_outcome": request.outcome,
+        "outcome": outcome.value,
+        "reasoning": mask_secrets(decision.reasoning),
+        "model": llm.model,
+        "tokens_in": llm.usage.tokens_in,
+        "tokens_out": llm.usage.tokens_out,
+        "llm_attempts": llm.attempts,
+        "memory_changes": accepted_mem,
+        "piece_edited": piece_after is not None,
+        "piece_before_source": "user" if state.piece.user_copy else "builtin",
+        "rejected": sum(1 for d in decisions if not d.accepted),
+        "decisions": [d.model_dump(mode="json") for d in decisions],
+        "memory_files": {
+            n: {"before": mem_before[n] is not None, "after": mem_after[n] is not None}
+            for n in verdict.targets
+        },
+    }
+    if store_llm_raw:
+        meta["llm_raw"] = mask_secrets(llm.raw)
+    metrics = {
+        "reflection_job_id": reflection_job_id,
+        "original_job_id": request.original_job_id,
+        "user_id": request.user_id,
+        "piece_name": request.piece_name,
+        "outcome": outcome.value,
+        "memory_changes": accepted_mem,
+        "piece_edited": piece_after is not None,
+        "rejections": meta["rejected"],
+        "tokens_in": llm.usage.tokens_in,
+        "tokens_out": llm.usage.tokens_out,
+        "llm_attempts": llm.attempts,
+        "model": llm.model,
+        "snapshot_id": sid,
+    }
+    piece_row = None
+    if piece_after is not None:
+        piece_row = {
+            "user_id": request.user_id,
+            "piece_name": request.piece_name,
+            "reflection_job_id": reflection_job_id,
+            "original_job_id": request.original_job_id,
+            "before_sha256": _sha(state.piece.yaml),
+            "after_sha256": _sha(piece_after),
+            "created_at": now,
+        }
+    return Journal(
+        snapshot_id=sid,
+        original_job_id=request.original_job_id,
+        reflection_job_id=reflection_job_id,
+        user_id=request.user_id,
+        fence=fence,
+        files=files,
+        snapshot=snapshot_files(
+            mem_before, mem_after, state.piece.yaml if piece_after else None, piece_after
+        ),
+        meta=meta,
+        metrics=metrics,
+        piece_edit=piece_row,
+    )
+
+
+def _change(paths: UserPaths, path: Path, before: str | None, after: str | None) -> FileChange:
+    return FileChange(path=str(path.relative_to(paths.home)), before=before, after=after)
+
+
+def journal_path(paths: UserPaths, snapshot_id: str) -> Path:
+    return paths.journal_dir / f"{snapshot_id}.json"
+
+
+def write_journal(paths: UserPaths, journal: Journal) -> None:
+    """The commit point for files: once this exists, the run will be completed."""
+    atomic_write(journal_path(paths, journal.snapshot_id), journal.model_dump_json())
+
+
+def pending_journals(paths: UserPaths) -> list[Journal]:
+    """Journals a killed worker left behind, oldest first."""
+    if not paths.journal_dir.is_dir():
+        return []
+    found = []
+    for p in sorted(paths.journal_dir.glob("*.json")):
+        try:
+            found.append(Journal.model_validate_json(read_text_limited(p, _MAX_JOURNAL_BYTES)))
+        except (OSError, ValueError) as e:
+            log.error("journal %s is unreadable (%s); left in place for an operator", p, e)
+    return found
+
+
+def has_pending_journal(paths: UserPaths, original_job_id: str) -> bool:
+    """Whether a killed run of this job left a journal (it must be completed, not dropped)."""
+    return any(j.original_job_id == original_job_id for j in pending_journals(paths))
+
+
+def roll_forward(
+    *,
+    paths: UserPaths,
+    journal: Journal,
+    lock: UserLock,
+    engine: Engine,
+    duration_ms: int,
+    recovering: bool,
+) -> bool:
+    """Write the journal's files, snapshot and index line, then commit the rows.
+
+    Returns False when the database says this run is stale (its claim was taken over or
+    already completed): the files written are the journal's own, so nothing is doubled.
+    """
+    if recovering and (
+        storage.claim_state(engine=engine, original_job_id=journal.original_job_id) == "done"
+    ):
+        # Killed after its commit: everything was written; only the journal is left.
+        atomic_delete(journal_path(paths, journal.snapshot_id))
+        return False
+    fault_point("after_journal")
+    for n, change in enumerate(journal.files):
+        if n:
+            fault_point("between_writes")
+        target = paths.contained(paths.home / change.path)
+        lock.ensure_owned()
+        if change.after is None:
+            atomic_delete(target)
+        elif _read_or_none(target) != change.after:
+            atomic_write(target, change.after)
+    fault_point("after_files")
+    lock.ensure_owned()
+    write_snapshot(paths, journal.meta, journal.snapshot, recovering=recovering)
+    fault_point("after_snapshot")
+    lock.ensure_owned()
+    committed = True
+    if journal.metrics:  # a revert has no run to commit
+        committed = storage.commit_run(
+            engine=engine,
+            original_job_id=journal.original_job_id,
+            fence=None if recovering else journal.fence,
+            metrics={"duration_ms": duration_ms, **journal.metrics},
+            piece_edit=journal.piece_edit,
+        )
+    fault_point("after_commit")
+    atomic_delete(journal_path(paths, journal.snapshot_id))
+    return committed

@@ -1,0 +1,374 @@
+"""Run one reflection: request → claim → inputs → prompt → LLM → (lock: plan → journal →
+files → snapshot → rows) → outcome. The one module that orders the stages and owns the
+lock scope; it knows nothing of Celery.
+
+Permanent errors end the run `failed` with their code and a metrics row. Retryable ones
+(`RetryableError`) propagate, so the task adapter can retry them; the claim stays ours
+and the LLM's decision is kept on it, so a retry never calls the LLM twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis
+from sqlalchemy import Engine
+
+from reflection import storage
+from reflection.apply import (
+    Journal,
+    State,
+    has_pending_journal,
+    pending_journals,
+    plan,
+    roll_forward,
+    write_journal,
+)
+from reflection.changes import Limits
+from reflection.errors import (
+    ClaimBusyError,
+    InfrastructureError,
+    LockLostError,
+    PermanentError,
+    ReflectionError,
+    RetryableError,
+)
+from reflection.faults import fault_point
+from reflection.inputs import load_inputs, load_piece
+from reflection.lock import UserLock, user_lock
+from reflection.memory import load_memory
+from reflection.models import Decision, LlmResult, Outcome, ReflectRequest
+from reflection.paths import UserPaths
+from reflection.prompt import fit_prompt
+from reflection.request import parse_request, safe_id
+from reflection.settings import Settings
+
+log = logging.getLogger("reflection")
+
+
+class Llm(Protocol):
+    """What the pipeline needs of an LLM client (`reflection.llm.LlmClient`)."""
+
+    def decide(self, *, system: str, user: str, user_id: str) -> LlmResult: ...
+
+
+@dataclass
+class Deps:
+    """The clients a run uses, built once per worker process (after fork)."""
+
+    settings: Settings
+    engine: Engine
+    redis: redis.Redis
+    llm: Llm
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did; the task returns `outcome`, the CLI and demo print the rest."""
+
+    outcome: Outcome
+    reflection_job_id: str
+    original_job_id: str
+    user_id: str
+    error_code: str | None = None
+    detail: str = ""
+    decisions: tuple[Decision, ...] = ()
+    reasoning: str = ""
+    snapshot_dir: Path | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    duration_ms: int = 0
+
+
+class _Run:
+    """One run's identity and clock, for log lines and metrics rows."""
+
+    def __init__(self, reflection_job_id: str, kwargs: Mapping[str, Any]) -> None:
+        self.reflection_job_id = safe_id(reflection_job_id)
+        self.original_job_id = safe_id(kwargs.get("original_job_id", "?"))
+        self.user_id = safe_id(kwargs.get("user_id", "?"))
+        self.piece_name = safe_id(kwargs.get("piece_name", "?"))
+        self.t0 = time.monotonic()
+
+    def ms(self) -> int:
+        return int((time.monotonic() - self.t0) * 1000)
+
+    def log(self, level: int, stage: str, msg: str, *args: object) -> None:
+        log.log(
+            level,
+            "%s job=%s reflection=%s user=%s " + msg,
+            stage,
+            self.original_job_id,
+            self.reflection_job_id,
+            self.user_id,
+            *args,
+        )
+
+    def report(self, outcome: Outcome, **kw: Any) -> RunReport:
+        return RunReport(
+            outcome=outcome,
+            reflection_job_id=self.reflection_job_id,
+            original_job_id=self.original_job_id,
+            user_id=self.user_id,
+            duration_ms=self.ms(),
+            **kw,
+        )
+
+    def metrics_row(self, outcome: Outcome, **kw: Any) -> dict[str, Any]:
+        return {
+            "reflection_job_id": self.reflection_job_id,
+            "original_job_id": self.original_job_id,
+            "user_id": self.user_id,
+            "piece_name": self.piece_name,
+            "outcome": outcome.value,
+            "duration_ms": self.ms(),
+            **kw,
+        }
+
+
+@contextmanager
+def _stage(run: _Run, name: str) -> Iterator[None]:
+    t = time.monotonic()
+    yield
+    run.log(logging.INFO, name, "done in %d ms", int((time.monotonic() - t) * 1000))
+
+
+def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, Any]) -> RunReport:
+    """Run one reflection to a terminal outcome, or raise `RetryableError` to be retried."""
+    run = _Run(reflection_job_id, kwargs)
+    try:
+        request = parse_request(kwargs)
+    except PermanentError as e:
+        return _fail(deps, run, e)
+    s = deps.settings
+    paths = UserPaths(s.user_folder_root, request.user_id)
+    claim = storage.claim_job(
+        engine=deps.engine,
+        original_job_id=request.original_job_id,
+        reflection_job_id=run.reflection_job_id,
+        user_id=request.user_id,
+        lease_seconds=s.claim_lease_seconds,
+    )
+    if claim.status == "done":
+        if has_pending_journal(paths, request.original_job_id):
+            return _apply(deps, run, request, paths, claim.fence, None)
+        return _duplicate(deps, run)
+    if claim.status == "busy":
+        raise ClaimBusyError(
+            f"job {request.original_job_id} is being reflected by another delivery"
+        )
+    try:
+        if claim.deliveries > s.max_deliveries and not has_pending_journal(
+            paths, request.original_job_id
+        ):
+            raise _Poison(f"delivered {claim.deliveries} times; giving up")
+        if claim.decision is not None:
+            run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
+            result = LlmResult.model_validate(claim.decision)
+        else:
+            result = _consult(deps, run, request, paths, claim.fence)
+        return _apply(deps, run, request, paths, claim.fence, result)
+    except RetryableError:
+        # Leaving cleanly to be retried is not a crash; only crashes count toward poison.
+        with contextlib.suppress(InfrastructureError):
+            storage.reset_deliveries(
+                engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
+            )
+        raise
+    except PermanentError as e:
+        storage.release_failed(
+            engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
+        )
+        return _fail(deps, run, e)
+
+
+class _Poison(PermanentError):
+    """Raised when one job was delivered more often than `max_deliveries`."""
+
+    code = "poison"
+
+
+def _consult(
+    deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, fence: int
+) -> LlmResult:
+    s = deps.settings
+    with _stage(run, "load"):
+        inputs = load_inputs(
+            request=request,
+            engine=deps.engine,
+            paths=paths,
+            pieces_dir=s.pieces_dir,
+            activity_log_max_bytes=s.activity_log_max_bytes,
+        )
+    with _stage(run, "prompt"):
+        prompt = fit_prompt(
+            inputs,
+            context_limit_tokens=s.llm_context_limit_tokens,
+            max_output_tokens=s.llm_max_output_tokens,
+            max_changes=s.max_changes_per_run,
+            max_body_bytes=s.max_entry_body_bytes,
+        )
+    fault_point("before_llm")
+    with _stage(run, "llm"):
+        result = deps.llm.decide(system=prompt.system, user=prompt.user, user_id=request.user_id)
+    fault_point("after_llm")
+    run.log(
+        logging.INFO,
+        "llm",
+        "tokens_in=%d tokens_out=%d attempts=%d changes=%d piece_edit=%s",
+        result.usage.tokens_in,
+        result.usage.tokens_out,
+        result.attempts,
+        len(result.decision.memory_changes),
+        result.decision.piece_edit is not None,
+    )
+    if not storage.store_decision(
+        engine=deps.engine,
+        original_job_id=request.original_job_id,
+        fence=fence,
+        decision=result.model_dump(mode="json"),
+    ):
+        raise ClaimBusyError("the claim was taken over while the LLM answered")
+    return result
+
+
+def _state(deps: Deps, paths: UserPaths, request: ReflectRequest) -> State:
+    memory, malformed = load_memory(paths)
+    unreadable = frozenset(Path(m.path).stem for m in malformed)
+    return State(
+        memory={e.name: e for e in memory},
+        unreadable=unreadable,
+        piece=load_piece(paths, deps.settings.pieces_dir, request.piece_name),
+        last_piece_edit_at=storage.last_piece_edit_at(
+            engine=deps.engine, user_id=request.user_id, piece_name=request.piece_name
+        ),
+    )
+
+
+def _recover(deps: Deps, run: _Run, paths: UserPaths, lock: UserLock) -> dict[str, Journal]:
+    """Complete the journals killed runs left for this user, before anything else is
+    written for them; returns them by original job id."""
+    done = {}
+    for pending in pending_journals(paths):
+        run.log(logging.WARNING, "recover", "rolling forward journal %s", pending.snapshot_id)
+        roll_forward(
+            paths=paths,
+            journal=pending,
+            lock=lock,
+            engine=deps.engine,
+            duration_ms=run.ms(),
+            recovering=True,
+        )
+        done[pending.original_job_id] = pending
+    return done
+
+
+def _apply(
+    deps: Deps,
+    run: _Run,
+    request: ReflectRequest,
+    paths: UserPaths,
+    fence: int,
+    llm: LlmResult | None,
+) -> RunReport:
+    """Under the user's lock: recover, re-check the claim, plan, journal, roll forward.
+    `llm=None` only recovers (the job is already marked done)."""
+    s = deps.settings
+    with (
+        _stage(run, "apply"),
+        user_lock(
+            deps.redis, request.user_id, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
+        ) as lock,
+    ):
+        own = _recover(deps, run, paths, lock).get(request.original_job_id)
+        if own is not None:
+            return _finished(run, own, paths)
+        state = storage.claim_state(engine=deps.engine, original_job_id=request.original_job_id)
+        if llm is None or state == "done":
+            return _duplicate(deps, run)
+        journal = plan(
+            paths=paths,
+            request=request,
+            reflection_job_id=run.reflection_job_id,
+            fence=fence,
+            llm=llm,
+            state=_state(deps, paths, request),
+            limits=Limits(
+                max_changes=s.max_changes_per_run,
+                max_body_bytes=s.max_entry_body_bytes,
+                max_entries=s.max_memory_entries,
+                cooldown_hours=s.piece_edit_cooldown_hours,
+            ),
+            now=deps.clock(),
+            store_llm_raw=s.store_llm_raw,
+        )
+        lock.ensure_owned()
+        write_journal(paths, journal)
+        committed = roll_forward(
+            paths=paths,
+            journal=journal,
+            lock=lock,
+            engine=deps.engine,
+            duration_ms=run.ms(),
+            recovering=False,
+        )
+    if not committed:
+        raise LockLostError("the claim was taken over before commit; nothing recorded")
+    return _finished(run, journal, paths)
+
+
+def _finished(run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
+    decisions = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
+    outcome = Outcome(journal.meta["outcome"])
+    run.log(
+        logging.INFO,
+        "done",
+        "outcome=%s accepted=%d rejected=%d snapshot=%s",
+        outcome.value,
+        sum(d.accepted for d in decisions),
+        journal.meta["rejected"],
+        journal.snapshot_id,
+    )
+    return run.report(
+        outcome,
+        decisions=decisions,
+        reasoning=journal.meta["reasoning"],
+        snapshot_dir=paths.snapshot_dir(journal.snapshot_id),
+        tokens_in=journal.meta["tokens_in"],
+        tokens_out=journal.meta["tokens_out"],
+    )
+
+
+def _duplicate(deps: Deps, run: _Run) -> RunReport:
+    run.log(logging.INFO, "claim", "already reflected; nothing to do")
+    storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.DUPLICATE))
+    return run.report(Outcome.DUPLICATE)
+
+
+def record_failure(
+    deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, Any], error: ReflectionError
+) -> RunReport:
+    """End a run `failed` with the error's code: a log line and a metrics row.
+
+    For the task adapter, when a retryable error outlived its retries."""
+    return _fail(deps, _Run(reflection_job_id, kwargs), error)
+
+
+def _fail(deps: Deps, run: _Run, error: ReflectionError) -> RunReport:
+    run.log(logging.ERROR, "failed", "code=%s %s", error.code, error)
+    storage.record_metrics(
+        engine=deps.engine,
+        row=run.metrics_row(
+            Outcome.FAILED, error_code=error.code, llm_attempts=getattr(error, "attempts", 0)
+        ),
+    )
+    return run.report(Outcome.FAILED, error_code=error.code, detail=str(error)[:500])

@@ -1,0 +1,146 @@
+"""Undo a snapshot: restore the before state if the files still equal the after state.
+
+The revert goes through the same journal as a reflection (so a crash mid-revert is
+completed by the next lock holder) and is itself snapshotted, with `kind: revert`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
+from reflection.errors import PermanentError
+from reflection.frontmatter import FrontmatterError, parse_entry
+from reflection.fsio import read_text_limited
+from reflection.lock import UserLock
+from reflection.memory import load_memory, render_index
+from reflection.paths import UserPaths
+from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, read_meta, snapshot_files
+
+_LIMIT = 1024 * 1024
+
+
+class RevertConflictError(PermanentError):
+    """Raised when files changed since the snapshot, so restoring would lose those changes."""
+
+    code = "revert_conflict"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return read_text_limited(path, _LIMIT)
+    except FileNotFoundError:
+        return None
+
+
+def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange], list[str]]:
+    """Each file to restore (before → current, after → restored) and the conflicts."""
+    meta = read_meta(paths, snapshot_id)
+    snap = paths.snapshot_dir(snapshot_id)
+    changes: list[FileChange] = []
+    conflicts: list[str] = []
+
+    def restore(target: Path, after: str | None, before: str | None) -> None:
+        current = _read(paths.contained(target))
+        rel = str(target.relative_to(paths.home))
+        if current != after:
+            conflicts.append(rel)
+        changes.append(FileChange(path=rel, before=current, after=before))
+
+    for name in meta.get("memory_files", {}):
+        restore(
+            paths.memory_file(name),
+            _read(snap / "after" / f"{name}.md"),
+            _read(snap / "before" / f"{name}.md"),
+        )
+    if meta.get("piece_edited"):
+        restore(
+            paths.piece_copy(meta["piece_name"]),
+            _read(snap / PIECE_AFTER),
+            _read(snap / PIECE_BEFORE) if meta.get("piece_before_source") == "user" else None,
+        )
+    return changes, conflicts
+
+
+def _index_after(paths: UserPaths, changes: list[FileChange]) -> FileChange:
+    """MEMORY.md as it will be once the restored entries are back."""
+    entries, _ = load_memory(paths)
+    by_name = {e.name: e for e in entries}
+    for ch in changes:
+        p = Path(ch.path)
+        if p.parent.name != "memory":
+            continue
+        by_name.pop(p.stem, None)
+        if ch.after is not None:
+            with contextlib.suppress(FrontmatterError):  # a malformed before stays unindexed
+                by_name[p.stem] = parse_entry(ch.after, stem=p.stem)
+    rel = str(paths.memory_index.relative_to(paths.home))
+    return FileChange(
+        path=rel, before=_read(paths.memory_index), after=render_index(by_name.values())
+    )
+
+
+def revert_snapshot(
+    *, paths: UserPaths, snapshot_id: str, lock: UserLock, engine: Engine, now: datetime
+) -> Path:
+    """Restore `snapshot_id`'s before state (call under the user's lock); returns the
+    revert's own snapshot folder. Raises `RevertConflictError` listing changed files."""
+    changes, conflicts = _planned_files(paths, snapshot_id)
+    if conflicts:
+        raise RevertConflictError(
+            f"cannot revert {snapshot_id}: changed since: {', '.join(sorted(conflicts))}"
+        )
+    if any(Path(ch.path).parent.name == "memory" for ch in changes):
+        changes.append(_index_after(paths, changes))
+    sid = snapshot_id_for(f"revert:{snapshot_id}:{now.isoformat()}", now)
+    memory = {
+        Path(c.path).stem: c
+        for c in changes
+        if Path(c.path).parent.name == "memory" and Path(c.path).name != "MEMORY.md"
+    }
+    piece = next((c for c in changes if Path(c.path).parent.name == "pieces"), None)
+    meta = {
+        "kind": "revert",
+        "snapshot_id": sid,
+        "reverts": snapshot_id,
+        "created_at": now.isoformat(),
+        "user_id": paths.user_id,
+        "outcome": "reverted",
+        "memory_changes": len(memory),
+        "piece_edited": piece is not None,
+        "piece_name": read_meta(paths, snapshot_id).get("piece_name"),
+        "piece_before_source": "user"
+        if piece is not None and piece.before is not None
+        else "builtin",
+        "memory_files": {
+            n: {"before": c.before is not None, "after": c.after is not None}
+            for n, c in memory.items()
+        },
+    }
+    journal = Journal(
+        snapshot_id=sid,
+        original_job_id="",
+        reflection_job_id="",
+        user_id=paths.user_id,
+        fence=0,
+        files=changes,
+        snapshot=snapshot_files(
+            {n: c.before for n, c in memory.items()},
+            {n: c.after for n, c in memory.items()},
+            piece.before if piece else None,
+            piece.after if piece else None,
+        ),
+        meta=meta,
+        metrics={},
+        piece_edit=None,
+    )
+    lock.ensure_owned()
+    write_journal(paths, journal)
+    roll_forward(
+        paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
+    )
+    return paths.snapshot_dir(sid)

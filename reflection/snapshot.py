@@ -1,0 +1,109 @@
+"""Snapshots: what each reflection changed, for audit and undo (SPEC section 6).
+
+    <uid>/reflections/<snapshot_id>/meta.json
+                                   before/<name>.md   after/<name>.md
+                                   piece.before.yaml  piece.after.yaml
+    <uid>/reflections/index.jsonl   one line per snapshot
+
+Writing is idempotent (every file is rewritten whole, the index line is appended only if
+absent) so a redelivered run can finish a snapshot a killed worker started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from reflection.fsio import append_line, atomic_write, read_text_limited
+from reflection.paths import UserPaths
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+PIECE_BEFORE = "piece.before.yaml"
+PIECE_AFTER = "piece.after.yaml"
+_MAX_META_BYTES = 4 * 1024 * 1024
+
+
+def snapshot_files(
+    memory_before: Mapping[str, str | None],
+    memory_after: Mapping[str, str | None],
+    piece_before: str | None,
+    piece_after: str | None,
+) -> dict[str, str]:
+    """The snapshot folder's content files (relative path → text), meta.json aside."""
+    files: dict[str, str] = {}
+    for name, text in memory_before.items():
+        if text is not None:
+            files[f"before/{name}.md"] = text
+    for name, text in memory_after.items():
+        if text is not None:
+            files[f"after/{name}.md"] = text
+    if piece_after is not None:
+        if piece_before is not None:
+            files[PIECE_BEFORE] = piece_before
+        files[PIECE_AFTER] = piece_after
+    return files
+
+
+def index_line(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The index.jsonl summary of one snapshot."""
+    keys = (
+        "snapshot_id",
+        "created_at",
+        "original_job_id",
+        "reflection_job_id",
+        "piece_name",
+        "outcome",
+        "memory_changes",
+        "piece_edited",
+        "rejected",
+        "model",
+        "kind",
+    )
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def write_snapshot(
+    paths: UserPaths, meta: Mapping[str, Any], files: Mapping[str, str], *, recovering: bool
+) -> Path:
+    """Write the snapshot folder (content first, meta.json last) and its index line."""
+    folder = paths.snapshot_dir(meta["snapshot_id"])
+    for rel, text in files.items():
+        atomic_write(paths.contained(folder / rel), text)
+    atomic_write(folder / META, json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True))
+    if not (recovering and _indexed(paths, meta["snapshot_id"])):
+        append_line(paths.snapshot_index, json.dumps(index_line(meta), ensure_ascii=False))
+    return folder
+
+
+def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
+    """Index lines, oldest first; a torn or garbled line is reported and skipped."""
+    try:
+        f = paths.snapshot_index.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                log.warning("%s line %d is not JSON; skipped", paths.snapshot_index, n)
+                continue
+            if isinstance(item, dict):
+                yield item
+
+
+def _indexed(paths: UserPaths, snapshot_id: str) -> bool:
+    return any(item.get("snapshot_id") == snapshot_id for item in iter_index(paths))
+
+
+def read_meta(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
+    """A snapshot's meta.json (raises FileNotFoundError / ValueError)."""
+    data = json.loads(read_text_limited(paths.snapshot_dir(snapshot_id) / META, _MAX_META_BYTES))
+    if not isinstance(data, dict):
+        raise ValueError("meta.json is not an object")
+    return data
