@@ -1,0 +1,40 @@
+"""Celery configuration for the reflection worker, derived from `REFLECTION_*` settings.
+
+Delivery is at-least-once (late ack, requeue when a worker dies) and the pipeline makes
+the effect exactly-once (claims, journal, fencing); see the README, "Delivery".
+"""
+
+from reflection.constants import QUEUE_NAME, TASK_NAME
+from reflection.settings import get_settings
+
+_s = get_settings()
+
+broker_url = _s.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # A message not acked within this many seconds is handed to another worker; it must
+    # exceed the longest a task can run (task_time_limit) and any retry countdown.
+    "visibility_timeout": _s.broker_visibility_timeout,
+}
+
+# JSON only: a pickle payload from the network is code execution.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+task_ignore_result = True
+result_backend = None
+task_default_queue = QUEUE_NAME
+task_routes = {TASK_NAME: {"queue": QUEUE_NAME}}
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_time_limit = _s.task_time_limit
+task_soft_time_limit = max(_s.task_time_limit - 30, _s.task_time_limit // 2)
+
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False

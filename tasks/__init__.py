@@ -1,0 +1,6 @@
+"""The Celery side: `celery -A tasks worker -Q reflection` finds `tasks.app`."""
+
+from tasks.app import app
+from tasks.reflect import reflect
+
+__all__ = ["app", "reflect"]

@@ -1,0 +1,68 @@
+"""The `reflect` task: a thin adapter from Celery to `reflection.pipeline`.
+
+It validates nothing itself and decides only one thing: retry or not. Retryable errors
+(lock busy, Redis/Postgres/disk down) are retried with jittered backoff, capped well
+below the broker's visibility timeout; anything else ends `failed` with a metrics row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from reflection.backoff import compute_backoff
+from reflection.constants import QUEUE_NAME, TASK_NAME
+from reflection.errors import InfrastructureError, ReflectionError, RetryableError
+from reflection.pipeline import record_failure, run_reflection
+from tasks.app import app
+from tasks.resources import get_deps
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 12
+
+
+class InternalError(ReflectionError):
+    """Raised (recorded) when the pipeline hits a bug; the run fails, it is not retried."""
+
+    code = "internal"
+
+
+class PositionalArgsError(ReflectionError):
+    """Raised when a producer sends positional args instead of kwargs."""
+
+    code = "bad_request"
+
+
+def _countdown(retries: int) -> float:
+    cap = min(120.0, app.conf.broker_transport_options["visibility_timeout"] / 4)
+    return max(1.0, compute_backoff(retries + 1, base=2.0, cap=cap))
+
+
+@app.task(name=TASK_NAME, bind=True, queue=QUEUE_NAME, max_retries=MAX_RETRIES)
+def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
+    """Reflect on one finished job; returns the outcome string."""
+    deps = get_deps()
+    task_id = str(self.request.id)
+    try:
+        if args:
+            raise PositionalArgsError("reflect takes keyword arguments only")
+        return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
+    except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
+        error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
+        if self.request.retries < MAX_RETRIES:
+            log.warning("reflect %s retrying (%s): %s", task_id, error.code, e)
+            raise self.retry(exc=e, countdown=_countdown(self.request.retries)) from e
+        return _fail(deps, task_id, kwargs, error)
+    except PositionalArgsError as e:
+        return _fail(deps, task_id, kwargs, e)
+    except Exception as e:
+        log.exception("reflect %s hit a bug", task_id)
+        return _fail(deps, task_id, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+
+
+def _fail(deps: Any, task_id: str, kwargs: dict[str, Any], error: ReflectionError) -> str:
+    return record_failure(deps, reflection_job_id=task_id, kwargs=kwargs, error=error).outcome.value

@@ -1,0 +1,60 @@
+"""Per-process clients (engine, Redis, LLM client), built lazily after fork.
+
+A prefork child must not inherit its parent's sockets, so nothing is built at import
+time; the first task in each process builds them once and reuses them (thread-safe for
+the threads pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import redis
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+
+from reflection.llm import LlmClient
+from reflection.logs import configure_logging
+from reflection.pipeline import Deps
+from reflection.settings import get_settings
+from reflection.storage import make_engine
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_deps: Deps | None = None
+_pid: int | None = None
+
+
+def get_deps() -> Deps:
+    """This process's `Deps`, built on first use."""
+    global _deps, _pid
+    with _lock:
+        if _deps is None or _pid != os.getpid():
+            s = get_settings()
+            _deps = Deps(
+                settings=s,
+                engine=make_engine(s.database_url),
+                redis=redis.Redis.from_url(
+                    s.redis_url,
+                    socket_timeout=10,
+                    socket_connect_timeout=5,
+                    health_check_interval=30,
+                ),
+                llm=LlmClient(s),
+            )
+            _pid = os.getpid()
+        return _deps
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _init_process(**_: object) -> None:
+    configure_logging(get_settings().log_format)
+
+
+@worker_process_shutdown.connect
+def _close(**_: object) -> None:
+    if _deps is not None:
+        _deps.engine.dispose()
+        _deps.redis.close()
