@@ -1,0 +1,93 @@
+"""Shared fixtures: the real Postgres and Redis (skip locally when absent, fail in CI),
+a scripted LLM on loopback, factories for jobs and user folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from reflection.testing import db as testdb
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TEST_DB_URL = os.environ.get(
+    "REFLECTION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reflection_test"
+)
+TEST_REDIS_URL = os.environ.get("REFLECTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_BROKER_URL = os.environ.get("REFLECTION_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+def _unavailable(what: str, err: Exception) -> None:
+    msg = f"{what} is not reachable ({err}); start it (see README, Troubleshooting)"
+    if IN_CI:
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _clean_settings_cache() -> Iterator[None]:
+    """Settings are cached per process; every test starts from the environment."""
+    from reflection.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_engine_session() -> Iterator[Engine]:
+    try:
+        engine = testdb.prepare_database(TEST_DB_URL)
+    except Exception as e:
+        _unavailable("PostgreSQL", e)
+        raise
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_engine_session: Engine) -> Engine:
+    """The test database, migrated, with every table emptied."""
+    with pg_engine_session.begin() as conn:
+        conn.execute(
+            text(
+                "TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims RESTART IDENTITY"
+            )
+        )
+    return pg_engine_session
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The lock Redis (a test database number), flushed."""
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        _unavailable("Redis", e)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def user_root(tmp_path: Path) -> Path:
+    root = tmp_path / "users"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def make_job(pg_engine: Engine) -> Any:
+    """Insert a platform job row: make_job(id, user_id=..., piece_name=..., ...)."""
+
+    def make(job_id: str, **kw: Any) -> dict[str, Any]:
+        return testdb.insert_job(pg_engine, job_id, **kw)
+
+    return make

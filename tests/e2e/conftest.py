@@ -1,0 +1,149 @@
+"""A real `celery -A tasks worker` process on the real Redis broker and Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import Engine, select
+
+from reflection.devtools.scripted_llm import ScriptedLlmServer
+from reflection.producer import make_producer
+from reflection.storage import reflection_metrics
+from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-e2e-worker-key-abcdef0123456789"
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    llm: ScriptedLlmServer
+    producer: Celery
+    engine: Engine
+    root: Path
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(reflection_metrics).order_by(reflection_metrics.c.id)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def wait_rows(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until `n` metrics rows exist (or fail with the worker's log)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.rows()
+            if len(rows) >= n:
+                return rows
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        pytest.fail(f"{n} metrics rows not seen; worker log:\n{self.log.read_text()[-4000:]}")
+
+    def llm_calls(self) -> int:
+        return sum(1 for r in self.llm.requests if r["path"].endswith("/chat/completions"))
+
+
+def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "worker",
+        "-Q",
+        "reflection",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        "-n",
+        f"e2e-{uuid.uuid4().hex[:6]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+        *extra,
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "ready." in log.read_text(errors="replace"):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"worker did not start:\n{log.read_text()[-4000:]}")
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def worker_env(
+    pg_engine: Engine, redis_client: redis.Redis, tmp_path: Path
+) -> Callable[..., dict[str, str]]:
+    broker = redis.Redis.from_url(TEST_BROKER_URL)
+    broker.flushdb()
+    broker.close()
+
+    def make(llm_url: str, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
+        env.update(
+            REFLECTION_BROKER_URL=TEST_BROKER_URL,
+            REFLECTION_REDIS_URL=TEST_REDIS_URL,
+            REFLECTION_DATABASE_URL=TEST_DB_URL,
+            REFLECTION_USER_FOLDER_ROOT=str(tmp_path / "users"),
+            REFLECTION_PIECES_DIR=str(ROOT / "pieces"),
+            REFLECTION_LLM_ENDPOINT=llm_url,
+            REFLECTION_LLM_API_KEY=API_KEY,
+            REFLECTION_LLM_MODEL="scripted-1",
+            REFLECTION_LLM_BACKOFF_BASE_SECONDS="0.01",
+            REFLECTION_LLM_BACKOFF_MAX_SECONDS="0.05",
+            REFLECTION_LOCK_WAIT_SECONDS="1",
+            REFLECTION_LOCK_EXPIRE_SECONDS="4",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(overrides)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def worker(
+    worker_env: Callable[..., dict[str, str]], pg_engine: Engine, tmp_path: Path
+) -> Iterator[Worker]:
+    with ScriptedLlmServer({"rules": []}, require_key=API_KEY) as llm:
+        log = tmp_path / "worker.log"
+        proc = start_worker(worker_env(llm.base_url), log)
+        producer = make_producer(TEST_BROKER_URL)
+        try:
+            yield Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
+        finally:
+            stop_worker(proc)
+            producer.close()
+        assert "sk-e2e-worker-key" not in log.read_text(), "the API key reached the worker log"

@@ -1,0 +1,91 @@
+"""A real worker process consumes `reflect` published by name, as the platform does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reflection.paths import UserPaths
+from reflection.producer import publish_reflect
+from tests.e2e.conftest import Worker
+
+pytestmark = pytest.mark.e2e
+
+ENTRY = {
+    "op": "add",
+    "name": "prefers-pytest",
+    "description": "Wants tests written with pytest, never unittest",
+    "type": "feedback",
+    "body": "The user rejected a unittest suite; use pytest fixtures.",
+}
+
+
+def script(w: Worker, job_id: str, content: Any, **reply: Any) -> None:
+    s = w.llm.script
+    s.setdefault("rules", []).append({"match": job_id, "replies": [{"content": content, **reply}]})
+    w.llm.set_script(s)
+
+
+def publish(w: Worker, job_id: str, **kw: Any) -> str:
+    args = {"user_id": "alice", "piece_name": "default", "outcome": "succeeded"} | kw
+    return publish_reflect(w.producer, original_job_id=job_id, **args)
+
+
+def test_reflect_end_to_end(worker: Worker, make_job: Any) -> None:
+    """Published by name, the task writes memory, snapshot, index line and metrics row."""
+    make_job("job-e1")
+    script(
+        worker, "job-e1", {"reasoning": "learned", "memory_changes": [ENTRY], "piece_edit": None}
+    )
+    task_id = publish(worker, "job-e1")
+    [row] = worker.wait_rows(1)
+    assert row["reflection_job_id"] == task_id
+    assert (row["outcome"], row["memory_changes"], row["error_code"]) == ("applied", 1, None)
+    u = UserPaths(worker.root, "alice")
+    assert "pytest fixtures" in u.memory_file("prefers-pytest").read_text()
+    [line] = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]
+    assert line["reflection_job_id"] == task_id
+    meta = json.loads((u.snapshot_dir(line["snapshot_id"]) / "meta.json").read_text())
+    assert meta["memory_changes"] == 1
+    # The worker's key was sent, as a bearer token.
+    [req] = [r for r in worker.llm.requests if r["path"].endswith("/chat/completions")]
+    assert req["headers"].get("authorization") == "Bearer sk-e2e-worker-key-abcdef0123456789"
+
+
+def test_duplicate_and_bad_input_keep_the_worker_serving(worker: Worker, make_job: Any) -> None:
+    """A re-publish is a duplicate with no LLM call; bad kwargs and an unknown job fail with a
+    code and a row; the worker goes on serving."""
+    make_job("job-e2")
+    script(worker, "job-e2", {"reasoning": "ok", "memory_changes": [ENTRY], "piece_edit": None})
+    publish(worker, "job-e2")
+    worker.wait_rows(1)
+    publish(worker, "job-e2")
+    worker.producer.send_task("reflect", kwargs={"user_id": "alice"}, queue="reflection")
+    worker.producer.send_task("reflect", args=["x"], queue="reflection")
+    publish(worker, "job-missing")
+    rows = worker.wait_rows(5)
+    got = sorted((r["outcome"], r["error_code"] or "") for r in rows)
+    assert got == sorted(
+        [
+            ("applied", ""),
+            ("duplicate", ""),
+            ("failed", "bad_request"),
+            ("failed", "bad_request"),
+            ("failed", "job_not_found"),
+        ]
+    )
+    assert worker.llm_calls() == 1
+    assert worker.proc.poll() is None
+
+
+def test_llm_auth_failure_is_reported_once(worker: Worker, make_job: Any) -> None:
+    """A 401 from the endpoint: failed llm_auth, one request, no retry storm."""
+    make_job("job-e3")
+    script(worker, "job-e3", "unused", status=401, error="invalid api key")
+    publish(worker, "job-e3")
+    [row] = worker.wait_rows(1)
+    assert (row["outcome"], row["error_code"]) == ("failed", "llm_auth")
+    assert worker.llm_calls() == 1
+    assert "refused the worker's API key" in worker.log.read_text()
