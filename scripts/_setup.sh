@@ -1,0 +1,51 @@
+# Sourced by demo.sh, test.sh and .ci/run: a venv at .venv with the project installed,
+# and (unless SETUP_SERVICES=0) Redis and PostgreSQL answering on loopback.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3.13 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
+  done
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the project and its dev tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+redis_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=2).ping()
+PY
+}
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
+
+ensure_services() {
+  local url="${REFLECTION_REDIS_URL:-redis://127.0.0.1:6379/0}"
+  if ! redis_up "$url"; then
+    if command -v redis-server >/dev/null 2>&1; then
+      echo "setup: starting redis-server on 127.0.0.1:6379"
+      mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+      redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+      for _ in $(seq 1 50); do redis_up "$url" && break; sleep 0.2; done
+    fi
+  fi
+  if ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "setup: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    for _ in $(seq 1 50); do pg_up && break; sleep 0.2; done
+  fi
+}
+
+if [ "${SETUP_SERVICES:-1}" = "1" ]; then ensure_services; fi

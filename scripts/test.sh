@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: set-up, lint, types, then every test tier
+# (unit, integration on the real Redis/Postgres, end to end with real celery workers).
+set -euo pipefail
+source "$(dirname "$0")/_setup.sh"
+echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy" && .venv/bin/mypy
+echo "== pytest" && exec .venv/bin/pytest "$@"
