@@ -15,6 +15,11 @@ broker_transport_options = {
     # A message not acked within this many seconds is handed to another worker; it must
     # exceed the longest a task can run (task_time_limit) and any retry countdown.
     "visibility_timeout": _s.broker_visibility_timeout,
+    # kombu sweeps for such messages every interval*throttle seconds (default 100 s);
+    # sweep every interval instead, so a killed worker's task is back soon after the
+    # visibility timeout.
+    "unacked_restore_interval": max(1, min(10, _s.broker_visibility_timeout // 4)),
+    "unacked_restore_throttle": 1,
 }
 
 # JSON only: a pickle payload from the network is code execution.

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     lock_expire_seconds: int = Field(default=20, ge=3)
     lock_wait_seconds: int = Field(default=5, ge=0, le=60)
     claim_lease_seconds: int = Field(default=900, ge=10)
-    broker_visibility_timeout: int = Field(default=3600, ge=10)
+    broker_visibility_timeout: int = Field(default=3600, ge=3)
     task_time_limit: int = Field(default=900, ge=10)
     max_deliveries: int = Field(default=5, ge=1)
 

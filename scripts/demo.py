@@ -54,9 +54,10 @@ def build_script() -> dict[str, Any]:
         "a follow-up instead of sending the work back.\n"
     )
     escalated = _piece("bug-triage")
-    first = escalated["movements"][0]
-    first["edit"] = True
-    first["allowed_tools"] = [*first.get("allowed_tools", []), "Bash", "Write"]
+    readonly = next(m for m in escalated["movements"] if not m.get("edit"))
+    readonly["edit"] = True
+    readonly["required_permission_mode"] = "full"
+    readonly["allowed_tools"] = sorted({*readonly.get("allowed_tools", []), "Bash", "Write"})
 
     def rule(key: str, content: dict[str, Any]) -> dict[str, Any]:
         return {"match": key, "replies": [{"content": content}]}
@@ -130,7 +131,7 @@ def build_script() -> dict[str, Any]:
                     ],
                     "piece_edit": {
                         "yaml": _dump(escalated),
-                        "summary": "let triage edit and run Bash",
+                        "summary": "let a read-only step edit files",
                     },
                 },
             ),
@@ -174,6 +175,17 @@ def _seed_users(users: Path, run: str) -> list[dict[str, Any]]:
         log_dir.mkdir(parents=True)
         shutil.copy(SAMPLES / "logs" / f"{job['key']}.log", log_dir / "activity.log")
     return jobs
+
+
+def _forget_demo_users(engine: Any, users: set[str]) -> None:
+    """A re-run starts clean: drop the demo users' rows (piece cooldowns, claims, metrics)."""
+    from sqlalchemy import delete
+
+    from reflection.storage import piece_edits, reflection_claims, reflection_metrics
+
+    with engine.begin() as conn:
+        for table in (piece_edits, reflection_claims, reflection_metrics):
+            conn.execute(delete(table).where(table.c.user_id.in_(users)))
 
 
 @contextmanager
@@ -309,6 +321,7 @@ def main() -> int:
     users = WORK / "users"
     jobs = _seed_users(users, run)
     engine = prepare_database(db_url)
+    _forget_demo_users(engine, {job["user_id"] for job in jobs})
     for job in jobs:
         insert_job(
             engine,

@@ -1,0 +1,38 @@
+"""The README's first command works: the demo, on real services and on embedded parts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TEST_BROKER_URL, TEST_REDIS_URL
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED = [
+    "memory add prefers-pytest: accepted",
+    "memory update deploy-freeze: REJECTED protected",
+    "piece edit default: accepted",
+    "outcome: abstained",
+    "memory add deploy-key: REJECTED secret_detected",
+    "piece edit bug-triage: REJECTED piece_escalation",
+    "outcome: duplicate",
+    "5/5 reflections recorded, 4 LLM calls",
+]
+
+
+@pytest.mark.parametrize("mode", ["real", "embedded"])
+def test_demo(mode: str, redis_client: object, pg_engine: object) -> None:
+    """Every sample job ends as designed, and the duplicate calls no LLM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
+    env |= {"REFLECTION_BROKER_URL": TEST_BROKER_URL, "REFLECTION_REDIS_URL": TEST_REDIS_URL}
+    args = [sys.executable, "scripts/demo.py"] + (["--embedded"] if mode == "embedded" else [])
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for line in EXPECTED:
+        assert line in out.stdout, f"{line!r} missing from:\n{out.stdout}"
+    assert ("EMBEDDED" in out.stdout) is (mode == "embedded")
