@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SAMPLES = ROOT / "samples"
-WORK = ROOT / ".demo"
+WORK = Path(os.environ.get("REFLECTION_DEMO_DIR", ROOT / ".demo")).resolve()
 DEMO_KEY = "sk-demo-not-a-real-key"
 
 
@@ -281,7 +281,7 @@ def _print_run(job: dict[str, Any], row: dict[str, Any] | None, users: Path) -> 
         mark = "accepted" if d["accepted"] else f"REJECTED {d['code']}"
         detail = f"  ({d['detail']})" if d["detail"] and not d["accepted"] else ""
         print(f"   - {d['kind']} {d['op']} {d['name']}: {mark}{detail}")
-    print(f"   snapshot: {snap.relative_to(ROOT)}")
+    print(f"   snapshot: {snap}")
 
 
 def main() -> int:
@@ -390,7 +390,7 @@ def main() -> int:
         _print_run(job, rows.get(tid), users)
     print(
         f"\ndemo: {len(rows)}/{len(ids)} reflections recorded, {llm_calls} LLM calls; "
-        f"user folders in {users.relative_to(ROOT)}"
+        f"user folders in {users}"
     )
     return 0 if len(rows) == len(ids) else 1
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_BROKER_URL, TEST_REDIS_URL
+from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +27,15 @@ EXPECTED = [
 
 
 @pytest.mark.parametrize("mode", ["real", "embedded"])
-def test_demo(mode: str, redis_client: object, pg_engine: object) -> None:
+def test_demo(mode: str, redis_client: object, pg_engine: object, tmp_path: Path) -> None:
     """Every sample job ends as designed, and the duplicate calls no LLM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
-    env |= {"REFLECTION_BROKER_URL": TEST_BROKER_URL, "REFLECTION_REDIS_URL": TEST_REDIS_URL}
+    env |= {
+        "REFLECTION_BROKER_URL": TEST_BROKER_URL,
+        "REFLECTION_REDIS_URL": TEST_REDIS_URL,
+        "REFLECTION_DATABASE_URL": TEST_DB_URL,
+        "REFLECTION_DEMO_DIR": str(tmp_path / "demo"),
+    }
     args = [sys.executable, "scripts/demo.py"] + (["--embedded"] if mode == "embedded" else [])
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
