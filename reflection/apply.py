@@ -287,5 +287,9 @@ def roll_forward(
             piece_edit=journal.piece_edit,
         )
     fault_point("after_commit")
-    atomic_delete(journal_path(paths, journal.snapshot_id))
+    if committed or recovering:
+        atomic_delete(journal_path(paths, journal.snapshot_id))
+    # else: a stale writer (its claim was taken over) wrote these files under the lock
+    # but may not commit; its journal stays for the next lock holder, who commits it
+    # fenceless, so the files and the rows still end up written exactly once.
     return committed

@@ -1,0 +1,226 @@
+"""At-least-once delivery, exactly-once effect, with real workers: concurrent deliveries,
+warm shutdown, and Redis or Postgres restarted in the middle of a burst."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from reflection.devtools.scripted_llm import ScriptedLlmServer
+from reflection.paths import UserPaths
+from reflection.producer import make_producer, publish_reflect
+from tests.conftest import IN_CI
+from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
+
+pytestmark = pytest.mark.e2e
+
+
+def entry(job_id: str) -> dict[str, Any]:
+    return {
+        "reasoning": "learned",
+        "memory_changes": [
+            {"op": "add", "name": f"lesson-{job_id}", "description": "A lesson",
+             "type": "feedback", "body": f"Learned from {job_id}."}
+        ],
+        "piece_edit": None,
+    }  # fmt: skip
+
+
+def script_for(jobs: list[str], delay: float = 0.0) -> dict[str, Any]:
+    return {
+        "rules": [
+            {"match": f"job id: {j}\n", "replies": [{"content": entry(j), "delay": delay}]}
+            for j in jobs
+        ]
+    }
+
+
+def check_exactly_once(w: Worker, jobs: dict[str, str]) -> None:
+    """Every job applied once: one applied row, one entry, one index line per job."""
+    applied = [r["original_job_id"] for r in w.rows() if r["outcome"] == "applied"]
+    assert sorted(applied) == sorted(jobs), "a job was lost or applied twice"
+    failed = [r for r in w.rows() if r["outcome"] == "failed"]
+    assert failed == []
+    for user in set(jobs.values()):
+        u = UserPaths(w.root, user)
+        mine = sorted(j for j, uid in jobs.items() if uid == user)
+        lines = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]
+        assert sorted(line["original_job_id"] for line in lines) == mine
+        names = sorted(p.stem for p in u.memory_dir.glob("lesson-*.md"))
+        assert names == sorted(f"lesson-{j}" for j in mine)
+
+
+def test_two_deliveries_at_once_make_one_llm_call(worker: Worker, make_job: Any) -> None:
+    """The same job published twice at the same moment: one LLM call, one applied run and
+    one duplicate."""
+    make_job("job-twice")
+    worker.llm.set_script(script_for(["job-twice"], delay=2))
+    kw = {"original_job_id": "job-twice", "user_id": "alice", "piece_name": "default",
+          "outcome": "succeeded"}  # fmt: skip
+    publish_reflect(worker.producer, **kw)  # type: ignore[arg-type]
+    publish_reflect(worker.producer, **kw)  # type: ignore[arg-type]
+    rows = worker.wait_rows(2, timeout=60)
+    assert sorted(r["outcome"] for r in rows) == ["applied", "duplicate"]
+    assert worker.llm_calls() == 1
+
+
+def test_warm_shutdown_finishes_the_task_in_flight(worker: Worker, make_job: Any) -> None:
+    """SIGTERM while a reflection waits for the LLM: the worker finishes it, then exits."""
+    make_job("job-term")
+    worker.llm.set_script(script_for(["job-term"], delay=3))
+    publish_reflect(
+        worker.producer, original_job_id="job-term", user_id="alice", piece_name="default",
+        outcome="succeeded",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while worker.llm_calls() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(60) == 0
+    [row] = worker.rows()
+    assert row["outcome"] == "applied"
+
+
+# --- outages -----------------------------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server of the test's own (AOF on, like production), restartable at will."""
+
+    def __init__(self, folder: Path, port: int = 6391) -> None:
+        self.folder, self.port = folder, port
+        self.url = f"redis://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "own redis did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # SHUTDOWN: AOF is flushed
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    r = OwnRedis(tmp_path)
+    r.start()
+    yield r
+    r.stop()
+
+
+JOBS = {f"burst-{i:02d}": f"user{i % 6}" for i in range(24)}
+
+
+def _burst(
+    worker_env: Callable[..., dict[str, str]],
+    make_job: Any,
+    pg_engine: Engine,
+    tmp_path: Path,
+    outage: Callable[[], None],
+    broker_url: str | None = None,
+    **env_overrides: str,
+) -> None:
+    for job, user in JOBS.items():
+        make_job(job, user_id=user)
+    with ScriptedLlmServer(script_for(list(JOBS), delay=1.0), require_key=API_KEY) as llm:
+        env = worker_env(llm.base_url, **env_overrides)
+        if broker_url:
+            env["REFLECTION_BROKER_URL"] = broker_url
+        log = tmp_path / "worker.log"
+        proc = start_worker(env, log, "--concurrency", "4")
+        producer = make_producer(env["REFLECTION_BROKER_URL"])
+        w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
+        try:
+            for job, user in JOBS.items():
+                publish_reflect(producer, original_job_id=job, user_id=user,
+                                piece_name="default", outcome="succeeded")  # fmt: skip
+            deadline = time.monotonic() + 60
+            while len(w.rows()) < 6:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            outage()
+            w.wait_rows(len(JOBS), timeout=150)
+            time.sleep(1)
+            check_exactly_once(w, JOBS)
+            assert w.proc.poll() is None, "the worker died"
+        finally:
+            stop_worker(w.proc)
+            producer.close()
+
+
+def test_redis_restart_mid_burst_loses_nothing(
+    own_redis: OwnRedis,
+    worker_env: Callable[..., dict[str, str]],
+    make_job: Any,
+    pg_engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """The broker-and-lock Redis restarts while tasks run: the worker reconnects, every
+    task ends applied exactly once."""
+
+    def restart() -> None:
+        own_redis.stop()
+        time.sleep(1)
+        own_redis.start()
+
+    _burst(
+        worker_env, make_job, pg_engine, tmp_path, restart,
+        broker_url=own_redis.url + "/0",
+        REFLECTION_REDIS_URL=own_redis.url + "/1",
+        REFLECTION_BROKER_VISIBILITY_TIMEOUT="10",
+    )  # fmt: skip
+
+
+def _pg_cluster() -> tuple[str, str] | None:
+    if not shutil.which("pg_ctlcluster") or not Path("/etc/postgresql").is_dir():
+        return None
+    versions = sorted(os.listdir("/etc/postgresql"))
+    return (versions[-1], "main") if versions else None
+
+
+def test_postgres_restart_mid_burst_loses_nothing(
+    worker_env: Callable[..., dict[str, str]], make_job: Any, pg_engine: Engine, tmp_path: Path
+) -> None:
+    """Postgres restarts while tasks run: runs retry, every task ends applied exactly once."""
+    cluster = _pg_cluster()
+    if cluster is None:
+        if IN_CI:
+            pytest.fail("pg_ctlcluster is needed to restart Postgres in CI")
+        pytest.skip("no local Postgres cluster to restart")
+
+    def restart() -> None:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart", "-m", "fast"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    _burst(worker_env, make_job, pg_engine, tmp_path, restart)

@@ -1,0 +1,115 @@
+"""Failure handling of one run: LLM outages, a lost lock, a stale writer, poison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from reflection.constants import USER_LOCK_PREFIX
+from reflection.errors import LockLostError
+from reflection.models import Outcome
+from reflection.storage import reflection_claims
+from tests.integration.conftest import Env, decision
+from tests.integration.test_pipeline import PYTEST_ENTRY, index_lines
+
+pytestmark = pytest.mark.integration
+
+
+def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
+    """5xx on every attempt: failed llm_unavailable, the row says how many attempts."""
+    make_job("job-5xx")
+    env.script("job-5xx", {"status": 503, "error": "overloaded"})
+    report = env.run("job-5xx")
+    assert report.error_code == "llm_unavailable"
+    [row] = env.metrics()
+    assert row["llm_attempts"] == env.deps.settings.llm_max_attempts == env.llm_calls()
+
+
+def test_rate_limited_then_answered_counts_attempts(env: Env, make_job: Any) -> None:
+    """429 then a good answer: applied, and the row counts both requests."""
+    make_job("job-429")
+    env.script(
+        "job-429",
+        {"status": 429, "error": "slow down", "headers": {"Retry-After": "0"}},
+        {"content": decision("x", [PYTEST_ENTRY])},
+    )
+    assert env.run("job-429").outcome is Outcome.APPLIED
+    assert env.metrics()[0]["llm_attempts"] == 2
+
+
+def test_a_lost_lock_stops_the_run_before_its_next_write(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock expires mid-apply (e.g. a paused process): no further write happens, the
+    run is retryable, and the retry completes it exactly once from the journal."""
+    import reflection.apply as apply_mod
+
+    make_job("job-lost")
+    env.script("job-lost", {"content": decision("x", [PYTEST_ENTRY])})
+    real = apply_mod.write_snapshot
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+
+    def steal(*a: Any, **kw: Any) -> Any:
+        env.deps.redis.set(key, "another-worker")  # our lease is gone
+        return real(*a, **kw)
+
+    monkeypatch.setattr(apply_mod, "write_snapshot", steal)
+    with pytest.raises(LockLostError):
+        env.run("job-lost", reflection_job_id="rid-lost")
+    assert env.metrics() == []  # the commit never ran
+    env.deps.redis.delete(key)
+    monkeypatch.setattr(apply_mod, "write_snapshot", real)
+    assert env.run("job-lost", reflection_job_id="rid-lost").outcome is Outcome.APPLIED
+    assert len(index_lines(env)) == 1
+    assert [r["outcome"] for r in env.metrics()] == ["applied"]
+    assert env.llm_calls() == 1
+
+
+def test_stale_writer_commits_nothing_and_its_work_lands_once(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose claim was taken over (fence moved on) may not commit; the delivery that
+    took over completes the stale run's journal instead, so files and rows land once."""
+    import reflection.pipeline as pipeline_mod
+
+    make_job("job-stale")
+    env.script("job-stale", {"content": decision("x", [PYTEST_ENTRY])})
+    real = pipeline_mod.plan
+
+    def take_over(*a: Any, **kw: Any) -> Any:
+        with env.engine.begin() as conn:
+            conn.execute(
+                update(reflection_claims).values(
+                    fence=reflection_claims.c.fence + 1, reflection_job_id="rid-b"
+                )
+            )
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "plan", take_over)
+    with pytest.raises(LockLostError, match="taken over"):
+        env.run("job-stale", reflection_job_id="rid-a")
+    assert env.metrics() == []
+    monkeypatch.setattr(pipeline_mod, "plan", real)
+    report = env.run("job-stale", reflection_job_id="rid-b")
+    assert report.outcome is Outcome.APPLIED
+    assert [r["outcome"] for r in env.metrics()] == ["applied"]
+    assert len(index_lines(env)) == 1
+    assert env.llm_calls() == 1
+
+
+def test_poison_after_too_many_crashed_deliveries(env: Env, make_job: Any) -> None:
+    """A job whose deliveries keep dying is failed as poison instead of looping."""
+    make_job("job-poison")
+    env.settings(max_deliveries=2)
+    with env.engine.begin() as conn:
+        conn.execute(
+            reflection_claims.insert().values(
+                original_job_id="job-poison", reflection_job_id="rid-p", user_id="alice",
+                state="running", fence=1, deliveries=2, lease_expires_at="2100-01-01T00:00:00Z",
+            )
+        )  # fmt: skip
+    report = env.run("job-poison", reflection_job_id="rid-p")
+    assert (report.outcome, report.error_code) == (Outcome.FAILED, "poison")
+    assert env.llm_calls() == 0
