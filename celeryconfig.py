@@ -40,6 +40,11 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 task_time_limit = _s.task_time_limit
 task_soft_time_limit = max(_s.task_time_limit - 30, _s.task_time_limit // 2)
 
+# On a cold shutdown (or SIGTERM with REMAP_SIGTERM=SIGQUIT) give tasks in flight this
+# long to finish, then requeue the rest at once instead of after the visibility timeout.
+worker_soft_shutdown_timeout = 20.0
+worker_enable_soft_shutdown_on_idle = True
+
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
