@@ -217,10 +217,15 @@ def test_postgres_restart_mid_burst_loses_nothing(
             pytest.fail("pg_ctlcluster is needed to restart Postgres in CI")
         pytest.skip("no local Postgres cluster to restart")
 
-    def restart() -> None:
+    def ctl(*action: str) -> None:
         subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "restart", "-m", "fast"],
+            ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, *action],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
+
+    def restart() -> None:
+        ctl("stop", "-m", "fast")  # live connections are cut, in-flight runs see it
+        time.sleep(3)
+        ctl("start")
 
     _burst(worker_env, make_job, pg_engine, tmp_path, restart)
