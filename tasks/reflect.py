@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.backoff import compute_backoff
@@ -31,6 +32,12 @@ class InternalError(ReflectionError):
     code = "internal"
 
 
+class TimeLimitError(ReflectionError):
+    """Raised (recorded) when a run overran REFLECTION_TASK_TIME_LIMIT's soft limit."""
+
+    code = "time_limit"
+
+
 class PositionalArgsError(ReflectionError):
     """Raised when a producer sends positional args instead of kwargs."""
 
@@ -42,7 +49,7 @@ def _countdown(retries: int) -> float:
     return max(1.0, compute_backoff(retries + 1, base=2.0, cap=cap))
 
 
-@app.task(name=TASK_NAME, bind=True, queue=QUEUE_NAME, max_retries=MAX_RETRIES)
+@app.task(name=TASK_NAME, bind=True, queue=QUEUE_NAME, max_retries=None)
 def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     """Reflect on one finished job; returns the outcome string."""
     deps = get_deps()
@@ -56,13 +63,23 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         if self.request.retries < MAX_RETRIES:
             log.warning("reflect %s retrying (%s): %s", task_id, error.code, e)
             raise self.retry(exc=e, countdown=_countdown(self.request.retries)) from e
-        return _fail(deps, task_id, kwargs, error)
+        return _fail(self, deps, kwargs, error)
     except PositionalArgsError as e:
-        return _fail(deps, task_id, kwargs, e)
+        return _fail(self, deps, kwargs, e)
+    except SoftTimeLimitExceeded:
+        return _fail(self, deps, kwargs, TimeLimitError("the task hit its soft time limit"))
     except Exception as e:
         log.exception("reflect %s hit a bug", task_id)
-        return _fail(deps, task_id, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+        return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
 
 
-def _fail(deps: Any, task_id: str, kwargs: dict[str, Any], error: ReflectionError) -> str:
-    return record_failure(deps, reflection_job_id=task_id, kwargs=kwargs, error=error).outcome.value
+def _fail(task: Any, deps: Any, kwargs: dict[str, Any], error: ReflectionError) -> str:
+    """Record the failure; while Postgres cannot take the row, keep the task (retry)."""
+    try:
+        report = record_failure(
+            deps, reflection_job_id=str(task.request.id), kwargs=kwargs, error=error
+        )
+    except InfrastructureError as e:
+        log.warning("reflect %s cannot record its failure yet: %s", task.request.id, e)
+        raise task.retry(exc=e, countdown=_countdown(MAX_RETRIES)) from e
+    return report.outcome.value
