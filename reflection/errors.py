@@ -15,7 +15,11 @@
         ├── ContextOverflowError         context_overflow
         ├── LlmAuthError                 llm_auth
         ├── LlmUnavailableError          llm_unavailable
-        └── LlmInvalidOutputError        llm_invalid_output
+        ├── LlmInvalidOutputError        llm_invalid_output
+        ├── PoisonError                  poison           too many crashed deliveries
+        ├── TimeLimitError               time_limit       the soft time limit hit
+        ├── RevertConflictError          revert_conflict  files changed since a snapshot
+        └── InternalError                internal         a bug; logged with a traceback
 
 Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`.
 """
@@ -119,3 +123,27 @@ class LlmInvalidOutputError(PermanentError):
     """Raised when the LLM's answer does not validate, even after one repair round-trip."""
 
     code = "llm_invalid_output"
+
+
+class PoisonError(PermanentError):
+    """Raised when one job's deliveries kept dying (more than `max_deliveries` in a row)."""
+
+    code = "poison"
+
+
+class TimeLimitError(PermanentError):
+    """Raised when a run overran the soft time limit (`REFLECTION_TASK_TIME_LIMIT`)."""
+
+    code = "time_limit"
+
+
+class RevertConflictError(PermanentError):
+    """Raised when files changed since a snapshot, so restoring would lose those changes."""
+
+    code = "revert_conflict"
+
+
+class InternalError(PermanentError):
+    """Raised when the pipeline hits a bug; the run fails and is not retried."""
+
+    code = "internal"

@@ -38,6 +38,7 @@ from reflection.errors import (
     InfrastructureError,
     LockLostError,
     PermanentError,
+    PoisonError,
     ReflectionError,
     RetryableError,
 )
@@ -170,7 +171,7 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         if claim.deliveries > s.max_deliveries and not has_pending_journal(
             paths, request.original_job_id
         ):
-            raise _Poison(f"delivered {claim.deliveries} times; giving up")
+            raise PoisonError(f"delivered {claim.deliveries} times; giving up")
         if claim.decision is not None:
             run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
             result = LlmResult.model_validate(claim.decision)
@@ -189,12 +190,6 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
             engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
         )
         return _fail(deps, run, e)
-
-
-class _Poison(PermanentError):
-    """Raised when one job was delivered more often than `max_deliveries`."""
-
-    code = "poison"
 
 
 def _consult(

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
-from reflection.errors import PermanentError
+from reflection.errors import RevertConflictError
 from reflection.frontmatter import FrontmatterError, parse_entry
 from reflection.fsio import read_text_limited
 from reflection.lock import UserLock
@@ -22,12 +22,6 @@ from reflection.paths import UserPaths
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, read_meta, snapshot_files
 
 _LIMIT = 1024 * 1024
-
-
-class RevertConflictError(PermanentError):
-    """Raised when files changed since the snapshot, so restoring would lose those changes."""
-
-    code = "revert_conflict"
 
 
 def _read(path: Path) -> str | None:

@@ -16,7 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
-from reflection.errors import InfrastructureError, ReflectionError, RetryableError
+from reflection.errors import (
+    BadRequestError,
+    InfrastructureError,
+    InternalError,
+    ReflectionError,
+    RetryableError,
+    TimeLimitError,
+)
 from reflection.pipeline import record_failure, run_reflection
 from tasks.app import app
 from tasks.resources import get_deps
@@ -24,24 +31,6 @@ from tasks.resources import get_deps
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 12
-
-
-class InternalError(ReflectionError):
-    """Raised (recorded) when the pipeline hits a bug; the run fails, it is not retried."""
-
-    code = "internal"
-
-
-class TimeLimitError(ReflectionError):
-    """Raised (recorded) when a run overran REFLECTION_TASK_TIME_LIMIT's soft limit."""
-
-    code = "time_limit"
-
-
-class PositionalArgsError(ReflectionError):
-    """Raised when a producer sends positional args instead of kwargs."""
-
-    code = "bad_request"
 
 
 def _countdown(retries: int) -> float:
@@ -56,7 +45,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     task_id = str(self.request.id)
     try:
         if args:
-            raise PositionalArgsError("reflect takes keyword arguments only")
+            raise BadRequestError("reflect takes keyword arguments only, got positional args")
         return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
@@ -64,7 +53,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
             log.warning("reflect %s retrying (%s): %s", task_id, error.code, e)
             raise self.retry(exc=e, countdown=_countdown(self.request.retries)) from e
         return _fail(self, deps, kwargs, error)
-    except PositionalArgsError as e:
+    except BadRequestError as e:
         return _fail(self, deps, kwargs, e)
     except SoftTimeLimitExceeded:
         return _fail(self, deps, kwargs, TimeLimitError("the task hit its soft time limit"))
