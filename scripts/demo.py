@@ -16,11 +16,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,41 +187,17 @@ def _forget_demo_users(engine: Any, users: set[str]) -> None:
 
 @contextmanager
 def _real_worker(env: dict[str, str], log: Path) -> Iterator[None]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks",
-        "worker",
-        "-Q",
-        "reflection",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "2",
-        "-n",
-        f"demo-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "INFO",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    from reflection.testing.worker import WorkerStartError, start_worker, stop_worker
+
+    log.unlink(missing_ok=True)
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not start; see {log}")
-            time.sleep(0.2)
+        proc = start_worker(env, log, name="demo")
+    except WorkerStartError as e:
+        raise SystemExit(str(e)) from e
+    try:
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_worker(proc, timeout=30)
 
 
 @contextmanager

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +18,7 @@ from sqlalchemy import Engine, select
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.producer import make_producer
 from reflection.storage import reflection_metrics
+from reflection.testing import worker as testing_worker
 from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,48 +56,13 @@ class Worker:
 
 
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tasks",
-        "worker",
-        "-Q",
-        "reflection",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "2",
-        "-n",
-        f"e2e-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "INFO",
-        *extra,
-    ]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "ready." in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"worker did not start:\n{log.read_text()[-4000:]}")
+    try:
+        return testing_worker.start_worker(env, log, *extra, name="e2e")
+    except testing_worker.WorkerStartError as e:
+        pytest.fail(str(e))
 
 
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+stop_worker = testing_worker.stop_worker
 
 
 @pytest.fixture
