@@ -29,7 +29,7 @@ from reflection.fsio import atomic_delete, atomic_write, read_text_limited
 from reflection.lock import UserLock
 from reflection.memory import render_index
 from reflection.models import Decision, LlmResult, MemoryEntry, Outcome, Piece, ReflectRequest
-from reflection.paths import UserPaths
+from reflection.paths import UnsafePathError, UserPaths
 from reflection.secrets import mask_secrets
 from reflection.snapshot import snapshot_files, write_snapshot
 
@@ -128,18 +128,32 @@ def plan(
     mem_after: dict[str, str | None] = {}
     for name, entry in verdict.targets.items():
         path = paths.memory_file(name)
-        mem_before[name] = _read_or_none(paths.contained(path))
+        mem_before[name] = _read_or_none(paths.writable(path))
         mem_after[name] = render_entry(entry) if entry is not None else None
         files.append(_change(paths, path, mem_before[name], mem_after[name]))
     if verdict.targets:
         final = {**state.memory, **verdict.targets}
         index = render_index(e for e in final.values() if e is not None)
-        files.append(_change(paths, paths.memory_index, _read_or_none(paths.memory_index), index))
+        index_path = paths.writable(paths.memory_index)
+        files.append(_change(paths, index_path, _read_or_none(index_path), index))
     if piece_after is not None:
         copy = paths.piece_copy(request.piece_name)
-        files.append(_change(paths, copy, _read_or_none(paths.contained(copy)), piece_after))
+        files.append(_change(paths, copy, _read_or_none(paths.writable(copy)), piece_after))
 
     sid = snapshot_id_for(reflection_job_id, now)
+    # Before anything is written: like the files above, no snapshot, index or journal may
+    # go through a planted symlink (UnsafePathError: the run fails `input_invalid`).
+    for target in (
+        journal_path(paths, sid),
+        paths.snapshot_dir(sid) / "meta.json",
+        paths.snapshot_index,
+    ):
+        paths.writable(target)
+    # A rejected name or detail may quote a credential; the snapshot keeps it masked.
+    decisions = tuple(
+        d.model_copy(update={"name": mask_secrets(d.name), "detail": mask_secrets(d.detail)})
+        for d in decisions
+    )
     outcome = outcome_of(decisions)
     accepted_mem = sum(1 for d in decisions if d.kind == "memory" and d.accepted)
     meta: dict[str, Any] = {
@@ -228,10 +242,18 @@ def pending_journals(paths: UserPaths) -> list[Journal]:
     """Journals a killed worker left behind, oldest first."""
     if not paths.journal_dir.is_dir():
         return []
+    try:
+        paths.writable(paths.journal_dir)
+    except UnsafePathError as e:
+        log.error("journal folder ignored: %s", e)
+        return []
     found = []
     for p in sorted(paths.journal_dir.glob("*.json")):
         try:
-            found.append(Journal.model_validate_json(read_text_limited(p, _MAX_JOURNAL_BYTES)))
+            journal = Journal.model_validate_json(read_text_limited(p, _MAX_JOURNAL_BYTES))
+            for change in journal.files:  # a planted journal may not write outside
+                paths.contained(paths.home / change.path)
+            found.append(journal)
         except (OSError, ValueError) as e:
             log.error("journal %s is unreadable (%s); left in place for an operator", p, e)
     return found

@@ -222,5 +222,12 @@ def judge_piece_edit(
     kinds = find_secrets(edit.yaml)
     if kinds:
         return verdict(Code.SECRET_DETECTED, ", ".join(sorted(set(kinds))))
+    # The model saw this piece with its credentials masked; its edit would drop them.
+    kinds = find_secrets(current_yaml)
+    if kinds:
+        return verdict(
+            Code.SECRET_DETECTED,
+            "the current piece holds a credential (" + ", ".join(sorted(set(kinds))) + ")",
+        )
     code, detail = check_piece_edit(current_yaml, edit.yaml, piece_name=piece_name)
     return verdict(code, detail)

@@ -12,8 +12,13 @@ DIR_MODE = 0o750
 
 
 def ensure_dir(path: Path) -> None:
-    """Create `path` and its parents with restrictive permissions."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """Create `path` and its missing parents, each with restrictive permissions
+    (`mkdir(parents=True)` would give the parents the default mode)."""
+    if path.is_dir():
+        return
+    ensure_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=DIR_MODE)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,11 +60,18 @@ def atomic_delete(path: Path) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line with a single write and fsync (O_APPEND keeps lines whole)."""
+    """Append one line with a single write and fsync (O_APPEND keeps lines whole).
+
+    A file whose last line was torn (no final newline) gets one first, so the new line
+    stays readable on its own."""
     ensure_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, FILE_MODE)
+    fd = os.open(
+        path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
+    )
     try:
-        os.write(fd, (line.rstrip("\n") + "\n").encode("utf-8"))
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        os.write(fd, (("\n" if torn else "") + line.rstrip("\n") + "\n").encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -12,7 +12,7 @@ from reflection.activity import read_activity_log
 from reflection.errors import InputError, InputMismatchError, JobNotFoundError, PieceNotFoundError
 from reflection.memory import load_memory
 from reflection.models import Piece, ReflectionInputs, ReflectRequest
-from reflection.paths import UserPaths, builtin_piece
+from reflection.paths import UnsafePathError, UserPaths, builtin_piece
 from reflection.pieces import PieceError, load_piece_file
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,14 @@ def load_piece(paths: UserPaths, pieces_dir: Path, piece_name: str) -> Piece:
     """The user's copy of the piece if present, else the built-in one."""
     user_copy = paths.piece_copy(piece_name)
     for path, is_user in ((user_copy, True), (builtin_piece(pieces_dir, piece_name), False)):
-        if is_user and (path.is_symlink() or not path.exists()):
-            if path.is_symlink():
-                log.warning("user piece copy %s is a symlink; ignored", path)
-            continue
+        if is_user:
+            try:
+                paths.writable(path)  # neither the copy nor its folder may be a link
+            except UnsafePathError as e:
+                log.warning("user piece copy ignored: %s", e)
+                continue
+            if not path.exists():
+                continue
         try:
             text = load_piece_file(path)
         except FileNotFoundError:

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reflection import constants as c
+from reflection.errors import InputError
 
 
-class UnsafePathError(ValueError):
-    """Raised when a path component is not a safe slug or a path escapes its root."""
+class UnsafePathError(InputError, ValueError):
+    """Raised when a path component is not a safe slug or a path escapes its root.
+
+    An `InputError` (code `input_invalid`): a run that meets one ends `failed` with a
+    metrics row instead of crashing."""
 
 
 def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
@@ -77,6 +81,21 @@ class UserPaths:
         if real != home and home not in real.parents:
             raise UnsafePathError(f"{path} resolves outside the user's folder")
         return path
+
+    def writable(self, path: Path) -> Path:
+        """Return `path` if a write to it follows no link: it lies under the user's home,
+        resolves inside it, and neither it nor any folder between the home and it is a
+        symlink (a planted link, even one pointing inside, is refused, not followed)."""
+        try:
+            rel = path.relative_to(self.home)
+        except ValueError as e:
+            raise UnsafePathError(f"{path} is not under the user's folder") from e
+        step = self.home
+        for part in rel.parts:
+            step = step / part
+            if step.is_symlink():
+                raise UnsafePathError(f"{step} is a symlink; refusing to write through it")
+        return self.contained(path)
 
 
 def builtin_piece(pieces_dir: Path, piece_name: str) -> Path:

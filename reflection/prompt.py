@@ -188,11 +188,12 @@ class Prompt:
 
 
 def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
-    """`inputs` with credentials masked in everything but the piece YAML (an edit must
-    return that whole, so it goes as it is)."""
+    """`inputs` with credentials masked everywhere, the piece YAML included (an edit of a
+    piece that holds a credential is refused, so the masked copy never replaces it)."""
     job = inputs.job
     return inputs.model_copy(
         update={
+            "piece": inputs.piece.model_copy(update={"yaml": mask_secrets(inputs.piece.yaml)}),
             "job": job.model_copy(
                 update={
                     "task": mask_secrets(job.task),

@@ -12,8 +12,10 @@ Two sources of rules, built once per process:
   not a key.
 - our own patterns where detect-secrets has none: `sk-` LLM keys (OpenAI, Anthropic,
   gateway virtual keys), Google API keys, Hugging Face and fine-grained GitHub tokens,
-  `Authorization: Bearer|Basic` values, `password = ...` style assignments with a real
-  value, and standalone high-entropy tokens of 32+ characters with mixed character classes.
+  `Authorization: Bearer|Basic` values, passwords in URLs that its basic-auth rule
+  misses (no user name, or `!$&*+,;=` in the password), `password = ...` style
+  assignments with a real value (not a `${VAR:?}` expansion), and standalone
+  high-entropy tokens of 32+ characters with mixed character classes.
 
 Ordinary prose ("the user prefers pytest", "passwords must be hashed with argon2"), git
 SHAs, hex digests and UUIDs are not flagged.
@@ -77,6 +79,10 @@ _ASSIGNMENT = re.compile(
     r"(?:(?P<q>[\"'`])(?P<quoted>[^\s\"'`]{4,})(?P=q)|(?P<bare>[^\s\"'`,;]{4,}))",
     re.IGNORECASE,
 )
+# detect-secrets' basic-auth rule needs a user name and no sub-delimiters (`!$&*+,;=`) in
+# the password; real URLs have both (`redis://:pa55word@redis`, `postgres://u:P4ss!@db`).
+_URL_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:(?P<pw>[^\s/@]+)@")
+_SHELL_EXPANSION = re.compile(r"\$\{[A-Za-z0-9_]*\Z")
 _STANDALONE = re.compile(
     r"(?<![A-Za-z0-9+/=_.-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/=_-])(?!\.[A-Za-z0-9])"
 )
@@ -172,6 +178,8 @@ def _is_placeholder(value: str) -> bool:
 
 def _find_assignments(text: str) -> Iterator[_Span]:
     for m in _ASSIGNMENT.finditer(text):
+        if _SHELL_EXPANSION.search(text, max(0, m.start() - 128), m.start()):
+            continue  # `${DB_PASSWORD:?set it}` names a variable; it holds no value
         group = "quoted" if m.group("quoted") else "bare"
         value = m.group(group)
         start, end = m.span(group)
@@ -197,6 +205,12 @@ def _looks_like_a_value(text: str, value: str, end: int) -> bool:
     line_end = text.find("\n", end)
     rest = text[end : len(text) if line_end < 0 else line_end]
     return len(value) >= 6 and not rest.strip(_TRAILING_PUNCT + " \t\r")
+
+
+def _find_url_passwords(text: str) -> Iterator[_Span]:
+    for m in _URL_PASSWORD.finditer(text):
+        if not _is_placeholder(m.group("pw")):
+            yield _Span(*m.span("pw"), "Basic Auth Credentials")
 
 
 def _find_sk_keys(text: str) -> Iterator[_Span]:
@@ -257,6 +271,7 @@ def _finders() -> tuple[Finder, ...]:
         _regex_finder("GitHub Token", _GITHUB_PAT),
         _find_bearer,
         _regex_finder("Basic Auth Credentials", _BASIC_HEADER, 1),
+        _find_url_passwords,
         _find_assignments,
     ]
     # Most specific first: where matches start at the same place, the first rule names them.
