@@ -28,10 +28,18 @@ from reflection.frontmatter import render_entry
 from reflection.fsio import atomic_delete, atomic_write, read_text_limited
 from reflection.lock import UserLock
 from reflection.memory import render_index
-from reflection.models import Decision, LlmResult, MemoryEntry, Outcome, Piece, ReflectRequest
+from reflection.models import (
+    Decision,
+    LlmDecision,
+    LlmResult,
+    MemoryEntry,
+    Outcome,
+    Piece,
+    ReflectRequest,
+)
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.secrets import mask_secrets
-from reflection.snapshot import snapshot_files, write_snapshot
+from reflection.snapshot import PIECE_BEFORE, PIECE_PROPOSED, snapshot_files, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class Journal(BaseModel):
     meta: dict[str, Any]
     metrics: dict[str, Any]
     piece_edit: dict[str, Any] | None
+    proposal: dict[str, Any] | None = None  # a piece edit staged for review, not written
 
 
 @dataclass(frozen=True)
@@ -105,23 +114,19 @@ def plan(
     limits: Limits,
     now: datetime,
     store_llm_raw: bool,
+    piece_edit_mode: str = "auto",
 ) -> Journal:
-    """Judge the decision against `state` and lay out every write as a journal."""
+    """Judge the decision against `state` and lay out every write as a journal.
+
+    In `review` mode an accepted piece edit is not written: it is staged (`staged`), and
+    the commit inserts it as a `piece_proposals` row for an operator to approve."""
     decision = llm.decision
     verdict = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
     decisions = verdict.decisions
-    piece_after: str | None = None
-    if decision.piece_edit is not None:
-        pd = judge_piece_edit(
-            decision.piece_edit,
-            piece_name=request.piece_name,
-            current_yaml=state.piece.yaml,
-            last_edit_at=state.last_piece_edit_at,
-            now=now,
-            cooldown_hours=limits.cooldown_hours,
-        )
-        decisions += (pd,)
-        piece_after = decision.piece_edit.yaml if pd.accepted else None
+    pd, piece_after, staged = _judge_piece(
+        decision, request.piece_name, state, limits, now, piece_edit_mode
+    )
+    decisions += pd
 
     files: list[FileChange] = []
     mem_before: dict[str, str | None] = {}
@@ -183,6 +188,8 @@ def plan(
     }
     if store_llm_raw:
         meta["llm_raw"] = mask_secrets(llm.raw)
+    if staged is not None:
+        meta["piece_staged"] = True
     metrics = {
         "reflection_job_id": reflection_job_id,
         "original_job_id": request.original_job_id,
@@ -209,6 +216,14 @@ def plan(
             "after_sha256": _sha(piece_after),
             "created_at": now,
         }
+    snapshot = snapshot_files(
+        mem_before, mem_after, state.piece.yaml if piece_after else None, piece_after
+    )
+    proposal = None
+    if staged is not None:
+        snapshot[PIECE_BEFORE] = state.piece.yaml
+        snapshot[PIECE_PROPOSED] = staged
+        proposal = _proposal_row(request, reflection_job_id, sid, state.piece.yaml, decision)
     return Journal(
         snapshot_id=sid,
         original_job_id=request.original_job_id,
@@ -216,13 +231,65 @@ def plan(
         user_id=request.user_id,
         fence=fence,
         files=files,
-        snapshot=snapshot_files(
-            mem_before, mem_after, state.piece.yaml if piece_after else None, piece_after
-        ),
+        snapshot=snapshot,
         meta=meta,
         metrics=metrics,
         piece_edit=piece_row,
+        proposal=proposal,
     )
+
+
+def _judge_piece(
+    decision: LlmDecision,
+    piece_name: str,
+    state: State,
+    limits: Limits,
+    now: datetime,
+    mode: str,
+) -> tuple[tuple[Decision, ...], str | None, str | None]:
+    """The piece edit's verdict (if any), the text to write, and the text to stage."""
+    if decision.piece_edit is None:
+        return (), None, None
+    pd = judge_piece_edit(
+        decision.piece_edit,
+        piece_name=piece_name,
+        current_yaml=state.piece.yaml,
+        last_edit_at=state.last_piece_edit_at,
+        now=now,
+        cooldown_hours=limits.cooldown_hours,
+    )
+    if not pd.accepted:
+        return (pd,), None, None
+    if mode == "review":
+        return (
+            (pd.model_copy(update={"detail": "staged for review"}),),
+            None,
+            decision.piece_edit.yaml,
+        )
+    return (pd,), decision.piece_edit.yaml, None
+
+
+def _proposal_row(
+    request: ReflectRequest,
+    reflection_job_id: str,
+    snapshot_id: str,
+    current_yaml: str,
+    decision: LlmDecision,
+) -> dict[str, Any]:
+    """The `piece_proposals` row of a piece edit staged for review."""
+    assert decision.piece_edit is not None
+    return {
+        "user_id": request.user_id,
+        "piece_name": request.piece_name,
+        "reflection_job_id": reflection_job_id,
+        "original_job_id": request.original_job_id,
+        "snapshot_id": snapshot_id,
+        "summary": mask_secrets(decision.piece_edit.summary)[:2000],
+        "yaml": decision.piece_edit.yaml,
+        "before_sha256": _sha(current_yaml),
+        "after_sha256": _sha(decision.piece_edit.yaml),
+        "status": "pending",
+    }
 
 
 def _change(paths: UserPaths, path: Path, before: str | None, after: str | None) -> FileChange:
@@ -307,6 +374,7 @@ def roll_forward(
             fence=None if recovering else journal.fence,
             metrics={"duration_ms": duration_ms, **journal.metrics},
             piece_edit=journal.piece_edit,
+            proposal=journal.proposal,
         )
     fault_point("after_commit")
     if committed or recovering:

@@ -305,6 +305,7 @@ def _apply(
             ),
             now=deps.clock(),
             store_llm_raw=s.store_llm_raw,
+            piece_edit_mode=s.piece_edit_mode,
         )
         lock.ensure_owned()
         write_journal(paths, journal)

@@ -1,17 +1,21 @@
 """Undo a snapshot: restore the before state if the files still equal the after state.
 
 The revert goes through the same journal as a reflection (so a crash mid-revert is
-completed by the next lock holder) and is itself snapshotted, with `kind: revert`.
+completed by the next lock holder), is itself snapshotted, with `kind: revert`, and is
+recorded like any change: a `reflection_metrics` row with outcome `reverted`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
+from reflection import storage
 from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
 from reflection.errors import RevertConflictError
 from reflection.frontmatter import FrontmatterError, parse_entry
@@ -91,6 +95,8 @@ def revert_snapshot(
     if any(Path(ch.path).parent.name == "memory" for ch in changes):
         changes.append(_index_after(paths, changes))
     sid = snapshot_id_for(f"revert:{snapshot_id}:{now.isoformat()}", now)
+    reverted = read_meta(paths, snapshot_id)
+    rid = f"revert-{uuid.uuid4()}"
     memory = {
         Path(c.path).stem: c
         for c in changes
@@ -101,12 +107,14 @@ def revert_snapshot(
         "kind": "revert",
         "snapshot_id": sid,
         "reverts": snapshot_id,
+        "reflection_job_id": rid,
+        "original_job_id": reverted.get("original_job_id", ""),
         "created_at": now.isoformat(),
         "user_id": paths.user_id,
         "outcome": "reverted",
         "memory_changes": len(memory),
         "piece_edited": piece is not None,
-        "piece_name": read_meta(paths, snapshot_id).get("piece_name"),
+        "piece_name": reverted.get("piece_name"),
         "piece_before_source": "user"
         if piece is not None and piece.before is not None
         else "builtin",
@@ -137,4 +145,19 @@ def revert_snapshot(
     roll_forward(
         paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
     )
+    storage.record_metrics(engine=engine, row=_metrics_row(meta, reverted))
     return paths.snapshot_dir(sid)
+
+
+def _metrics_row(meta: dict[str, Any], reverted: dict[str, Any]) -> dict[str, Any]:
+    """The revert's `reflection_metrics` row (outcome `reverted`), like any change's."""
+    return {
+        "reflection_job_id": meta["reflection_job_id"],
+        "original_job_id": str(reverted.get("original_job_id") or "")[:128],
+        "user_id": meta["user_id"],
+        "piece_name": str(reverted.get("piece_name") or ""),
+        "outcome": "reverted",
+        "memory_changes": meta["memory_changes"],
+        "piece_edited": meta["piece_edited"],
+        "snapshot_id": meta["snapshot_id"],
+    }

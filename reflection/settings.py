@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_changes_per_run: int = Field(default=8, ge=1)
     max_memory_entries: int = Field(default=200, ge=1)
     piece_edit_cooldown_hours: float = Field(default=24, ge=0)
+    # auto: an accepted piece edit is written; review: it is staged as a proposal that
+    # an operator approves (`reflection approve`) or rejects.
+    piece_edit_mode: Literal["auto", "review"] = "auto"
     store_llm_raw: bool = False
 
     # Locks and delivery.

@@ -3,6 +3,7 @@
     <uid>/reflections/<snapshot_id>/meta.json
                                    before/<name>.md   after/<name>.md
                                    piece.before.yaml  piece.after.yaml
+                                   piece.proposed.yaml (review mode: staged, not applied)
     <uid>/reflections/index.jsonl   one line per snapshot
 
 Writing is idempotent (every file is rewritten whole, the index line is appended only if
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 META = "meta.json"
 PIECE_BEFORE = "piece.before.yaml"
 PIECE_AFTER = "piece.after.yaml"
+PIECE_PROPOSED = "piece.proposed.yaml"  # a piece edit staged for review, not applied
 _MAX_META_BYTES = 4 * 1024 * 1024
 
 

@@ -108,6 +108,26 @@ reflection_claims = Table(
     Column("updated_at", _TS, nullable=False, server_default=func.now()),
 )
 
+piece_proposals = Table(
+    "piece_proposals",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("user_id", Text, nullable=False),
+    Column("piece_name", Text, nullable=False),
+    Column("reflection_job_id", Text, nullable=False, unique=True),
+    Column("original_job_id", Text, nullable=False),
+    Column("snapshot_id", Text),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("yaml", Text, nullable=False),  # the whole proposed piece
+    Column("before_sha256", Text, nullable=False),  # the piece it was judged against
+    Column("after_sha256", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),  # pending|approved|rejected
+    Column("detail", Text),  # why it was approved/rejected, or the last refusal
+    Column("created_at", _TS, nullable=False, server_default=func.now()),
+    Column("decided_at", _TS),
+    Index("ix_piece_proposals_status_user", "status", "user_id"),
+)
+
 
 def make_engine(url: str) -> Engine:
     """An engine with a small pool that survives server restarts (pre-ping)."""
@@ -293,8 +313,10 @@ def commit_run(
     fence: int | None,
     metrics: dict[str, Any],
     piece_edit: dict[str, Any] | None,
+    proposal: dict[str, Any] | None = None,
 ) -> bool:
-    """Mark the job reflected, record its piece edit and metrics row, in one transaction.
+    """Mark the job reflected, record its piece edit (or staged proposal) and metrics row,
+    in one transaction.
 
     `fence` is the claim's fencing token: a stale writer (one whose claim was taken over)
     commits nothing and gets False. `fence=None` is the journal roll-forward by the current
@@ -317,6 +339,12 @@ def commit_run(
             conn.execute(
                 _insert(engine, piece_edits)
                 .values(**piece_edit)
+                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
+            )
+        if proposal is not None:
+            conn.execute(
+                _insert(engine, piece_proposals)
+                .values(**proposal)
                 .on_conflict_do_nothing(index_elements=["reflection_job_id"])
             )
         conn.execute(

@@ -325,6 +325,9 @@ class _Handler(BaseHTTPRequestHandler):
         return completion
 
     def _models(self) -> None:
+        if not self._authorized():  # like a real gateway: a refused key lists nothing
+            self._error(401, "Incorrect API key provided")
+            return
         model = self.server.model_override or self.server.state.model()
         entry = {"id": model, "object": "model", "created": 0, "owned_by": "scripted"}
         self._send(200, {"object": "list", "data": [entry]})

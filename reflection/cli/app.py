@@ -1,0 +1,62 @@
+"""The `reflection` command: the typer app, its global options and its commands."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from reflection.cli import doctor, memory_cmds, proposals, runs, snapshots, stats
+from reflection.cli.common import FLAGS
+from reflection.logs import configure_logging
+from reflection.settings import get_settings
+
+app = typer.Typer(
+    name="reflection",
+    help="Operate the reflection worker: check services, run, backfill, audit and undo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every stage (to stderr).")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Settings come from REFLECTION_* variables (or .env), as for the worker.
+
+    Exit codes: 0 ok, 1 failed or refused, 2 bad usage or configuration, 3 a service is
+    unreachable."""
+    FLAGS.debug = debug
+    try:
+        fmt = get_settings().log_format
+    except Exception:  # reported by the command itself, in one line
+        fmt = "text"
+    configure_logging(fmt, logging.INFO if verbose else logging.WARNING)
+
+
+app.command(rich_help_panel="Health")(doctor.doctor)
+app.command(rich_help_panel="Runs")(runs.run)
+app.command(rich_help_panel="Runs")(runs.enqueue)
+app.command(rich_help_panel="Runs")(runs.backfill)
+app.command(rich_help_panel="Audit and undo")(snapshots.history)
+app.command(rich_help_panel="Audit and undo")(snapshots.show)
+app.command(rich_help_panel="Audit and undo")(snapshots.revert)
+app.command(rich_help_panel="Audit and undo")(stats.stats)
+app.command(rich_help_panel="Piece review")(proposals.proposals)
+app.command(rich_help_panel="Piece review")(proposals.approve)
+app.command(rich_help_panel="Piece review")(proposals.reject)
+app.command(rich_help_panel="Memory")(memory_cmds.protect)
+app.command(rich_help_panel="Memory")(memory_cmds.unprotect)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

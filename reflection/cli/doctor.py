@@ -1,0 +1,238 @@
+"""`reflection doctor`: is every service and folder the worker needs ready?"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import openai
+import redis
+import typer
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from rich.table import Table
+from sqlalchemy import create_engine, inspect, text
+
+from reflection.cli.common import EXIT_FAILED, JsonOpt, emit_json, handled, mark, out, safe_url
+from reflection.constants import QUEUE_NAME
+from reflection.llm import PLACEHOLDER_KEY
+from reflection.pieces import PieceError, load_piece_file, parse_piece_yaml, validate_piece
+from reflection.producer import make_producer
+from reflection.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's table; `fix` says what to do when it is red."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _short(e: BaseException) -> str:
+    text_ = str(e).strip()
+    return (text_.splitlines()[0] if text_ else type(e).__name__)[:200]
+
+
+def check_broker(s: Settings) -> Check:
+    name, url = "broker", safe_url(s.broker_url)
+    fix = "start it, or set REFLECTION_BROKER_URL"
+    try:
+        if s.broker_url.startswith(("redis://", "rediss://")):
+            client = redis.Redis.from_url(s.broker_url, socket_connect_timeout=3, socket_timeout=3)
+            try:
+                waiting = client.llen(QUEUE_NAME)
+            finally:
+                client.close()
+            return Check(name, True, f"{url}: {waiting} task(s) waiting in `{QUEUE_NAME}`")
+        app = make_producer(s.broker_url)
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+        return Check(name, True, url)
+    except Exception as e:
+        return Check(name, False, f"{url}: {_short(e)}", fix)
+
+
+def check_lock_redis(s: Settings) -> Check:
+    url = safe_url(s.redis_url)
+    try:
+        client = redis.Redis.from_url(s.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as e:
+        return Check(
+            "lock redis", False, f"{url}: {_short(e)}", "start it, or set REFLECTION_REDIS_URL"
+        )
+    return Check("lock redis", True, url)
+
+
+def _head_revision() -> str | None:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def check_postgres(s: Settings) -> Check:
+    url = safe_url(s.database_url)
+    args = {"connect_timeout": 5} if s.database_url.startswith("postgresql") else {}
+    engine = create_engine(s.database_url, connect_args=args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            current = MigrationContext.configure(conn).get_current_revision()
+            has_jobs = inspect(conn).has_table("jobs")
+    except Exception as e:
+        return Check(
+            "postgres", False, f"{url}: {_short(e)}", "start it, or set REFLECTION_DATABASE_URL"
+        )
+    finally:
+        engine.dispose()
+    head = _head_revision()
+    if current != head:
+        return Check(
+            "postgres",
+            False,
+            f"{url}: migrations at {current}, head is {head}",
+            "run `alembic upgrade head` from the repository root",
+        )
+    if not has_jobs:
+        return Check(
+            "postgres",
+            False,
+            f"{url}: no `jobs` table",
+            "point REFLECTION_DATABASE_URL at the platform's database (sql/jobs.sql for tests)",
+        )
+    return Check("postgres", True, f"{url}: migrations at head ({head}), jobs table present")
+
+
+def check_llm(s: Settings) -> Check:
+    key = s.llm_api_key.get_secret_value() or PLACEHOLDER_KEY
+    client = openai.OpenAI(
+        base_url=s.llm_endpoint,
+        api_key=key,
+        timeout=min(10.0, s.llm_timeout_seconds),
+        max_retries=0,
+    )
+    where = safe_url(s.llm_endpoint)
+    try:
+        models = [m.id for m in client.models.list()]
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+        return Check(
+            "llm",
+            False,
+            f"{where}: the key was refused (HTTP {e.status_code})",
+            "check REFLECTION_LLM_API_KEY",
+        )
+    except openai.APIConnectionError as e:
+        return Check(
+            "llm",
+            False,
+            f"{where}: unreachable ({_short(e)})",
+            "start the gateway, or set REFLECTION_LLM_ENDPOINT",
+        )
+    except openai.APIError as e:
+        return Check(
+            "llm",
+            False,
+            f"{where}: GET /models failed ({_short(e)})",
+            "check REFLECTION_LLM_ENDPOINT points at an OpenAI-compatible /v1",
+        )
+    finally:
+        client.close()
+    if s.llm_model not in models:
+        listed = ", ".join(models[:8]) or "none"
+        return Check(
+            "llm",
+            False,
+            f"{where}: model {s.llm_model!r} not served (serves: {listed})",
+            "set REFLECTION_LLM_MODEL to a served model",
+        )
+    return Check("llm", True, f"{where}: key accepted, model {s.llm_model!r} served")
+
+
+def check_user_folder(s: Settings) -> Check:
+    root = s.user_folder_root
+    if not root.is_dir():
+        return Check(
+            "user folder",
+            False,
+            f"{root}: missing",
+            f"create it (mkdir -p {root}) or set REFLECTION_USER_FOLDER_ROOT",
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".doctor-") as f:
+            f.write(b"ok")
+            f.flush()
+    except OSError as e:
+        return Check(
+            "user folder",
+            False,
+            f"{root}: not writable ({e.strerror})",
+            "give the worker's user write access to it",
+        )
+    free = shutil.disk_usage(root).free // (1024 * 1024)
+    return Check("user folder", True, f"{root}: writable, {free} MiB free")
+
+
+def check_pieces(s: Settings) -> Check:
+    folder = s.pieces_dir
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not files:
+        return Check(
+            "pieces",
+            False,
+            f"{folder}: no *.yaml pieces",
+            "run from the repository root or set REFLECTION_PIECES_DIR",
+        )
+    bad = []
+    for path in files:
+        try:
+            validate_piece(parse_piece_yaml(load_piece_file(path)), expected_name=path.stem)
+        except (PieceError, OSError) as e:
+            bad.append(f"{path.name}: {_short(e)}")
+    if bad:
+        return Check(
+            "pieces", False, f"{folder}: " + "; ".join(bad[:3]), "fix or remove those files"
+        )
+    return Check("pieces", True, f"{folder}: {len(files)} valid piece(s)")
+
+
+CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    check_broker,
+    check_lock_redis,
+    check_postgres,
+    check_llm,
+    check_user_folder,
+    check_pieces,
+)
+
+
+@handled
+def doctor(json_: JsonOpt = False) -> None:
+    """Check every service and folder the worker needs.
+
+    Broker, lock Redis, Postgres (migrations at head), the LLM endpoint (key, model),
+    the user folder (writable) and the pieces. Exit 1 when anything is red."""
+    s = get_settings()
+    results = [check(s) for check in CHECKS]
+    if json_:
+        emit_json({"ok": all(r.ok for r in results), "checks": [asdict(r) for r in results]})
+    else:
+        table = Table(title="reflection doctor")
+        for col in ("", "check", "detail", "what to do"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(mark(r.ok), r.name, r.detail, r.fix)
+        out.print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILED)

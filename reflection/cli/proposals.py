@@ -1,0 +1,127 @@
+"""`reflection proposals`, `approve` and `reject`: piece edits staged in review mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from reflection.cli.common import (
+    EXIT_FAILED,
+    JsonOpt,
+    emit_json,
+    err,
+    handled,
+    out,
+    print_diff,
+    require_db,
+    services,
+    unified_diff,
+)
+from reflection.inputs import load_piece
+from reflection.paths import UserPaths
+from reflection.proposals import (
+    ProposalRefusedError,
+    approve_proposal,
+    get_proposal,
+    list_proposals,
+    reject_proposal,
+)
+
+IdArg = Annotated[int, typer.Argument(help="The proposal id, as `reflection proposals` lists.")]
+
+
+@handled
+def proposals(
+    user: Annotated[str | None, typer.Option(help="Only this user's proposals.")] = None,
+    status: Annotated[str, typer.Option(help="pending, approved, rejected or all.")] = "pending",
+    diff: Annotated[
+        int | None, typer.Option(help="Show this proposal's diff against the current piece.")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Piece edits staged for review (REFLECTION_PIECE_EDIT_MODE=review)."""
+    with services() as svc:
+        if diff is not None:
+            prop = get_proposal(engine=svc.engine, proposal_id=diff)
+            paths = UserPaths(svc.settings.user_folder_root, prop["user_id"])
+            current = load_piece(paths, svc.settings.pieces_dir, prop["piece_name"])
+            text = unified_diff(f"pieces/{prop['piece_name']}.yaml", current.yaml, prop["yaml"])
+            if json_:
+                emit_json({**prop, "diff": text})
+            else:
+                print_diff(text)
+            return
+        rows = list_proposals(
+            engine=svc.engine, status=None if status == "all" else status, user_id=user
+        )
+    if json_:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print(f"no {'' if status == 'all' else status + ' '}proposals", markup=False)
+        return
+    table = Table(title="piece proposals")
+    for col in ("id", "created", "user", "piece", "job", "status", "summary", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["created_at"])[:19],
+            r["user_id"],
+            r["piece_name"],
+            r["original_job_id"],
+            r["status"],
+            r["summary"],
+            r["detail"] or "",
+        )
+    out.print(table)
+
+
+@handled
+def approve(proposal_id: IdArg, json_: JsonOpt = False) -> None:
+    """Approve a staged piece edit.
+
+    Re-checks it against the current piece (cooldown, escalation, validity), then writes
+    the user's copy under the user lock, snapshotted and recorded in piece_edits."""
+    with services() as svc:
+        try:
+            result = approve_proposal(
+                settings=svc.settings,
+                engine=svc.engine,
+                redis_client=svc.redis,
+                proposal_id=proposal_id,
+                now=datetime.now(UTC),
+            )
+        except ProposalRefusedError as e:
+            if json_:
+                emit_json(
+                    {"id": proposal_id, "approved": False, **e.decision.model_dump(mode="json")}
+                )
+            err.print(f"error: proposal {proposal_id} {e}; it stays pending", markup=False)
+            raise typer.Exit(EXIT_FAILED) from e
+    snapshot = result.snapshot_dir.name if result.snapshot_dir else None
+    if json_:
+        emit_json({"id": proposal_id, "approved": True, "snapshot_id": snapshot})
+    else:
+        out.print(f"approved proposal {proposal_id}; snapshot {snapshot}", markup=False)
+
+
+@handled
+def reject(
+    proposal_id: IdArg,
+    reason: Annotated[str, typer.Option(help="Why (kept on the proposal).")] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Reject a pending proposal; nothing is written."""
+    with services() as svc:
+        require_db(svc.engine)
+        reject_proposal(
+            engine=svc.engine, proposal_id=proposal_id, reason=reason, now=datetime.now(UTC)
+        )
+    if json_:
+        emit_json({"id": proposal_id, "rejected": True})
+    else:
+        out.print(f"rejected proposal {proposal_id}", markup=False)

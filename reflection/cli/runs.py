@@ -1,0 +1,358 @@
+"""`reflection run`, `enqueue` and `backfill`: reflect on finished jobs, in-process or via
+the broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from celery import Celery
+from rich.progress import Progress
+from sqlalchemy import Engine, func, or_, select
+
+from reflection import constants as c
+from reflection import storage
+from reflection.apply import Journal, State, plan
+from reflection.changes import Limits
+from reflection.cli.common import (
+    EXIT_FAILED,
+    JsonOpt,
+    Services,
+    emit_json,
+    fail,
+    handled,
+    out,
+    parse_since,
+    services,
+    unified_diff,
+)
+from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot_diffs
+from reflection.errors import BadRequestError
+from reflection.inputs import load_inputs
+from reflection.models import Job, LlmResult, ReflectRequest
+from reflection.paths import UserPaths
+from reflection.pipeline import run_reflection
+from reflection.producer import make_producer, publish_reflect
+from reflection.prompt import fit_prompt
+from reflection.request import parse_request
+from reflection.snapshot import read_meta
+
+JobArg = Annotated[str, typer.Argument(help="The platform job id (a row of `jobs`).")]
+
+
+def request_for(engine: Engine, job_id: str) -> ReflectRequest:
+    """The `reflect` kwargs of a finished job, read from the `jobs` table."""
+    job = storage.fetch_job(engine=engine, job_id=job_id)
+    if job is None:
+        fail(f"job {job_id!r} is not in the jobs table")
+    return _request(job)
+
+
+def _request(job: Job) -> ReflectRequest:
+    if job.status not in c.OUTCOMES:
+        fail(f"job {job.id} is {job.status!r}, not finished ({'/'.join(c.OUTCOMES)})")
+    return parse_request(
+        {
+            "original_job_id": job.id,
+            "user_id": job.user_id,
+            "piece_name": job.piece_name,
+            "outcome": job.status,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a run would do: the LLM's answer and the journal it would roll forward."""
+
+    result: LlmResult
+    journal: Journal
+
+
+def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
+    """Load, prompt, ask the LLM and plan, writing nothing: no file, no row, no claim."""
+    s = svc.settings
+    paths = UserPaths(s.user_folder_root, request.user_id)
+    inputs = load_inputs(
+        request=request,
+        engine=svc.engine,
+        paths=paths,
+        pieces_dir=s.pieces_dir,
+        activity_log_max_bytes=s.activity_log_max_bytes,
+    )
+    prompt = fit_prompt(
+        inputs,
+        context_limit_tokens=s.llm_context_limit_tokens,
+        max_output_tokens=s.llm_max_output_tokens,
+        max_changes=s.max_changes_per_run,
+        max_body_bytes=s.max_entry_body_bytes,
+    )
+    result = svc.llm.decide(system=prompt.system, user=prompt.user, user_id=request.user_id)
+    state = State(
+        memory={e.name: e for e in inputs.memory},
+        unreadable=frozenset(Path(m.path).stem for m in inputs.malformed),
+        piece=inputs.piece,
+        last_piece_edit_at=storage.last_piece_edit_at(
+            engine=svc.engine, user_id=request.user_id, piece_name=request.piece_name
+        ),
+    )
+    journal = plan(
+        paths=paths,
+        request=request,
+        reflection_job_id=f"dry-run-{uuid.uuid4()}",
+        fence=0,
+        llm=result,
+        state=state,
+        limits=Limits(
+            max_changes=s.max_changes_per_run,
+            max_body_bytes=s.max_entry_body_bytes,
+            max_entries=s.max_memory_entries,
+            cooldown_hours=s.piece_edit_cooldown_hours,
+        ),
+        now=now,
+        store_llm_raw=False,
+        piece_edit_mode=s.piece_edit_mode,
+    )
+    return DryRun(result, journal)
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    for k in (
+        "outcome",
+        "error_code",
+        "detail",
+        "original_job_id",
+        "user_id",
+        "piece_name",
+        "reflection_job_id",
+        "snapshot_id",
+        "model",
+        "tokens_in",
+        "tokens_out",
+    ):
+        if summary.get(k) not in (None, ""):
+            out.print(f"[bold]{k}[/bold]: {summary[k]}", highlight=False)
+    if summary.get("reasoning"):
+        out.rule("reasoning")
+        out.print(summary["reasoning"], markup=False)
+    if summary["outcome"] not in ("failed", "duplicate"):
+        print_decisions(summary["decisions"])
+    print_file_diffs(summary["diffs"])
+
+
+def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
+    j = dry.journal
+    return {
+        "dry_run": True,
+        "outcome": j.meta["outcome"],
+        "original_job_id": request.original_job_id,
+        "user_id": request.user_id,
+        "piece_name": request.piece_name,
+        "model": dry.result.model,
+        "tokens_in": dry.result.usage.tokens_in,
+        "tokens_out": dry.result.usage.tokens_out,
+        "reasoning": j.meta["reasoning"],
+        "decisions": j.meta["decisions"],
+        "piece_staged": bool(j.proposal),
+        "diffs": [
+            {"path": f.path, "diff": unified_diff(f.path, f.before, f.after)} for f in j.files
+        ]
+        + (
+            [
+                {
+                    "path": "piece proposal (staged for review)",
+                    "diff": unified_diff(
+                        "piece", j.snapshot.get("piece.before.yaml"), j.proposal["yaml"]
+                    ),
+                }
+            ]
+            if j.proposal
+            else []
+        ),
+    }
+
+
+def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
+    report = run_reflection(
+        svc.deps(), reflection_job_id=f"cli-{uuid.uuid4()}", kwargs=request.model_dump()
+    )
+    summary: dict[str, Any] = {
+        "dry_run": False,
+        "outcome": report.outcome.value,
+        "error_code": report.error_code,
+        "detail": report.detail,
+        "original_job_id": request.original_job_id,
+        "user_id": request.user_id,
+        "piece_name": request.piece_name,
+        "reflection_job_id": report.reflection_job_id,
+        "tokens_in": report.tokens_in,
+        "tokens_out": report.tokens_out,
+        "reasoning": report.reasoning,
+        "decisions": [d.model_dump(mode="json") for d in report.decisions],
+        "snapshot_id": None,
+        "diffs": [],
+    }
+    if report.snapshot_dir is not None:
+        paths = UserPaths(svc.settings.user_folder_root, request.user_id)
+        meta = read_meta(paths, report.snapshot_dir.name)
+        summary.update(snapshot_id=meta["snapshot_id"], model=meta.get("model"))
+        summary["diffs"] = snapshot_diffs(paths, meta)
+    return summary
+
+
+@handled
+def run(
+    job_id: JobArg,
+    dry_run_: Annotated[
+        bool, typer.Option("--dry-run", help="Ask the LLM and judge, but write nothing.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Reflect on one finished job in this process (no broker).
+
+    Shows the decision: the reasoning, every change accepted or rejected with its code,
+    and coloured diffs of memory and piece. --dry-run writes nothing anywhere."""
+    with services() as svc:
+        request = request_for(svc.engine, job_id)
+        if dry_run_:
+            summary = _dry_summary(request, dry_run(svc, request, datetime.now(UTC)))
+        else:
+            summary = _real_summary(svc, request)
+    if json_:
+        emit_json(summary)
+    else:
+        _print_run(summary)
+    if summary["outcome"] == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+# Publishing.
+
+
+def producer(broker_url: str) -> Celery:
+    """A publishing app whose broker was just reached (fails fast when it is down)."""
+    app = make_producer(broker_url)
+    app.conf.broker_connection_timeout = 3
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+    return app
+
+
+def pending_jobs(
+    engine: Engine, *, since: datetime | None, user: str | None, limit: int
+) -> list[Job]:
+    """Finished jobs without a reflection yet (no claim, or a claim not `done`), oldest first."""
+    j, cl = storage.jobs.c, storage.reflection_claims.c
+    ended = func.coalesce(j.finished_at, j.created_at)
+    q = (
+        select(storage.jobs)
+        .select_from(storage.jobs.outerjoin(storage.reflection_claims, cl.original_job_id == j.id))
+        .where(j.status.in_(c.OUTCOMES), or_(cl.state.is_(None), cl.state != "done"))
+        .order_by(ended, j.id)
+    )
+    if since is not None:
+        q = q.where(ended >= since)
+    if user is not None:
+        q = q.where(j.user_id == user)
+    if limit > 0:
+        q = q.limit(limit)
+    with engine.connect() as conn:
+        return [Job.model_validate(dict(r)) for r in conn.execute(q).mappings()]
+
+
+@handled
+def enqueue(job_id: JobArg, json_: JsonOpt = False) -> None:
+    """Publish `reflect` for one finished job (skipped when it is already reflected)."""
+    with services() as svc:
+        request = request_for(svc.engine, job_id)
+        state = storage.claim_state(engine=svc.engine, original_job_id=job_id)
+        task_id = None
+        if state != "done":
+            app = producer(svc.settings.broker_url)
+            task_id = publish_reflect(app, **request.model_dump())
+            app.close()
+    result = {"job_id": job_id, "published": task_id is not None, "task_id": task_id}
+    if json_:
+        emit_json(result)
+    elif task_id is None:
+        out.print(f"job {job_id} is already reflected; nothing published", markup=False)
+    else:
+        out.print(f"published reflect for job {job_id} (task {task_id})", markup=False)
+
+
+def _rate(value: str) -> float:
+    text = value.removesuffix("/s")
+    try:
+        rate = float(text)
+    except ValueError:
+        fail(f"--rate {value!r}: use tasks per second, e.g. 20/s or 0.5", 2)
+    if rate <= 0:
+        fail("--rate must be positive", 2)
+    return rate
+
+
+@handled
+def backfill(
+    since: Annotated[
+        str | None, typer.Option(help="Jobs finished since: a date, datetime or age (7d, 24h).")
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
+    rate: Annotated[str, typer.Option(help="Publish at most N tasks a second (N/s).")] = "10/s",
+    limit: Annotated[int, typer.Option(help="At most N jobs (0 = all).")] = 0,
+    dry_run_: Annotated[
+        bool, typer.Option("--dry-run", help="List the jobs, publish nothing.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Publish `reflect` for every finished job without a reflection.
+
+    Jobs already reflected are skipped; a re-publish of a pending job is a duplicate
+    for the worker, so running it twice reflects nothing twice."""
+    interval = 1.0 / _rate(rate)
+    with services() as svc:
+        jobs = pending_jobs(svc.engine, since=parse_since(since), user=user, limit=limit)
+        published, invalid = _publish_all(svc, jobs, interval, dry_run_, quiet=json_)
+    result = {
+        "candidates": len(jobs),
+        "published": published,
+        "invalid": invalid,
+        "dry_run": dry_run_,
+    }
+    if json_:
+        emit_json(result)
+        return
+    verb = "would publish" if dry_run_ else "published"
+    out.print(f"{verb} {len(published)} of {len(jobs)} job(s) without a reflection", markup=False)
+    for line in invalid:
+        out.print(f"skipped {line}", markup=False)
+
+
+def _publish_all(
+    svc: Services, jobs: list[Job], interval: float, dry: bool, *, quiet: bool
+) -> tuple[list[str], list[str]]:
+    published: list[str] = []
+    invalid: list[str] = []
+    if not jobs:
+        return published, invalid
+    app = None if dry else producer(svc.settings.broker_url)
+    with Progress(console=out, disable=quiet or dry, transient=False) as progress:
+        bar = progress.add_task("publishing", total=len(jobs))
+        for job in jobs:
+            try:
+                request = _request(job)
+            except BadRequestError as e:
+                invalid.append(f"{job.id}: {e}")
+                continue
+            if app is not None:
+                publish_reflect(app, **request.model_dump())
+                time.sleep(interval)
+            published.append(job.id)
+            progress.advance(bar)
+    if app is not None:
+        app.close()
+    return published, invalid

@@ -1,0 +1,213 @@
+"""`reflection history`, `show` and `revert`: a user's snapshots, one in full, and undo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reflection.cli.common import (
+    JsonOpt,
+    emit_json,
+    fail,
+    handled,
+    mark,
+    out,
+    print_diff,
+    require_db,
+    services,
+    unified_diff,
+)
+from reflection.fsio import read_text_limited
+from reflection.lock import user_lock
+from reflection.paths import UnsafePathError, UserPaths
+from reflection.revert import revert_snapshot
+from reflection.settings import get_settings
+from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, PIECE_PROPOSED, iter_index, read_meta
+
+UserArg = Annotated[str, typer.Argument(help="The user id (their folder's name).")]
+SnapshotArg = Annotated[str, typer.Argument(help="A snapshot id, as `reflection history` lists.")]
+_LIMIT = 1024 * 1024
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return read_text_limited(path, _LIMIT)
+    except FileNotFoundError:
+        return None
+
+
+def user_paths(user_id: str) -> UserPaths:
+    """The user's folder; a user id that is not a safe folder name, or has no folder, fails."""
+    try:
+        paths = UserPaths(get_settings().user_folder_root, user_id)
+    except UnsafePathError as e:
+        fail(str(e), 2)
+    if not paths.home.is_dir():
+        fail(f"user {user_id!r} has no folder under {paths.root}")
+    return paths
+
+
+def load_snapshot(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
+    """A snapshot's meta.json, or a clear failure."""
+    try:
+        return read_meta(paths, snapshot_id)
+    except UnsafePathError:
+        fail(f"{snapshot_id!r} is not a snapshot id", 2)
+    except FileNotFoundError:
+        fail(f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)")
+    except ValueError as e:
+        fail(f"snapshot {snapshot_id}: meta.json is unreadable ({e})")
+
+
+def snapshot_diffs(paths: UserPaths, meta: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each changed file's unified diff: before/ vs after/ and the piece's before vs after
+    (or vs the staged proposal)."""
+    folder = paths.snapshot_dir(meta["snapshot_id"])
+    diffs = []
+    for name in meta.get("memory_files", {}):
+        rel = f"memory/{name}.md"
+        before, after = (
+            _read(folder / "before" / f"{name}.md"),
+            _read(folder / "after" / f"{name}.md"),
+        )
+        diffs.append({"path": rel, "diff": unified_diff(rel, before, after)})
+    piece = f"pieces/{meta.get('piece_name')}.yaml"
+    for target, label in ((PIECE_AFTER, piece), (PIECE_PROPOSED, f"{piece} (proposed)")):
+        after = _read(folder / target)
+        if after is not None:
+            diffs.append(
+                {"path": label, "diff": unified_diff(piece, _read(folder / PIECE_BEFORE), after)}
+            )
+    return diffs
+
+
+def print_decisions(decisions: Iterable[Mapping[str, Any]]) -> None:
+    """Each proposed change, accepted or rejected with its code."""
+    table = Table(title="decisions")
+    for col in ("", "kind", "op", "name", "code", "detail"):
+        table.add_column(col)
+    for d in decisions:
+        table.add_row(
+            mark(bool(d["accepted"])), d["kind"], d["op"], d["name"], d["code"], d.get("detail", "")
+        )
+    if table.row_count:
+        out.print(table)
+    else:
+        out.print("no changes proposed (abstained)")
+
+
+def print_file_diffs(diffs: Sequence[Mapping[str, str]]) -> None:
+    for d in diffs:
+        out.rule(d["path"])
+        if d["diff"]:
+            print_diff(d["diff"])
+        else:
+            out.print("(no difference)")
+
+
+@handled
+def history(
+    user: UserArg,
+    piece: Annotated[str | None, typer.Option(help="Only this piece's snapshots.")] = None,
+    limit: Annotated[int, typer.Option(help="The newest N (0 = all).")] = 50,
+    json_: JsonOpt = False,
+) -> None:
+    """A user's snapshots (reflections, reverts, approvals), newest first."""
+    rows = [
+        r for r in iter_index(user_paths(user)) if piece is None or r.get("piece_name") == piece
+    ]
+    rows.reverse()
+    rows = rows[:limit] if limit > 0 else rows
+    if json_:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print(f"no snapshots for user {user}")
+        return
+    table = Table(title=f"snapshots of {user}")
+    table.add_column("snapshot", no_wrap=True)  # its id starts with its time (UTC)
+    for col in ("kind", "outcome", "job", "piece", "mem", "piece edit", "rej"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r.get("snapshot_id", "")),
+            str(r.get("kind", "")),
+            str(r.get("outcome", "")),
+            str(r.get("original_job_id", "")),
+            str(r.get("piece_name", "")),
+            str(r.get("memory_changes", "")),
+            "yes" if r.get("piece_edited") else "",
+            str(r.get("rejected", "")),
+        )
+    out.print(table)
+
+
+@handled
+def show(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
+    """One snapshot in full: what was decided and the diff of every file it changed."""
+    paths = user_paths(user)
+    meta = load_snapshot(paths, snapshot)
+    diffs = snapshot_diffs(paths, meta)
+    if json_:
+        emit_json({"meta": meta, "diffs": diffs})
+        return
+    keys = (
+        "snapshot_id",
+        "kind",
+        "created_at",
+        "original_job_id",
+        "reflection_job_id",
+        "reverts",
+        "piece_name",
+        "job_outcome",
+        "outcome",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "piece_staged",
+    )
+    for k in keys:
+        if k in meta:
+            out.print(f"[bold]{k}[/bold]: {meta[k]}", markup=True, highlight=False)
+    if meta.get("reasoning"):
+        out.rule("reasoning")
+        out.print(meta["reasoning"], markup=False)
+    if "decisions" in meta:
+        print_decisions(meta["decisions"])
+    print_file_diffs(diffs)
+
+
+@handled
+def revert(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
+    """Undo a snapshot (conflict-safe).
+
+    Restores the before state if the files still equal the after state, else refuses
+    naming the changed files. The revert is itself a snapshot and a metrics row
+    (outcome `reverted`)."""
+    paths = user_paths(user)
+    meta = load_snapshot(paths, snapshot)
+    if not meta.get("memory_files") and not meta.get("piece_edited"):
+        fail(f"snapshot {snapshot} changed no file; there is nothing to revert")
+    with services() as svc:
+        s = svc.settings
+        require_db(svc.engine)  # the revert's metrics row must be recordable
+        with user_lock(
+            svc.redis, user, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
+        ) as lock:
+            folder = revert_snapshot(
+                paths=paths,
+                snapshot_id=snapshot,
+                lock=lock,
+                engine=svc.engine,
+                now=datetime.now(UTC),
+            )
+    result = read_meta(paths, folder.name)
+    if json_:
+        emit_json(result)
+        return
+    out.print(f"reverted {snapshot}; the revert is snapshot {folder.name}", markup=False)

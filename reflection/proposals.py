@@ -1,0 +1,257 @@
+"""Piece edits staged for review (`REFLECTION_PIECE_EDIT_MODE=review`): list, approve, reject.
+
+A run in review mode judges a piece edit as usual; an accepted one is inserted into
+`piece_proposals` in the run's own commit instead of being written. Approval re-judges it
+against the piece as it is *now* (cooldown, secrets, escalation, validity), then, under the
+user lock, writes the user's copy through a journal (crash-safe, snapshotted with
+`kind: approval`, revertible) and records the `piece_edits` row and the approval in one
+transaction. A refused approval leaves the proposal pending with the refusal's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, select, update
+
+from reflection import storage
+from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
+from reflection.changes import judge_piece_edit
+from reflection.errors import PermanentError
+from reflection.fsio import read_text_limited
+from reflection.inputs import load_piece
+from reflection.lock import UserLock, user_lock
+from reflection.models import Code, Decision, Piece, PieceEdit
+from reflection.paths import UserPaths
+from reflection.settings import Settings
+from reflection.snapshot import snapshot_files
+from reflection.storage import piece_proposals
+
+_P = piece_proposals.c
+
+
+class ProposalError(PermanentError):
+    """Raised when a proposal is unknown or already decided."""
+
+    code = "proposal_invalid"
+
+
+class ProposalRefusedError(PermanentError):
+    """Raised when an approval fails the re-check against the current piece."""
+
+    code = "proposal_refused"
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"refused: {decision.code.value}: {decision.detail}".rstrip(": "))
+        self.decision = decision
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def list_proposals(
+    *, engine: Engine, status: str | None = "pending", user_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Proposals (newest first), without their YAML."""
+    cols = [col for col in piece_proposals.c if col.name != "yaml"]
+    q = select(*cols).order_by(_P.id.desc())
+    if status is not None:
+        q = q.where(_P.status == status)
+    if user_id is not None:
+        q = q.where(_P.user_id == user_id)
+    with storage._db(), engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def get_proposal(*, engine: Engine, proposal_id: int) -> dict[str, Any]:
+    """One proposal with its YAML; `ProposalError` when there is none."""
+    with storage._db(), engine.connect() as conn:
+        row = conn.execute(select(piece_proposals).where(_P.id == proposal_id)).mappings().first()
+    if row is None:
+        raise ProposalError(f"there is no proposal {proposal_id}")
+    return dict(row)
+
+
+def _pending(engine: Engine, proposal_id: int) -> dict[str, Any]:
+    prop = get_proposal(engine=engine, proposal_id=proposal_id)
+    if prop["status"] != "pending":
+        raise ProposalError(f"proposal {proposal_id} is already {prop['status']}")
+    return prop
+
+
+def _decide(
+    engine: Engine,
+    proposal_id: int,
+    status: str,
+    detail: str,
+    now: datetime,
+    piece_edit: dict[str, Any] | None = None,
+) -> bool:
+    """Move a pending proposal to `status` (and record its piece edit) in one transaction."""
+    with storage._db(), engine.begin() as conn:
+        res = conn.execute(
+            update(piece_proposals)
+            .where(_P.id == proposal_id, _P.status == "pending")
+            .values(status=status, detail=detail, decided_at=now)
+        )
+        if not res.rowcount:
+            return False
+        if piece_edit is not None:
+            conn.execute(
+                storage._insert(engine, storage.piece_edits)
+                .values(**piece_edit)
+                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
+            )
+        return True
+
+
+def reject_proposal(*, engine: Engine, proposal_id: int, reason: str, now: datetime) -> None:
+    """Mark a pending proposal rejected; nothing is written to the user's folder."""
+    _pending(engine, proposal_id)
+    if not _decide(engine, proposal_id, "rejected", reason or "rejected by an operator", now):
+        raise ProposalError(f"proposal {proposal_id} was decided meanwhile")
+
+
+def _note_refusal(engine: Engine, proposal_id: int, detail: str) -> None:
+    with storage._db(), engine.begin() as conn:
+        conn.execute(update(piece_proposals).where(_P.id == proposal_id).values(detail=detail))
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An approved proposal: its snapshot folder (None when a crashed approval was completed)."""
+
+    proposal_id: int
+    snapshot_dir: Path | None
+    decision: Decision
+
+
+def approve_proposal(
+    *,
+    settings: Settings,
+    engine: Engine,
+    redis_client: redis.Redis,
+    proposal_id: int,
+    now: datetime,
+) -> Approval:
+    """Re-judge the proposal against the current piece and, if it passes, write it (under
+    the user lock), snapshot it and record it. Raises `ProposalRefusedError` otherwise."""
+    prop = _pending(engine, proposal_id)
+    paths = UserPaths(settings.user_folder_root, prop["user_id"])
+    with user_lock(
+        redis_client,
+        prop["user_id"],
+        expire=settings.lock_expire_seconds,
+        wait=settings.lock_wait_seconds,
+    ) as lock:
+        prop = _pending(engine, proposal_id)
+        current = load_piece(paths, settings.pieces_dir, prop["piece_name"])
+        edit = PieceEdit(yaml=prop["yaml"], summary=prop["summary"])
+        if current.user_copy and current.yaml == edit.yaml:
+            # A crashed approval wrote the copy (and its snapshot) but not the rows.
+            decision = Decision(
+                kind="piece",
+                name=prop["piece_name"],
+                op="edit",
+                accepted=True,
+                code=Code.OK,
+                detail="completed an interrupted approval",
+            )
+            _record(engine, prop, current.yaml, now)
+            return Approval(proposal_id, None, decision)
+        decision = judge_piece_edit(
+            edit,
+            piece_name=prop["piece_name"],
+            current_yaml=current.yaml,
+            last_edit_at=storage.last_piece_edit_at(
+                engine=engine, user_id=prop["user_id"], piece_name=prop["piece_name"]
+            ),
+            now=now,
+            cooldown_hours=settings.piece_edit_cooldown_hours,
+        )
+        if not decision.accepted:
+            _note_refusal(engine, proposal_id, f"{decision.code.value}: {decision.detail}")
+            raise ProposalRefusedError(decision)
+        folder = _write(paths, lock, engine, prop, current, decision, now)
+        _record(engine, prop, current.yaml, now)
+    return Approval(proposal_id, folder, decision)
+
+
+def _record(engine: Engine, prop: dict[str, Any], before_yaml: str, now: datetime) -> None:
+    row = {
+        "user_id": prop["user_id"],
+        "piece_name": prop["piece_name"],
+        "reflection_job_id": prop["reflection_job_id"],
+        "original_job_id": prop["original_job_id"],
+        "before_sha256": _sha(before_yaml),
+        "after_sha256": _sha(prop["yaml"]),
+        "created_at": now,
+    }
+    if not _decide(engine, prop["id"], "approved", "approved by an operator", now, row):
+        raise ProposalError(f"proposal {prop['id']} was decided meanwhile")
+
+
+def _write(
+    paths: UserPaths,
+    lock: UserLock,
+    engine: Engine,
+    prop: dict[str, Any],
+    current: Piece,
+    decision: Decision,
+    now: datetime,
+) -> Path:
+    """Write the user's copy through a journal and snapshot it (`kind: approval`)."""
+    copy = paths.writable(paths.piece_copy(prop["piece_name"]))
+    before = _read_or_none(copy) if current.user_copy else None
+    sid = snapshot_id_for(f"approve:{prop['id']}:{now.isoformat()}", now)
+    meta = {
+        "kind": "approval",
+        "snapshot_id": sid,
+        "proposal_id": prop["id"],
+        "created_at": now.isoformat(),
+        "original_job_id": prop["original_job_id"],
+        "reflection_job_id": prop["reflection_job_id"],
+        "user_id": prop["user_id"],
+        "piece_name": prop["piece_name"],
+        "outcome": "applied",
+        "summary": prop["summary"],
+        "memory_changes": 0,
+        "piece_edited": True,
+        "piece_before_source": "user" if current.user_copy else "builtin",
+        "rejected": 0,
+        "decisions": [decision.model_dump(mode="json")],
+        "memory_files": {},
+    }
+    journal = Journal(
+        snapshot_id=sid,
+        original_job_id="",  # not the run's job: its claim is done, recovery must not skip it
+        reflection_job_id=prop["reflection_job_id"],
+        user_id=prop["user_id"],
+        fence=0,
+        files=[
+            FileChange(path=str(copy.relative_to(paths.home)), before=before, after=prop["yaml"])
+        ],
+        snapshot=snapshot_files({}, {}, current.yaml, prop["yaml"]),
+        meta=meta,
+        metrics={},
+        piece_edit=None,
+    )
+    lock.ensure_owned()
+    write_journal(paths, journal)
+    roll_forward(
+        paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
+    )
+    return paths.snapshot_dir(sid)
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return read_text_limited(path, 1024 * 1024)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,45 @@
+"""`reflection doctor`: green when everything is ready, red lines with a fix otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.conftest import Cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_doctor_all_green(cli: Cli, broker: object) -> None:
+    """With every service up, every check is green and the exit code is 0."""
+    report = cli.json("doctor")
+    assert report["ok"], report
+    names = [c["name"] for c in report["checks"]]
+    assert names == ["broker", "lock redis", "postgres", "llm", "user folder", "pieces"]
+    table = cli("doctor")
+    assert table.exit_code == 0 and "postgres" in table.stdout
+
+
+def test_doctor_reports_each_red_line_with_a_fix(cli: Cli) -> None:
+    """Postgres down, a refused key, an unknown model and a missing folder are red, each
+    with what to do, and the exit code is 1."""
+    cli.monkeypatch.setenv("REFLECTION_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/x")
+    cli.monkeypatch.setenv("REFLECTION_LLM_API_KEY", "sk-wrong-key-000000000000000")
+    cli.monkeypatch.setenv("REFLECTION_USER_FOLDER_ROOT", "/nonexistent/users")
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    import json
+
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["postgres"]["ok"] and "REFLECTION_DATABASE_URL" in checks["postgres"]["fix"]
+    assert not checks["llm"]["ok"] and "REFLECTION_LLM_API_KEY" in checks["llm"]["fix"]
+    assert not checks["user folder"]["ok"] and checks["user folder"]["fix"]
+    assert checks["lock redis"]["ok"] and checks["pieces"]["ok"]
+    assert "Traceback" not in result.output
+
+
+def test_doctor_unknown_model_is_red(cli: Cli) -> None:
+    """A model the endpoint does not list is red and names the served ones."""
+    cli.monkeypatch.setenv("REFLECTION_LLM_MODEL", "gpt-nonexistent")
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    assert "scripted-1" in result.stdout and "REFLECTION_LLM_MODEL" in result.stdout
