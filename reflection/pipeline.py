@@ -46,9 +46,9 @@ from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
 from reflection.memory import load_memory
-from reflection.models import Decision, LlmResult, Outcome, ReflectRequest
+from reflection.models import Decision, LlmResult, Outcome, ReflectionInputs, ReflectRequest
 from reflection.paths import UserPaths
-from reflection.prompt import fit_prompt
+from reflection.prompt import Prompt, fit_prompt
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
 
@@ -192,26 +192,37 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         return _fail(deps, run, e)
 
 
+def load_stage(
+    s: Settings, engine: Engine, request: ReflectRequest, paths: UserPaths
+) -> ReflectionInputs:
+    """The load stage with the settings' limits (shared with the CLI's dry run)."""
+    return load_inputs(
+        request=request,
+        engine=engine,
+        paths=paths,
+        pieces_dir=s.pieces_dir,
+        activity_log_max_bytes=s.activity_log_max_bytes,
+    )
+
+
+def prompt_stage(s: Settings, inputs: ReflectionInputs) -> Prompt:
+    """The prompt stage with the settings' limits (shared with the CLI's dry run)."""
+    return fit_prompt(
+        inputs,
+        context_limit_tokens=s.llm_context_limit_tokens,
+        max_output_tokens=s.llm_max_output_tokens,
+        max_changes=s.max_changes_per_run,
+        max_body_bytes=s.max_entry_body_bytes,
+    )
+
+
 def _consult(
     deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, fence: int
 ) -> LlmResult:
-    s = deps.settings
     with _stage(run, "load"):
-        inputs = load_inputs(
-            request=request,
-            engine=deps.engine,
-            paths=paths,
-            pieces_dir=s.pieces_dir,
-            activity_log_max_bytes=s.activity_log_max_bytes,
-        )
+        inputs = load_stage(deps.settings, deps.engine, request, paths)
     with _stage(run, "prompt"):
-        prompt = fit_prompt(
-            inputs,
-            context_limit_tokens=s.llm_context_limit_tokens,
-            max_output_tokens=s.llm_max_output_tokens,
-            max_changes=s.max_changes_per_run,
-            max_body_bytes=s.max_entry_body_bytes,
-        )
+        prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
     with _stage(run, "llm"):
         result = deps.llm.decide(system=prompt.system, user=prompt.user, user_id=request.user_id)

@@ -33,12 +33,10 @@ from reflection.cli.common import (
 )
 from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot_diffs
 from reflection.errors import BadRequestError
-from reflection.inputs import load_inputs
 from reflection.models import Job, LlmResult, ReflectRequest
 from reflection.paths import UserPaths
-from reflection.pipeline import run_reflection
+from reflection.pipeline import load_stage, prompt_stage, run_reflection
 from reflection.producer import make_producer, publish_reflect
-from reflection.prompt import fit_prompt
 from reflection.request import parse_request
 from reflection.snapshot import read_meta
 
@@ -78,20 +76,8 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
     """Load, prompt, ask the LLM and plan, writing nothing: no file, no row, no claim."""
     s = svc.settings
     paths = UserPaths(s.user_folder_root, request.user_id)
-    inputs = load_inputs(
-        request=request,
-        engine=svc.engine,
-        paths=paths,
-        pieces_dir=s.pieces_dir,
-        activity_log_max_bytes=s.activity_log_max_bytes,
-    )
-    prompt = fit_prompt(
-        inputs,
-        context_limit_tokens=s.llm_context_limit_tokens,
-        max_output_tokens=s.llm_max_output_tokens,
-        max_changes=s.max_changes_per_run,
-        max_body_bytes=s.max_entry_body_bytes,
-    )
+    inputs = load_stage(s, svc.engine, request, paths)
+    prompt = prompt_stage(s, inputs)
     result = svc.llm.decide(system=prompt.system, user=prompt.user, user_id=request.user_id)
     state = State(
         memory={e.name: e for e in inputs.memory},
