@@ -22,6 +22,7 @@ import yaml
 
 from reflection import constants as c
 from reflection.models import MemoryEntry
+from reflection.safeyaml import UnsafeYamlError, load_strict
 
 MAX_FRONTMATTER_BYTES: Final = 16 * 1024
 MAX_DEPTH: Final = 16
@@ -35,42 +36,14 @@ class FrontmatterError(ValueError):
     """Raised when a memory file's frontmatter is missing or invalid."""
 
 
-class _Loader(yaml.SafeLoader):
-    """A SafeLoader that refuses aliases, anchors, explicit tags and deep nesting while
-    composing, before anything is expanded or constructed."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            raise FrontmatterError("YAML aliases are not allowed in frontmatter")
-        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
-            raise FrontmatterError("YAML anchors are not allowed in frontmatter")
-        if getattr(event, "tag", None) is not None:
-            raise FrontmatterError("YAML tags are not allowed in frontmatter")
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise FrontmatterError(f"frontmatter nests deeper than {MAX_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
 def _load_mapping(source: str) -> dict[Any, Any]:
     if len(source.encode("utf-8", errors="surrogatepass")) > MAX_FRONTMATTER_BYTES:
         raise FrontmatterError(f"frontmatter is larger than {MAX_FRONTMATTER_BYTES} bytes")
-    loader = _Loader(source)
     try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FrontmatterError(f"frontmatter is not valid YAML: {first_line[:200]}") from e
-    finally:
-        loader.dispose()
+        data = load_strict(source, max_depth=MAX_DEPTH)
+    except UnsafeYamlError as e:
+        problem = str(e).removeprefix("not valid YAML: ")
+        raise FrontmatterError(f"frontmatter is not valid YAML: {problem[:200]}") from e
     if not isinstance(data, dict):
         raise FrontmatterError("frontmatter must be a YAML mapping")
     return data

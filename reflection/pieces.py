@@ -34,10 +34,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from reflection import constants as c
 from reflection.models import Code
+from reflection.safeyaml import UnsafeYamlError, load_strict
 
 
 class PieceError(ValueError):
@@ -61,51 +60,6 @@ _DEFAULT_MODE: Final = c.PERMISSION_MODES[0]
 # --- parsing -------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses aliases, anchors, explicit tags and deep nesting while
-    composing (before anything is expanded or constructed), and merge, duplicate or
-    non-scalar keys while constructing."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent):
-            raise PieceError(f"YAML aliases are not allowed ({_where(event)})")
-        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
-            raise PieceError(f"YAML anchors are not allowed ({_where(event)})")
-        tag = getattr(event, "tag", None)
-        if tag is not None:
-            raise PieceError(f"YAML tags are not allowed: {tag!r} ({_where(event)})")
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise PieceError(f"YAML nested deeper than {MAX_DEPTH} levels ({_where(event)})")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise PieceError(f"YAML merge keys (<<) are not allowed ({_where(key_node)})")
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, list | dict):
-                raise PieceError(f"a mapping key must be a scalar ({_where(key_node)})")
-            if key in seen:
-                raise PieceError(f"duplicate key {key!r} ({_where(key_node)})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _where(item: yaml.Event | yaml.Node) -> str:
-    mark = item.start_mark
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-
-
 def parse_piece_yaml(text: str, *, max_bytes: int = c.MAX_PIECE_BYTES) -> dict[str, Any]:
     """Parse a piece's YAML with safe-load semantics and hard limits; the top-level mapping.
 
@@ -119,27 +73,13 @@ def parse_piece_yaml(text: str, *, max_bytes: int = c.MAX_PIECE_BYTES) -> dict[s
         raise PieceError(f"piece text is not encodable as UTF-8: {e.reason}") from e
     if size > max_bytes:
         raise PieceError(f"piece is {size} bytes, over the limit of {max_bytes}")
-    loader = _StrictLoader(text)
     try:
-        data = loader.get_single_data()
-    except yaml.composer.ComposerError as e:
-        if "expected a single document" in str(e.context):
-            raise PieceError("piece holds more than one YAML document") from e
-        raise PieceError(f"not valid YAML: {_yaml_problem(e)}") from e
-    except yaml.YAMLError as e:
-        raise PieceError(f"not valid YAML: {_yaml_problem(e)}") from e
-    finally:
-        loader.dispose()
+        data = load_strict(text, max_depth=MAX_DEPTH)
+    except UnsafeYamlError as e:
+        raise PieceError(f"piece: {e}") from e
     if not isinstance(data, dict):
         raise PieceError(f"piece must be a YAML mapping, got {_kind(data)}")
     return data
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    if isinstance(e, yaml.MarkedYAMLError):
-        where = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
-        return f"{e.problem or e.context or 'syntax error'}{where}"
-    return str(e)
 
 
 def _kind(value: object) -> str:

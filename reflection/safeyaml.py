@@ -1,0 +1,80 @@
+"""`yaml.safe_load` with hard limits, for every YAML the worker reads (pieces, memory
+frontmatter): one document only; no anchors, aliases (billion laughs) or explicit tags,
+refused while composing, before anything is expanded or constructed; bounded nesting;
+no merge, duplicate or non-scalar keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+class UnsafeYamlError(ValueError):
+    """Raised when text is not one plain, bounded YAML document; the message says where."""
+
+
+def _where(item: yaml.Event | yaml.Node) -> str:
+    mark = item.start_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def __init__(self, stream: str, max_depth: int) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._max_depth = max_depth
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            raise UnsafeYamlError(f"YAML aliases are not allowed ({_where(event)})")
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise UnsafeYamlError(f"YAML anchors are not allowed ({_where(event)})")
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise UnsafeYamlError(f"YAML tags are not allowed: {tag!r} ({_where(event)})")
+        self._depth += 1
+        try:
+            if self._depth > self._max_depth:
+                raise UnsafeYamlError(
+                    f"YAML nested deeper than {self._max_depth} levels ({_where(event)})"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise UnsafeYamlError(f"YAML merge keys (<<) are not allowed ({_where(key_node)})")
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                raise UnsafeYamlError(f"a mapping key must be a scalar ({_where(key_node)})")
+            if key in seen:
+                raise UnsafeYamlError(f"duplicate key {key!r} ({_where(key_node)})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.MarkedYAMLError):
+        where = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        return f"{e.problem or e.context or 'syntax error'}{where}"
+    return str(e)
+
+
+def load_strict(text: str, *, max_depth: int) -> Any:
+    """The single YAML document in `text`, or `UnsafeYamlError` saying what is wrong."""
+    loader = _StrictLoader(text, max_depth)
+    try:
+        return loader.get_single_data()
+    except yaml.composer.ComposerError as e:
+        if "expected a single document" in str(e.context):
+            raise UnsafeYamlError("more than one YAML document") from e
+        raise UnsafeYamlError(f"not valid YAML: {_problem(e)}") from e
+    except yaml.YAMLError as e:
+        raise UnsafeYamlError(f"not valid YAML: {_problem(e)}") from e
+    finally:
+        loader.dispose()
