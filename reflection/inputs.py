@@ -11,7 +11,7 @@ from reflection import storage
 from reflection.activity import read_activity_log
 from reflection.errors import InputError, InputMismatchError, JobNotFoundError, PieceNotFoundError
 from reflection.memory import load_memory
-from reflection.models import Piece, ReflectionInputs, ReflectRequest
+from reflection.models import Job, Piece, ReflectionInputs, ReflectRequest
 from reflection.paths import UnsafePathError, UserPaths, builtin_piece
 from reflection.pieces import PieceError, load_piece_file
 
@@ -57,6 +57,25 @@ def load_inputs(
             f"job {job.id} belongs to user {job.user_id!r} / piece {job.piece_name!r}, "
             f"the task says {request.user_id!r} / {request.piece_name!r}"
         )
+    return assemble_inputs(
+        request=request,
+        job=job,
+        paths=paths,
+        pieces_dir=pieces_dir,
+        activity_log_max_bytes=activity_log_max_bytes,
+    )
+
+
+def assemble_inputs(
+    *,
+    request: ReflectRequest,
+    job: Job,
+    paths: UserPaths,
+    pieces_dir: Path,
+    activity_log_max_bytes: int,
+) -> ReflectionInputs:
+    """The job's files (piece, memory, activity log) read beside the job row; the
+    evaluation suite calls this with a scenario's job instead of a `jobs` row."""
     piece = load_piece(paths, pieces_dir, request.piece_name)
     memory, malformed = load_memory(paths)
     for m in malformed:

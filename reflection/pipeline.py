@@ -216,6 +216,17 @@ def prompt_stage(s: Settings, inputs: ReflectionInputs) -> Prompt:
     )
 
 
+def apply_limits(s: Settings) -> Limits:
+    """The settings' limits on what one decision may change (shared with the CLI's dry
+    run and the evaluation suite)."""
+    return Limits(
+        max_changes=s.max_changes_per_run,
+        max_body_bytes=s.max_entry_body_bytes,
+        max_entries=s.max_memory_entries,
+        cooldown_hours=s.piece_edit_cooldown_hours,
+    )
+
+
 def _consult(
     deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, fence: int
 ) -> LlmResult:
@@ -308,12 +319,7 @@ def _apply(
             fence=fence,
             llm=llm,
             state=_state(deps, paths, request),
-            limits=Limits(
-                max_changes=s.max_changes_per_run,
-                max_body_bytes=s.max_entry_body_bytes,
-                max_entries=s.max_memory_entries,
-                cooldown_hours=s.piece_edit_cooldown_hours,
-            ),
+            limits=apply_limits(s),
             now=deps.clock(),
             store_llm_raw=s.store_llm_raw,
             piece_edit_mode=s.piece_edit_mode,

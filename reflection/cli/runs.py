@@ -18,7 +18,6 @@ from sqlalchemy import Engine, func, or_, select
 from reflection import constants as c
 from reflection import storage
 from reflection.apply import Journal, State, plan
-from reflection.changes import Limits
 from reflection.cli.common import (
     EXIT_FAILED,
     JsonOpt,
@@ -35,7 +34,7 @@ from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot
 from reflection.errors import BadRequestError
 from reflection.models import Job, LlmResult, ReflectRequest
 from reflection.paths import UserPaths
-from reflection.pipeline import load_stage, prompt_stage, run_reflection
+from reflection.pipeline import apply_limits, load_stage, prompt_stage, run_reflection
 from reflection.producer import make_producer, publish_reflect
 from reflection.request import parse_request
 from reflection.snapshot import read_meta
@@ -94,12 +93,7 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
         fence=0,
         llm=result,
         state=state,
-        limits=Limits(
-            max_changes=s.max_changes_per_run,
-            max_body_bytes=s.max_entry_body_bytes,
-            max_entries=s.max_memory_entries,
-            cooldown_hours=s.piece_edit_cooldown_hours,
-        ),
+        limits=apply_limits(s),
         now=now,
         store_llm_raw=False,
         piece_edit_mode=s.piece_edit_mode,
