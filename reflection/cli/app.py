@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from reflection.cli import doctor, memory_cmds, proposals, runs, snapshots, stats
+from reflection.cli import doctor, evals, memory_cmds, proposals, runs, snapshots, stats
 from reflection.cli.common import FLAGS
 from reflection.logs import configure_logging
 from reflection.settings import get_settings
@@ -55,6 +55,7 @@ app.command(rich_help_panel="Piece review")(proposals.approve)
 app.command(rich_help_panel="Piece review")(proposals.reject)
 app.command(rich_help_panel="Memory")(memory_cmds.protect)
 app.command(rich_help_panel="Memory")(memory_cmds.unprotect)
+app.command(name="eval", rich_help_panel="Quality")(evals.eval_)
 
 
 def main() -> None:
