@@ -9,6 +9,7 @@ RUN pip install --no-cache-dir .
 COPY celeryconfig.py alembic.ini ./
 COPY migrations ./migrations
 COPY pieces ./pieces
+COPY evals ./evals
 COPY sql ./sql
 RUN useradd --create-home --uid 10001 reflection && mkdir -p /data/users \
     && chown reflection /data/users

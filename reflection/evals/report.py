@@ -31,6 +31,16 @@ def _p(values: Sequence[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
 def _run(r: RunResult) -> dict[str, Any]:
     return {
         "repeat": r.repeat,
@@ -44,6 +54,8 @@ def _run(r: RunResult) -> dict[str, Any]:
         "latency_ms": r.latency_ms,
         "llm_attempts": r.llm_attempts,
         "prompt_chars": r.prompt_chars,
+        # The model's answer, to read why a check failed; credentials stay masked.
+        "decision": None if r.decision is None else _masked(r.decision.model_dump(mode="json")),
     }
 
 

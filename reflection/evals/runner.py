@@ -37,6 +37,7 @@ class RunResult:
     latency_ms: int = 0
     llm_attempts: int = 0
     prompt_chars: int = 0
+    decision: LlmDecision | None = None
 
     @property
     def passed(self) -> bool:
@@ -106,11 +107,17 @@ def run_one(scenario: Scenario, settings: Settings, llm: Llm, repeat: int) -> Ru
     """Run one scenario once. An LLM that refuses the key aborts (`LlmAuthError`); any
     other failure to get a decision fails this run's `answer` check."""
 
-    def failed(e: ReflectionError, **cost: int) -> RunResult:
+    def failed(e: ReflectionError, latency_ms: int = 0, prompt_chars: int = 0) -> RunResult:
         return RunResult(
-            scenario.id, scenario.category, repeat, tuple(failed_answer(f"{e.code}: {e}")), e.code,
-            llm_attempts=getattr(e, "attempts", 0), **cost,
-        )  # fmt: skip
+            scenario.id,
+            scenario.category,
+            repeat,
+            tuple(failed_answer(f"{e.code}: {e}")),
+            e.code,
+            latency_ms=latency_ms,
+            prompt_chars=prompt_chars,
+            llm_attempts=getattr(e, "attempts", 0),
+        )
 
     with tempfile.TemporaryDirectory(prefix="reflection-eval-") as tmp:
         try:
@@ -140,6 +147,7 @@ def run_one(scenario: Scenario, settings: Settings, llm: Llm, repeat: int) -> Ru
             latency_ms=latency,
             llm_attempts=result.attempts,
             prompt_chars=chars,
+            decision=result.decision,
         )
 
 

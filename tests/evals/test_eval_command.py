@@ -88,6 +88,10 @@ def test_counterexamples_fail_exactly_their_checks(run: Any, server: ScriptedLlm
         expected = set(scenario.counterexamples[0].fails) if scenario.counterexamples else set()
         assert _failed_kinds(r) == expected, scenario.id
         assert r["passed"] == (not expected)
+        assert r["decision"] is not None
+    # The report keeps the answers to read, but never a credential from them.
+    text = Path("b.json").read_text()
+    assert not [x for s in SCENARIOS for x in s.expect.secrets if x in text]
 
 
 def test_compare_names_regressions(run: Any, server: ScriptedLlmServer) -> None:
