@@ -285,6 +285,23 @@ def release_failed(*, engine: Engine, original_job_id: str, fence: int) -> None:
         )
 
 
+def release_lease(*, engine: Engine, original_job_id: str, reflection_job_id: str) -> None:
+    """End our live claim's lease now, keeping its stored decision: the next delivery
+    takes it over at once (and reuses the decision) instead of waiting for the lease.
+    For a run that gives up without being retried (the CLI's `run`)."""
+    c = reflection_claims.c
+    with _db(), engine.begin() as conn:
+        conn.execute(
+            update(reflection_claims)
+            .where(
+                c.original_job_id == original_job_id,
+                c.reflection_job_id == reflection_job_id,
+                c.state == "running",
+            )
+            .values(lease_expires_at=_now(), updated_at=_now())
+        )
+
+
 def reset_deliveries(*, engine: Engine, original_job_id: str, fence: int) -> None:
     """A run that ended cleanly (to be retried) was no crash: restart the poison count."""
     c = reflection_claims.c

@@ -3,6 +3,7 @@ the broker."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from reflection.cli.common import (
     unified_diff,
 )
 from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot_diffs
-from reflection.errors import BadRequestError
+from reflection.errors import BadRequestError, InfrastructureError, RetryableError
 from reflection.models import Job, LlmResult, ReflectRequest
 from reflection.paths import UserPaths
 from reflection.pipeline import apply_limits, load_stage, prompt_stage, run_reflection
@@ -158,9 +159,17 @@ def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
 
 
 def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
-    report = run_reflection(
-        svc.deps(), reflection_job_id=f"cli-{uuid.uuid4()}", kwargs=request.model_dump()
-    )
+    rid = f"cli-{uuid.uuid4()}"
+    try:
+        report = run_reflection(svc.deps(), reflection_job_id=rid, kwargs=request.model_dump())
+    except RetryableError:
+        # Nobody retries a CLI run: hand the claim back now (its decision kept), so the
+        # worker or a second `run` need not wait out the lease.
+        with contextlib.suppress(InfrastructureError):
+            storage.release_lease(
+                engine=svc.engine, original_job_id=request.original_job_id, reflection_job_id=rid
+            )
+        raise
     summary: dict[str, Any] = {
         "dry_run": False,
         "outcome": report.outcome.value,

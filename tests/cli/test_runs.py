@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import update
+import redis_lock
+from sqlalchemy import select, update
 
 from reflection import storage
+from reflection.constants import USER_LOCK_PREFIX
 from tests.cli.conftest import Cli
 from tests.cli.helpers import row_counts, tree, tuned_piece
 from tests.integration.conftest import decision
@@ -158,3 +160,35 @@ def test_backfill_rejects_a_bad_rate(cli: Cli) -> None:
     """--rate must be a positive number of tasks per second (exit 2)."""
     result = cli("backfill", "--rate", "fast")
     assert result.exit_code == 2 and "--rate" in result.stderr
+
+
+def test_run_hitting_a_busy_lock_hands_the_claim_back(
+    cli: Cli, make_job: Any, redis_client: redis.Redis
+) -> None:
+    """A CLI run that cannot get the user lock exits 1 and ends its claim's lease at once,
+    keeping the LLM's decision: the next run goes ahead without waiting for the lease and
+    without a second LLM call."""
+    make_job("job-busy")
+    cli.env.script("job-busy", {"content": decision("x", [PYTEST_ENTRY])})
+    holder = redis_lock.Lock(redis_client, USER_LOCK_PREFIX + "alice", expire=30)
+    assert holder.acquire(blocking=False)
+    try:
+        busy = cli("run", "job-busy")
+    finally:
+        holder.release()
+    assert busy.exit_code == 1 and "locked by another worker" in busy.stderr
+    with cli.env.engine.connect() as conn:
+        claim = (
+            conn.execute(
+                select(storage.reflection_claims).where(
+                    storage.reflection_claims.c.original_job_id == "job-busy"
+                )
+            )
+            .mappings()
+            .one()
+        )
+    assert claim["state"] == "running" and claim["decision"]
+    assert storage._aware(claim["lease_expires_at"]) <= storage._now()
+    again = cli.json("run", "job-busy")
+    assert again["outcome"] == "applied"
+    assert cli.env.llm_calls() == 1
