@@ -57,6 +57,10 @@ _PEM_KEY = re.compile(
     r"\s*[A-Za-z0-9+/=]{20,}[A-Za-z0-9+/=\s]*"  # the key material itself
     r"(?:-----END (?P=label)-----)?"
 )
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+# A key as logs and quotes show it: every line after the header behind a prefix (a
+# timestamp, `> `, `# `); the material is each line's last token.
+_PEM_LINE_MATERIAL = re.compile(r"[A-Za-z0-9+/=]{16,}|[A-Za-z-]+:\S*")
 _SSH2_OR_PUTTY_KEY = re.compile(
     r"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----[^-]{20,}"
     r"(?:---- END SSH2 ENCRYPTED PRIVATE KEY ----)?"
@@ -121,6 +125,27 @@ def _regex_finder(kind: str, regex: re.Pattern[str], group: int = 0) -> Finder:
                 yield _Span(m.start(group), m.end(group), kind)
 
     return find
+
+
+def _find_prefixed_pem(text: str) -> Iterator[_Span]:
+    """A PEM private key whose lines carry a prefix (`[00:00:40] MIIEow...`), which the
+    plain pattern misses: from the BEGIN line through the END line or the last line of
+    key material."""
+    for m in _PEM_BEGIN.finditer(text):
+        end, pos, material = m.end(), m.end(), False
+        while pos < len(text) and text[pos] in "\r\n":
+            line_end = text.find("\n", pos + 1)
+            line_end = len(text) if line_end < 0 else line_end
+            line = text[pos:line_end].strip()
+            if "-----END " in line:
+                end = line_end
+                break
+            words = line.split()
+            if not words or not _PEM_LINE_MATERIAL.fullmatch(words[-1]):
+                break
+            material, end, pos = True, line_end, line_end
+        if material:
+            yield _Span(m.start(), end, _PRIVATE_KEY)
 
 
 def _value_span(m: re.Match[str]) -> tuple[int, int, bool]:
@@ -262,6 +287,7 @@ def _finders() -> tuple[Finder, ...]:
     ]
     keys: list[Finder] = [
         _regex_finder(_PRIVATE_KEY, _PEM_KEY),
+        _find_prefixed_pem,
         _regex_finder(_PRIVATE_KEY, _SSH2_OR_PUTTY_KEY),
     ]
     own: list[Finder] = [

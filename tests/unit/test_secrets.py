@@ -55,6 +55,9 @@ POSITIVES: list[tuple[str, str, str]] = [
     (f'aws_secret_access_key = "{AWS_SECRET}"', "AWS Access Key", AWS_SECRET),
     (f"the key:\n{PEM}\nend", "Private Key", PEM_BODY),
     (OPENSSH, "Private Key", SSH_BODY),
+    # As an activity log or a quote shows it: every line behind a prefix.
+    ("\n".join(f"[00:00:40] {line}" for line in PEM.splitlines()), "Private Key", PEM_BODY),
+    ("\n".join(f"> {line}" for line in OPENSSH.splitlines()[:2]), "Private Key", SSH_BODY),
     (f"token {GITHUB}", "GitHub Token", GITHUB),
     (f"fine-grained {GITHUB_PAT}", "GitHub Token", GITHUB_PAT),
     (f"use {GITLAB} for the registry", "GitLab Token", GITLAB),
