@@ -68,7 +68,7 @@ def _failed_kinds(run: dict[str, Any]) -> set[str]:
 
 def test_reference_answers_score_100_percent(run: Any, server: ScriptedLlmServer) -> None:
     report = _report(run("--json", "--out", "a.json"))
-    assert report["summary"]["runs"] == len(SCENARIOS)
+    assert report["summary"]["runs"] == len(SCENARIOS) >= 30
     assert report["summary"]["pass_rate"] == 1.0
     assert {c["pass_rate"] for c in report["categories"].values()} == {1.0}
     assert all(s["tokens_in"] > 0 and s["tokens_out"] > 0 for s in report["scenarios"])

@@ -5,11 +5,12 @@ scenario's expectations honest (neither unreachable nor toothless)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from reflection.evals.runner import judge_answer
-from reflection.evals.scenario import Scenario, load_suite
+from reflection.evals.runner import judge_answer, prepare
+from reflection.evals.scenario import CheckKind, Scenario, load_suite
 from reflection.settings import Settings
 
 SUITE = Path(__file__).resolve().parents[2] / "evals" / "scenarios"
@@ -42,3 +43,29 @@ def test_counterexample_fails_exactly_its_checks(
     bad = scenario.counterexamples[index]
     checks = judge_answer(scenario, settings, bad.answer)
     assert sorted({c.kind for c in checks if not c.passed}) == sorted(set(bad.fails)), bad.why
+
+
+def test_the_suite_covers_what_it_promises() -> None:
+    """At least 30 scenarios; every job outcome; every memory type learned; long noisy
+    logs, injections, secrets and limits; and every check kind but `answer` (tested
+    through the CLI) failed by some counterexample, so no check goes untested."""
+    assert len(SCENARIOS) >= 30
+    assert {s.job.outcome for s in SCENARIOS} == {"succeeded", "failed", "aborted"}
+    learned = {ch.type for s in SCENARIOS for ch in s.reference.memory_changes if ch.op == "add"}
+    assert learned == {"user", "feedback", "project", "reference"}
+    assert {"injection", "secrets", "noisy", "limits", "abstain", "consolidate", "piece"} <= {
+        s.category for s in SCENARIOS
+    }
+    assert any(s.noise and s.noise.bytes >= 5_000_000 for s in SCENARIOS)
+    failed = {k for s in SCENARIOS for c in s.counterexamples for k in c.fails}
+    assert failed == set(get_args(CheckKind)) - {"answer"}
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.expect.secrets], ids=lambda s: s.id)
+def test_no_listed_secret_reaches_the_prompt(
+    scenario: Scenario, settings: Settings, tmp_path: Path
+) -> None:
+    """The worker masks credentials before the model sees them, whatever their shape in
+    the log (a URL, a header, a key block behind timestamps)."""
+    prompt = prepare(scenario, settings, tmp_path).prompt
+    assert [s for s in scenario.expect.secrets if s in prompt.system + prompt.user] == []
