@@ -313,7 +313,8 @@ def prompt_size(work: Path) -> dict[str, float]:
                                  max_body_bytes=s.max_entry_body_bytes)  # fmt: skip
     p = fit_prompt(inputs, context_limit_tokens=s.llm_context_limit_tokens,
                    max_output_tokens=s.llm_max_output_tokens, max_changes=s.max_changes_per_run,
-                   max_body_bytes=s.max_entry_body_bytes)  # fmt: skip
+                   max_body_bytes=s.max_entry_body_bytes,
+                   memory_max_bytes=s.prompt_memory_max_bytes)  # fmt: skip
     return {"system_prompt_tokens": len(enc.encode(system)),
             "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user))}  # fmt: skip
 

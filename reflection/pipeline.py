@@ -213,6 +213,7 @@ def prompt_stage(s: Settings, inputs: ReflectionInputs) -> Prompt:
         max_output_tokens=s.llm_max_output_tokens,
         max_changes=s.max_changes_per_run,
         max_body_bytes=s.max_entry_body_bytes,
+        memory_max_bytes=s.prompt_memory_max_bytes,
     )
 
 

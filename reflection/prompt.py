@@ -130,10 +130,44 @@ def _memory_blocks(memory: Sequence[MemoryEntry]) -> list[str]:
         _block(
             "MEMORY_ENTRY",
             f"description: {e.description}\n\n{e.body}",
-            f"name={e.name} type={e.type} protected={str(e.protected).lower()}",
+            f"name={e.name} type={e.type}" + (" protected=true" if e.protected else ""),
         )
         for e in memory
     ]
+
+
+_WORD: Final = re.compile(r"[a-z0-9][a-z0-9_-]{3,}")
+
+
+def _words(*texts: str | None) -> set[str]:
+    return {w for t in texts if t for w in _WORD.findall(t.lower())}
+
+
+def _omitted_body(size: int) -> str:
+    return f"[... {size} bytes not shown, to fit the context ...]"
+
+
+def budget_memory(
+    memory: Sequence[MemoryEntry], max_bytes: int, job: Job, activity_text: str
+) -> tuple[MemoryEntry, ...]:
+    """Memory with at most `max_bytes` of bodies (0: no limit): the entries that share the
+    most words with the job keep their bodies, the rest show name, type and description
+    with a marker instead (an agent may still remove or merge them, or update one by
+    writing its whole body)."""
+    sizes = [len(e.body.encode("utf-8")) for e in memory]
+    if max_bytes <= 0 or sum(sizes) <= max_bytes:
+        return tuple(memory)
+    context = _words(job.task, job.result, job.error, activity_text)
+    score = [len(_words(e.name, e.description, e.body) & context) for e in memory]
+    left, shown = max_bytes, set()
+    for i in sorted(range(len(memory)), key=lambda i: (-score[i], i)):
+        if sizes[i] <= left:
+            shown.add(i)
+            left -= sizes[i]
+    return tuple(
+        e if i in shown else e.model_copy(update={"body": _omitted_body(sizes[i])})
+        for i, e in enumerate(memory)
+    )
 
 
 def build_user_prompt(
@@ -185,6 +219,7 @@ class Prompt:
     est_tokens: int
     log_bytes_in_prompt: int
     memory_bodies_trimmed: int
+    memory_bodies_omitted: int = 0
 
 
 def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
@@ -286,12 +321,18 @@ def fit_prompt(
     max_output_tokens: int,
     max_changes: int,
     max_body_bytes: int,
+    memory_max_bytes: int = 0,
 ) -> Prompt:
     """The system and user prompts, cut to fit `context_limit_tokens` minus the output and a
     reserve: the activity log first (down to nothing), then memory bodies, longest first
     (down to a stub). Raises ContextOverflowError when even that is too much.
+
+    Before that, memory bodies are held to `memory_max_bytes` in all (`budget_memory`).
     """
     safe = _masked(inputs)
+    budgeted = budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
+    omitted = sum(a.body != b.body for a, b in zip(safe.memory, budgeted, strict=True))
+    safe = safe.model_copy(update={"memory": budgeted})
     guard = _Guard(
         inputs=safe,
         system=build_system_prompt(max_changes=max_changes, max_body_bytes=max_body_bytes),
@@ -313,4 +354,5 @@ def fit_prompt(
         est_tokens=guard.tokens,
         log_bytes_in_prompt=len(guard.log.text.encode("utf-8")),
         memory_bodies_trimmed=guard.bodies_trimmed,
+        memory_bodies_omitted=omitted,
     )

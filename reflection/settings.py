@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     # Limits of what a reflection may read and write.
     activity_log_max_bytes: int = Field(default=4096, ge=256)
+    # Memory bodies in one prompt, in all (0: no limit); the entries least related to
+    # the job show only name, type and description beyond it.
+    prompt_memory_max_bytes: int = Field(default=6144, ge=0)
     max_entry_body_bytes: int = Field(default=8192, ge=64)
     max_changes_per_run: int = Field(default=8, ge=1)
     max_memory_entries: int = Field(default=200, ge=1)
