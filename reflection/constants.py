@@ -23,6 +23,8 @@ PIECE_TERMINALS: Final = ("COMPLETE", "ABORT")
 
 # Redis keys (lock database). python-redis-lock prefixes its keys with "lock:".
 USER_LOCK_PREFIX: Final = "reflection:user:"
+USER_SLOTS_PREFIX: Final = "reflection:inflight:"
+USER_DEFERRED_PREFIX: Final = "reflection:deferred:"
 
 # Folder layout under <user_folder_root>/<uid>/.
 MEMORY_DIR: Final = "memory"

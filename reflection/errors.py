@@ -59,6 +59,17 @@ class LockLostError(RetryableError):
     code = "lock_lost"
 
 
+class UserBusyError(RetryableError):
+    """Raised when the user already has the most reflections in flight a user may have;
+    the task is deferred (not counted as a retry) so other users' tasks go first."""
+
+    code = "user_busy"
+
+    def __init__(self, message: str, *, waiting: int = 0) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
 class ClaimBusyError(RetryableError):
     """Raised when another delivery of the same job holds a live claim."""
 

@@ -42,6 +42,7 @@ from reflection.errors import (
     ReflectionError,
     RetryableError,
 )
+from reflection.fairness import user_slot
 from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
@@ -150,6 +151,19 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         request = parse_request(kwargs)
     except PermanentError as e:
         return _fail(deps, run, e)
+    s = deps.settings
+    with user_slot(
+        deps.redis,
+        request.user_id,
+        run.reflection_job_id,
+        cap=s.user_max_in_flight,
+        lease_seconds=s.claim_lease_seconds,
+    ):
+        return _claimed_run(deps, run, request)
+
+
+def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
+    """Claim the job, then consult the LLM (or reuse its stored decision) and apply."""
     s = deps.settings
     paths = UserPaths(s.user_folder_root, request.user_id)
     claim = storage.claim_job(

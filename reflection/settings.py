@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(default=3600, ge=3)
     task_time_limit: int = Field(default=900, ge=10)
     max_deliveries: int = Field(default=5, ge=1)
+    # Reflections of one user in flight at once (0: no limit); more are deferred, so a
+    # burst from one user never holds every worker slot.
+    user_max_in_flight: int = Field(default=4, ge=0)
 
     # Logging.
     log_format: Literal["text", "json"] = "text"

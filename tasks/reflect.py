@@ -8,10 +8,12 @@ below the broker's visibility timeout; anything else ends `failed` with a metric
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
+import kombu.exceptions
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.backoff import compute_backoff
@@ -23,7 +25,9 @@ from reflection.errors import (
     ReflectionError,
     RetryableError,
     TimeLimitError,
+    UserBusyError,
 )
+from reflection.fairness import defer_seconds
 from reflection.pipeline import record_failure, run_reflection
 from tasks.app import app
 from tasks.resources import get_deps
@@ -47,6 +51,9 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         if args:
             raise BadRequestError("reflect takes keyword arguments only, got positional args")
         return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
+    except UserBusyError as e:
+        cap = deps.settings.user_max_in_flight
+        raise _defer(self, e, defer_seconds(e.waiting, cap) * random.uniform(0.75, 1.25)) from e
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
         if self.request.retries < MAX_RETRIES:
@@ -60,6 +67,17 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     except Exception as e:
         log.exception("reflect %s hit a bug", task_id)
         return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+
+
+def _defer(task: Any, error: UserBusyError, delay: float) -> Retry:
+    """Publish the task again in `delay` seconds without counting a retry (waiting for
+    its user's turn is not a failure), and tell the worker it was re-sent."""
+    log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error)
+    try:
+        task.signature_from_request(countdown=delay, retries=task.request.retries).apply_async()
+    except (kombu.exceptions.OperationalError, redis.RedisError) as e:
+        return task.retry(exc=e, countdown=delay, throw=False)
+    return Retry(str(error), error, when=delay)
 
 
 def _fail(task: Any, deps: Any, kwargs: dict[str, Any], error: ReflectionError) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+import redis
+from sqlalchemy import select, update
 
-from reflection.constants import USER_LOCK_PREFIX
-from reflection.errors import LockLostError
+from reflection.constants import USER_LOCK_PREFIX, USER_SLOTS_PREFIX
+from reflection.errors import LockLostError, UserBusyError
 from reflection.models import Outcome
 from reflection.storage import reflection_claims
 from tests.integration.conftest import Env, decision
@@ -113,3 +115,23 @@ def test_poison_after_too_many_crashed_deliveries(env: Env, make_job: Any) -> No
     report = env.run("job-poison", reflection_job_id="rid-p")
     assert (report.outcome, report.error_code) == (Outcome.FAILED, "poison")
     assert env.llm_calls() == 0
+
+
+def test_a_user_at_its_cap_is_deferred_before_any_claim(
+    env: Env, make_job: Any, redis_client: redis.Redis
+) -> None:
+    """With the user's slots all held, a run takes no claim and asks no LLM: it raises
+    `UserBusyError` for the adapter to defer; once a slot frees, it runs normally."""
+    env.settings(user_max_in_flight=1)
+    make_job("job-cap")
+    env.script("job-cap", {"content": decision("x", [PYTEST_ENTRY])})
+    redis_client.zadd(USER_SLOTS_PREFIX + "alice", {"other-run": time.time()})
+    with pytest.raises(UserBusyError) as busy:
+        env.run("job-cap")
+    assert busy.value.waiting == 1
+    with env.engine.connect() as conn:
+        assert conn.execute(select(reflection_claims)).first() is None
+    assert env.llm_calls() == 0 and env.metrics() == []
+    redis_client.zrem(USER_SLOTS_PREFIX + "alice", "other-run")
+    assert env.run("job-cap").outcome == Outcome.APPLIED
+    assert redis_client.zcard(USER_SLOTS_PREFIX + "alice") == 0
