@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Final
 
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
@@ -304,9 +304,13 @@ def _finders() -> tuple[Finder, ...]:
     return (*keys, *map(_plugin_finder, plugins), *own, _find_high_entropy)
 
 
-def _spans(text: str) -> list[_Span]:
+@lru_cache(maxsize=1024)
+def _spans(text: str) -> tuple[_Span, ...]:
     """All secret spans in text order, overlapping ones merged; where two rules match at the
-    same place, the earlier rule (the more specific one) names the span."""
+    same place, the earlier rule (the more specific one) names the span.
+
+    Cached: every run masks the same piece and mostly the same memory bodies, and the
+    ~170 rules cost milliseconds a text."""
     found = [
         (span.start, -span.end, rank, span)
         for rank, finder in enumerate(_finders())
@@ -319,7 +323,7 @@ def _spans(text: str) -> list[_Span]:
             merged[-1] = _Span(last.start, max(last.end, span.end), last.kind)
         else:
             merged.append(span)
-    return merged
+    return tuple(merged)
 
 
 def find_secrets(text: str) -> list[str]:

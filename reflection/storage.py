@@ -11,6 +11,8 @@ connection is never held across the LLM call.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -161,9 +164,17 @@ class _db:
             raise InfrastructureError(f"database error: {type(e).__name__}: {e}") from e
 
 
+@contextmanager
+def _read(engine: Engine) -> Iterator[Connection]:
+    """A connection for one read in autocommit: no BEGIN and ROLLBACK round trips around
+    a single SELECT (a run does several)."""
+    with _db(), engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def fetch_job(*, engine: Engine, job_id: str) -> Job | None:
     """The platform's job row, or None."""
-    with _db(), engine.connect() as conn:
+    with _read(engine) as conn:
         row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
@@ -173,7 +184,7 @@ def last_piece_edit_at(*, engine: Engine, user_id: str, piece_name: str) -> date
     q = select(func.max(piece_edits.c.created_at)).where(
         piece_edits.c.user_id == user_id, piece_edits.c.piece_name == piece_name
     )
-    with _db(), engine.connect() as conn:
+    with _read(engine) as conn:
         return _aware(conn.execute(q).scalar())
 
 
@@ -254,7 +265,7 @@ def claim_job(
 def claim_state(*, engine: Engine, original_job_id: str) -> str | None:
     """The claim's state (`running`, `done`, `failed`) or None when never claimed."""
     c = reflection_claims.c
-    with _db(), engine.connect() as conn:
+    with _read(engine) as conn:
         return conn.execute(
             select(c.state).where(c.original_job_id == original_job_id)
         ).scalar_one_or_none()
