@@ -14,4 +14,4 @@ COPY sql ./sql
 RUN useradd --create-home --uid 10001 reflection && mkdir -p /data/users \
     && chown reflection /data/users
 USER reflection
-CMD ["celery", "-A", "tasks", "worker", "-Q", "reflection", "--loglevel", "INFO"]
+CMD ["celery", "-A", "tasks", "worker", "-Q", "reflection", "--pool", "threads", "--concurrency", "50", "--prefetch-multiplier", "1", "--loglevel", "INFO"]

@@ -38,7 +38,7 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 task_time_limit = _s.task_time_limit
-task_soft_time_limit = max(_s.task_time_limit - 30, _s.task_time_limit // 2)
+task_soft_time_limit = _s.soft_time_limit
 
 # On a cold shutdown (or SIGTERM with REMAP_SIGTERM=SIGQUIT) give tasks in flight this
 # long to finish, then requeue the rest at once instead of after the visibility timeout.

@@ -1,13 +1,14 @@
 """Benchmark the reflection worker against its own baselines, measured in one run.
 
-    .venv/bin/python -m bench.run [--quick] [--out bench/results.json]
+    .venv/bin/python -m bench.run [--quick] [--processes N] [--out bench/results.json]
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L. Every figure is a ratio against a baseline of the same run:
 
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection
-2. in flight  L=1s, threads c=100: reflections/s vs 100/L and vs a task that sleeps L
-3. memory     worker RSS (whole process tree) with 100 reflections in flight
+2. in flight  L=1s, the recommended deployment: N threads-pool processes (one a core)
+              sharing 100 in flight: reflections/s vs 100/L and vs a task that sleeps L
+3. memory     worker RSS (all N process trees) with 100 reflections in flight
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
 """
@@ -141,23 +142,30 @@ class Bench:
         return env
 
     @contextmanager
-    def worker(self, pool: str, concurrency: int) -> Iterator[int]:
-        log = self.work / f"worker-{pool}-{concurrency}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-Q", "reflection",
-               "--pool", pool, "--concurrency", str(concurrency), "--loglevel", "WARNING",
-               "--without-gossip", "--without-mingle", "--without-heartbeat",
-               "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
+    def worker(self, pool: str, concurrency: int, processes: int = 1) -> Iterator[list[int]]:
+        """`processes` worker processes of `concurrency` each; yields their pids."""
+        procs = []
         try:
-            _wait_ready(proc, log)
-            yield proc.pid
+            for i in range(processes):
+                log = self.work / f"worker-{pool}-{concurrency}-{i}.log"
+                cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker",
+                       "-Q", "reflection", "--pool", pool, "--concurrency", str(concurrency),
+                       "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+                       "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
+                with log.open("wb") as out:
+                    procs.append(
+                        subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
+                    )
+                _wait_ready(procs[-1], log, processes=i + 1)
+            yield [p.pid for p in procs]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
     def done_reflections(self) -> int:
         with self.engine.connect() as conn:
@@ -166,8 +174,8 @@ class Bench:
             )
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
-    # With --loglevel WARNING the banner is not printed; ping the worker instead.
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, processes: int = 1) -> None:
+    # With --loglevel WARNING the banner is not printed; ping the workers instead.
     from tasks import app
 
     deadline = time.monotonic() + 60
@@ -175,7 +183,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"worker exited; see {log}")
         app.conf.broker_url = BROKER_URL
-        if app.control.ping(timeout=0.5):
+        if len(app.control.ping(timeout=0.5)) >= processes:
             return
     raise SystemExit(f"worker not ready; see {log}")
 
@@ -214,7 +222,7 @@ def _baseline(producer: Any, name: str, n: int, args: tuple[Any, ...] = ()) -> f
 def overhead(b: Bench, producer: Any, n: int) -> dict[str, float]:
     b.reset(latency=0.0)
     pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
-    with b.worker("prefork", 2) as pid:
+    with b.worker("prefork", 2) as [pid]:
         noop = _baseline(producer, "bench.noop", n)
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         _publish(producer, pairs)
@@ -225,17 +233,19 @@ def overhead(b: Bench, producer: Any, n: int) -> dict[str, float]:
             "cpu_ms_per_reflection": cpu * 1000 / n}  # fmt: skip
 
 
-def in_flight(b: Bench, producer: Any, n: int, latency: float, c: int) -> dict[str, float]:
+def in_flight(
+    b: Bench, producer: Any, n: int, latency: float, c: int, processes: int
+) -> dict[str, float]:
     b.reset(latency=latency)
     pairs = b.add_jobs([f"v{i}" for i in range(n)])
-    with b.worker("threads", c) as pid:
+    with b.worker("threads", c // processes, processes) as pids:
         sleep_rate = _baseline(producer, "bench.sleep", n, (latency,))
-        peak = [rss_mb(pid)]
+        peak = [sum(map(rss_mb, pids))]
         t0 = time.monotonic()
         _publish(producer, pairs)
 
         def count() -> int:
-            peak.append(rss_mb(pid))
+            peak.append(sum(map(rss_mb, pids)))
             return b.done_reflections()
 
         _wait(count, n)
@@ -259,10 +269,10 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18]
 
 
-def isolation(b: Bench, producer: Any, latency: float, c: int) -> dict[str, float]:
+def isolation(b: Bench, producer: Any, latency: float, c: int, processes: int) -> dict[str, float]:
     others_users = [f"w{i % 100}" for i in range(200)]
     b.reset(latency=latency)
-    with b.worker("threads", c):
+    with b.worker("threads", c // processes, processes):
         others = b.add_jobs(others_users)
         sent = _publish(producer, others)
         _wait(b.done_reflections, 200)
@@ -340,17 +350,22 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="small counts (the smoke test)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1,
+        help="threads-pool worker processes sharing the 100 in flight (default: one a core)",
+    )  # fmt: skip
     args = ap.parse_args()
     n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 300, 100, 1.0)
     engine = prepare_database(DB_URL)
     producer = make_producer(BROKER_URL)
-    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick}
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
+                               "processes": args.processes}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, ScriptedLlmServer(require_key=KEY) as llm:
         b = Bench(engine, Path(tmp), llm)
         results["prompt"] = prompt_size(Path(tmp))
         results["overhead"] = overhead(b, producer, n_over)
-        results["in_flight"] = in_flight(b, producer, n_flight, latency, c)
-        results["isolation"] = isolation(b, producer, latency, c)
+        results["in_flight"] = in_flight(b, producer, n_flight, latency, c, args.processes)
+        results["isolation"] = isolation(b, producer, latency, c, args.processes)
     ok = True
     print(f"{'scenario':<11} {'figure':<26} {'value':>10}  target")
     for scenario, figures in results.items():

@@ -10,6 +10,7 @@ The API key never appears in a log line or in an error we raise.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, comple
 
 from reflection.backoff import compute_backoff, retry_after_seconds
 from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
-from reflection.errors import LlmAuthError, LlmInvalidOutputError, LlmUnavailableError
+from reflection.errors import (
+    LlmAuthError,
+    LlmInvalidOutputError,
+    LlmUnavailableError,
+    TimeLimitError,
+)
 from reflection.models import LlmDecision, LlmResult, Usage
 from reflection.settings import Settings
 
@@ -48,11 +54,24 @@ _E = TypeVar("_E", bound=Exception)
 
 @dataclass
 class _Tally:
-    """What one decide() spent, across every HTTP request it made."""
+    """What one decide() spent, across every HTTP request it made, and its deadline."""
 
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    deadline: float | None = None
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (infinite without one); TimeLimitError if none."""
+        if self.deadline is None:
+            return math.inf
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _with_attempts(
+                TimeLimitError("the run's time budget ran out while asking the LLM"),
+                self.attempts,
+            )
+        return left
 
     def add(self, completion: ChatCompletion) -> None:
         if completion.usage is not None:
@@ -83,9 +102,13 @@ class LlmClient:
             http_client=http_client,
         )
 
-    def decide(self, *, system: str, user: str, user_id: str) -> LlmResult:
-        """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError."""
-        tally = _Tally()
+    def decide(
+        self, *, system: str, user: str, user_id: str, deadline: float | None = None
+    ) -> LlmResult:
+        """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError,
+        and TimeLimitError once `deadline` (a `time.monotonic()` instant) has passed: no
+        request, wait or retry outlasts it."""
+        tally = _Tally(deadline=deadline)
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -162,9 +185,10 @@ class LlmClient:
         attempts = self._settings.llm_max_attempts
         last: openai.APIError | None = None
         for attempt in range(1, attempts + 1):
+            timeout = min(self._settings.llm_timeout_seconds, tally.remaining())
             tally.attempts += 1
             try:
-                completion = self._request(messages, mode, user_id)
+                completion = self._request(messages, mode, user_id, timeout)
             except _AUTH_ERRORS as e:
                 raise self._auth_error(e, tally) from e
             except _FALLBACK_ERRORS:
@@ -181,15 +205,16 @@ class LlmClient:
                 tally.add(completion)
                 return completion
             if attempt < attempts:
-                self._wait(attempt, last)
+                self._wait(attempt, last, tally)
         what = f"failed after {tally.attempts} attempts (last: {_describe_api_error(last)})"
         raise self._unavailable(tally, what) from last
 
     def _request(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str
+        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, timeout: float
     ) -> ChatCompletion:
         s = self._settings
         return self._client.chat.completions.create(
+            timeout=timeout,
             model=s.llm_model,
             messages=messages,
             max_tokens=s.llm_max_output_tokens,
@@ -199,7 +224,7 @@ class LlmClient:
             extra_headers={"X-Reflection-User": user_id} if s.llm_proxy else None,
         )
 
-    def _wait(self, attempt: int, error: openai.APIError | None) -> None:
+    def _wait(self, attempt: int, error: openai.APIError | None, tally: _Tally) -> None:
         s = self._settings
         delay = compute_backoff(
             attempt, base=s.llm_backoff_base_seconds, cap=s.llm_backoff_max_seconds
@@ -212,7 +237,7 @@ class LlmClient:
             "LLM request failed (%s); retry %d of %d in %.2fs",
             self._redact(_describe_api_error(error)), attempt + 1, s.llm_max_attempts, delay,
         )  # fmt: skip
-        self._sleep(delay)
+        self._sleep(min(delay, tally.remaining()))
 
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"

@@ -59,7 +59,9 @@ log = logging.getLogger("reflection")
 class Llm(Protocol):
     """What the pipeline needs of an LLM client (`reflection.llm.LlmClient`)."""
 
-    def decide(self, *, system: str, user: str, user_id: str) -> LlmResult: ...
+    def decide(
+        self, *, system: str, user: str, user_id: str, deadline: float | None = None
+    ) -> LlmResult: ...
 
 
 @dataclass
@@ -251,7 +253,14 @@ def _consult(
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
     with _stage(run, "llm"):
-        result = deps.llm.decide(system=prompt.system, user=prompt.user, user_id=request.user_id)
+        # The run's own deadline bounds the LLM stage in every pool; prefork's hard limit
+        # is not the only guard (the threads pool has none).
+        result = deps.llm.decide(
+            system=prompt.system,
+            user=prompt.user,
+            user_id=request.user_id,
+            deadline=run.t0 + deps.settings.soft_time_limit,
+        )
     fault_point("after_llm")
     run.log(
         logging.INFO,

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # Logging.
     log_format: Literal["text", "json"] = "text"
 
+    @property
+    def soft_time_limit(self) -> int:
+        """Seconds a run may take before it stops on its own: Celery's soft limit in the
+        prefork pool, the pipeline's own deadline in any pool (30 s before the hard
+        limit, or half of it for short limits)."""
+        return max(self.task_time_limit - 30, self.task_time_limit // 2)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:

@@ -132,11 +132,23 @@ piece_proposals = Table(
 )
 
 
+STATEMENT_TIMEOUT_MS = 30_000
+
+
 def make_engine(url: str) -> Engine:
     """An engine with a small pool that survives server restarts (pre-ping)."""
     if url.startswith("sqlite"):
         return create_engine(url, connect_args={"timeout": 30})
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+    # No statement waits forever (a row lock held by a stalled peer, a hung server): the
+    # run fails over to a retry instead of holding its worker slot.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_recycle=1800,
+        connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
+    )
 
 
 def _insert(engine: Engine, table: Table) -> Any:

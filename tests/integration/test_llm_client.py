@@ -21,7 +21,12 @@ from typing import Any
 import pytest
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
-from reflection.errors import LlmAuthError, LlmInvalidOutputError, LlmUnavailableError
+from reflection.errors import (
+    LlmAuthError,
+    LlmInvalidOutputError,
+    LlmUnavailableError,
+    TimeLimitError,
+)
 from reflection.llm import LlmClient
 from reflection.models import Usage
 from reflection.settings import Settings
@@ -369,3 +374,21 @@ def test_scripted_server_command_line(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_the_run_deadline_bounds_every_request_and_wait(h: Harness) -> None:
+    """A slow endpoint (2 s an answer, inside the 5 s timeout) with 0.6 s left: the answer
+    would have come, so the error proves the request was cut at the deadline; no retry
+    starts after it, and the error says time_limit."""
+    import time
+
+    h.script({**OK, "delay": 2.0})
+    client = h.client(llm_backoff_base_seconds=0.0, llm_backoff_max_seconds=0.0)
+    t0 = time.monotonic()
+    with pytest.raises(TimeLimitError) as err:
+        client.decide(system="s", user="About job-1.", user_id="u", deadline=t0 + 0.6)
+    assert err.value.code == "time_limit"
+    assert getattr(err.value, "attempts", 0) >= 1
+    with pytest.raises(TimeLimitError):  # a deadline already past: no request at all
+        client.decide(system="s", user="About job-1.", user_id="u", deadline=time.monotonic())
+    assert len(h.calls()) == getattr(err.value, "attempts", 0)

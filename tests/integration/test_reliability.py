@@ -135,3 +135,19 @@ def test_a_user_at_its_cap_is_deferred_before_any_claim(
     redis_client.zrem(USER_SLOTS_PREFIX + "alice", "other-run")
     assert env.run("job-cap").outcome == Outcome.APPLIED
     assert redis_client.zcard(USER_SLOTS_PREFIX + "alice") == 0
+
+
+def test_a_run_past_its_deadline_fails_time_limit_in_any_pool(env: Env, make_job: Any) -> None:
+    """The pipeline's own deadline (REFLECTION_TASK_TIME_LIMIT's soft limit, 5 s here)
+    stops an LLM that answers too late, without Celery's help: failed `time_limit` with a
+    metrics row, and the claim released so a later publish may try again."""
+    env.settings(task_time_limit=10, llm_timeout_seconds=30)
+    make_job("job-slow")
+    env.script("job-slow", {"content": decision("late", [PYTEST_ENTRY]), "delay": 8})
+    report = env.run("job-slow")
+    assert (report.outcome, report.error_code) == (Outcome.FAILED, "time_limit")
+    [row] = env.metrics()
+    assert row["error_code"] == "time_limit"
+    with env.engine.connect() as conn:
+        [claim] = conn.execute(select(reflection_claims)).mappings().all()
+    assert claim["state"] == "failed"
