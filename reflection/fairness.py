@@ -40,8 +40,8 @@ def user_slot(
     client: redis.Redis, user_id: str, run_id: str, *, cap: int, lease_seconds: int
 ) -> Iterator[None]:
     """Hold one of `user_id`'s `cap` slots for the block (`cap` 0: no limit); raises
-    `UserBusyError` (with how many of the user's runs were deferred in the last minute)
-    when all are taken."""
+    `UserBusyError` when all are taken, with the user's deferral count (it grows through
+    a burst and resets after a minute without deferrals) to space out the retries."""
     if cap <= 0:
         yield
         return

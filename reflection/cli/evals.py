@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,15 @@ def _settings(endpoint: str | None, model: str | None) -> Settings:
 def _default_out(model: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path("evals/reports") / f"{stamp}-{re.sub(r'[^A-Za-z0-9._-]+', '-', model)}.json"
+
+
+def _writable(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot write the report to {path} ({e.strerror}); choose a place with --out", 2)
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"cannot write the report to {path} (permission denied); choose a place with --out", 2)
 
 
 def _pct(rate: float | None) -> str:
@@ -193,6 +203,8 @@ def eval_(
         _compare(compare_files, as_json)
         return
     settings = _settings(endpoint, model)
+    path = out_path or _default_out(settings.llm_model)
+    _writable(path)  # before the (costly) runs, not after
     results = _run(settings, suite, only, repeat, jobs)
     report = build_report(
         results,
@@ -204,7 +216,6 @@ def eval_(
             "repeat": repeat,
         },
     )
-    path = out_path or _default_out(settings.llm_model)
     write_report(report, path)
     if as_json:
         emit_json(report)

@@ -169,3 +169,13 @@ def test_compare_refuses_a_file_that_is_not_a_report(run: Any, tmp_path: Path) -
     (tmp_path / "x.json").write_text("{}")
     result = run("--compare", "x.json", "x.json")
     assert result.exit_code == 2 and "not a reflection-eval/1 report" in result.output
+
+
+def test_an_unwritable_report_path_fails_before_any_run(
+    run: Any, server: ScriptedLlmServer
+) -> None:
+    """The report's place is checked before the (costly) runs, not after them."""
+    Path("file").write_text("x")
+    blocked = run("--out", "file/report.json")  # a file where the folder should be
+    assert blocked.exit_code == 2 and "choose a place with --out" in blocked.output
+    assert server.requests == []
