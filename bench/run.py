@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
-from reflection.devtools.scripted_llm import ScriptedLlmServer  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
 from reflection.storage import jobs, reflection_metrics  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
@@ -108,11 +108,40 @@ def rss_mb(pid: int) -> float:
 # --- environment ----------------------------------------------------------------------
 
 
+class RemoteLlm:
+    """The scripted LLM in a process of its own, as a real endpoint would be: in this
+    process it would share a GIL with the harness's polling and slow the answers down."""
+
+    def __init__(self) -> None:
+        cmd = [sys.executable, "-m", "reflection.devtools.scripted_llm", "--port", "0",
+               "--require-key", KEY]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.base_url = self.proc.stdout.readline().split()[-1]
+
+    def _post(self, path: str, body: Any) -> None:
+        root = self.base_url.removesuffix("/v1")
+        req = urllib.request.Request(root + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def set_script(self, script: dict[str, Any]) -> None:
+        self._post("/_script", script)
+
+    def reset(self) -> None:
+        self._post("/_reset", {})
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 @dataclass
 class Bench:
     engine: Engine
     work: Path
-    llm: ScriptedLlmServer
+    llm: RemoteLlm
     results: dict[str, Any] = field(default_factory=dict)
 
     def reset(self, latency: float) -> None:
@@ -244,8 +273,12 @@ def in_flight(
         t0 = time.monotonic()
         _publish(producer, pairs)
 
+        last = [0.0]
+
         def count() -> int:
-            peak.append(sum(map(rss_mb, pids)))
+            if time.monotonic() - last[0] > 0.5:  # /proc walks of 100 threads cost CPU
+                peak.append(sum(map(rss_mb, pids)))
+                last[0] = time.monotonic()
             return b.done_reflections()
 
         _wait(count, n)
@@ -360,12 +393,16 @@ def main() -> int:
     producer = make_producer(BROKER_URL)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
                                "processes": args.processes}  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp, ScriptedLlmServer(require_key=KEY) as llm:
-        b = Bench(engine, Path(tmp), llm)
-        results["prompt"] = prompt_size(Path(tmp))
-        results["overhead"] = overhead(b, producer, n_over)
-        results["in_flight"] = in_flight(b, producer, n_flight, latency, c, args.processes)
-        results["isolation"] = isolation(b, producer, latency, c, args.processes)
+    llm = RemoteLlm()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            b = Bench(engine, Path(tmp), llm)
+            results["prompt"] = prompt_size(Path(tmp))
+            results["overhead"] = overhead(b, producer, n_over)
+            results["in_flight"] = in_flight(b, producer, n_flight, latency, c, args.processes)
+            results["isolation"] = isolation(b, producer, latency, c, args.processes)
+    finally:
+        llm.close()
     ok = True
     print(f"{'scenario':<11} {'figure':<26} {'value':>10}  target")
     for scenario, figures in results.items():
