@@ -22,6 +22,7 @@ from reflection.cli.common import (
     fail,
     handled,
     out,
+    safe_url,
 )
 from reflection.errors import LlmAuthError
 from reflection.evals.report import (
@@ -141,7 +142,10 @@ def _compare(files: tuple[Path, Path], as_json: bool) -> None:
         a, b = (read_report(p) for p in files)
     except ReportError as e:
         fail(str(e), EXIT_USAGE)
-    diff = compare(a, b)
+    try:
+        diff = compare(a, b)
+    except (KeyError, TypeError, ValueError) as e:
+        fail(f"a report is malformed ({type(e).__name__}: {e})", EXIT_USAGE)
     if as_json:
         emit_json(diff)
     else:
@@ -210,7 +214,7 @@ def eval_(
         results,
         meta={
             "model": settings.llm_model,
-            "endpoint": settings.llm_endpoint,
+            "endpoint": safe_url(settings.llm_endpoint),  # no password from the URL
             "suite": str(suite),
             "only": only,
             "repeat": repeat,
@@ -223,7 +227,7 @@ def eval_(
         print_scorecard(report)
         out.print(f"report: {path}")
     if results and all(r.outcome in UNREACHABLE for r in results):
-        fail(f"the LLM at {settings.llm_endpoint} answered no run", EXIT_UNAVAILABLE)
+        fail(f"the LLM at {safe_url(settings.llm_endpoint)} answered no run", EXIT_UNAVAILABLE)
     if fail_under is not None and report["summary"]["pass_rate"] < fail_under:
         fail(
             f"pass rate {_pct(report['summary']['pass_rate'])} is below {_pct(fail_under)}",

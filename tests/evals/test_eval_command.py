@@ -169,6 +169,20 @@ def test_compare_refuses_a_file_that_is_not_a_report(run: Any, tmp_path: Path) -
     (tmp_path / "x.json").write_text("{}")
     result = run("--compare", "x.json", "x.json")
     assert result.exit_code == 2 and "not a reflection-eval/1 report" in result.output
+    (tmp_path / "y.json").write_text('{"format": "reflection-eval/1", "categories": {}}')
+    broken = run("--compare", "y.json", "y.json")
+    assert broken.exit_code == 2 and "malformed" in broken.output
+
+
+def test_no_password_from_the_endpoint_url_is_printed_or_kept(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFLECTION_LLM_MAX_ATTEMPTS", "1")
+    url = "http://gw:hunter2pass@127.0.0.1:9/v1"
+    result = run("--endpoint", url, "--only", "learn-user-role", "--out", "r.json")
+    assert result.exit_code == 3
+    assert "hunter2pass" not in result.output
+    assert "hunter2pass" not in Path("r.json").read_text()
 
 
 def test_an_unwritable_report_path_fails_before_any_run(
