@@ -25,3 +25,13 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     data = json.loads(out.read_text())
     for scenario in ("prompt", "overhead", "in_flight", "isolation"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
+
+
+def test_cpu_profile_quick(redis_client: object, pg_engine: object) -> None:
+    """`python -m bench.cpu_profile` runs whole reflections in-process and reports them."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cpu_profile", "--runs", "5", "--cprofile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "5 runs (under cProfile): wall" in proc.stdout and "function calls" in proc.stdout
