@@ -1,5 +1,5 @@
-"""One busy user does not hold every worker slot: a real threads worker, a burst of one
-user's jobs published ahead of other users' jobs, each LLM answer taking 0.4 s."""
+"""One busy user does not hold every worker slot: a real worker (both pools), a burst of
+one user's jobs published ahead of other users' jobs, each LLM answer taking 0.4 s."""
 
 from __future__ import annotations
 
@@ -20,10 +20,15 @@ pytestmark = pytest.mark.e2e
 ANSWER = {"reasoning": "nothing new", "memory_changes": [], "piece_edit": None}
 
 
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_a_burst_of_one_user_waits_for_its_turn(
-    worker_env: Callable[..., dict[str, str]], pg_engine: Engine, tmp_path: Path, make_job: Any
+    worker_env: Callable[..., dict[str, str]],
+    pg_engine: Engine,
+    tmp_path: Path,
+    make_job: Any,
+    pool: str,
 ) -> None:
-    """With 2 slots per user and 6 worker threads, the 4 other users' jobs, published
+    """With 2 slots per user and 6 worker slots, the 4 other users' jobs, published
     after 10 of the hot user's, all finish before the hot user's 5th; the deferred jobs
     are not counted as retries: every job ends with one row, none failed."""
     hot = [f"job-hot-{i}" for i in range(10)]
@@ -37,7 +42,7 @@ def test_a_burst_of_one_user_waits_for_its_turn(
     ) as llm:
         env = worker_env(llm.base_url, REFLECTION_USER_MAX_IN_FLIGHT="2")
         log = tmp_path / "worker.log"
-        proc = start_worker(env, log, "--pool", "threads", "--concurrency", "6")
+        proc = start_worker(env, log, "--pool", pool, "--concurrency", "6")
         producer = make_producer(TEST_BROKER_URL)
         w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
         try:
