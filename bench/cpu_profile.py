@@ -5,22 +5,29 @@
 Real Postgres and Redis (the benchmark's databases), the scripted LLM in a process of
 its own answering at once; each run is a whole `run_reflection` (claim, load, prompt,
 LLM, lock, journal, files, snapshot, commit). Prints wall and CPU milliseconds per run,
-and with --cprofile the functions that took the most time.
+the CPU the run caused in Postgres, Redis and the scripted LLM (from /proc), its round
+trips and fsyncs (counts, which the machine's noise does not blur), and with --cprofile
+the functions that took the most time.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
-from sqlalchemy import insert, text
+from sqlalchemy import Engine, event, insert, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,6 +40,77 @@ from reflection.storage import jobs, make_engine  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
 
 WARM_UP = 20
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far (user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            head, tail = (d / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        out[int(d.name)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], llm_pid: int
+) -> dict[str, float]:
+    """CPU seconds spent between two readings, by postgres, redis, the scripted LLM, other."""
+    spent: dict[str, float] = {"postgres": 0.0, "redis": 0.0, "scripted llm": 0.0, "other": 0.0}
+    for pid, (name, cpu) in after.items():
+        delta = cpu - before.get(pid, (name, 0.0))[1]
+        if pid == os.getpid():
+            continue
+        key = (
+            "scripted llm" if pid == llm_pid
+            else "postgres" if name.startswith("postgres")
+            else "redis" if name.startswith("redis")
+            else "other"
+        )  # fmt: skip
+        spent[key] += delta
+    return spent
+
+
+@contextmanager
+def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
+    """Count the round trips and fsyncs made inside the block."""
+    counts: Counter[str] = Counter()
+
+    def tally(name: str) -> Callable[..., None]:
+        return lambda *a, **k: counts.update([name])
+
+    def begin(conn: Any) -> None:  # an autocommit connection sends no BEGIN or COMMIT
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            counts["postgres BEGIN...COMMIT"] += 1
+
+    hooks = [(engine, "before_cursor_execute", tally("postgres statements")),
+             (engine, "begin", begin),
+             (engine.pool, "checkout", tally("postgres checkouts (a pre-ping each)"))]  # fmt: skip
+    for target, name, fn in hooks:
+        event.listen(target, name, fn)
+    real_fsync, real_command = os.fsync, client.execute_command
+
+    def fsync(fd: Any) -> None:
+        counts["fsyncs"] += 1
+        real_fsync(fd)
+
+    def command(*args: Any, **kwargs: Any) -> Any:
+        counts["redis commands"] += 1
+        return real_command(*args, **kwargs)
+
+    os.fsync, client.execute_command = fsync, command  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        os.fsync, client.execute_command = real_fsync, real_command  # type: ignore[method-assign]
+        for target, name, fn in hooks:
+            event.remove(target, name, fn)
 
 
 def main() -> int:
@@ -56,10 +134,11 @@ def main() -> int:
                 llm_api_key=KEY, user_folder_root=Path(tmp), pieces_dir=ROOT / "pieces",
                 _env_file=None,  # type: ignore[call-arg]
             )  # fmt: skip
-            deps = Deps(settings=s, engine=make_engine(DB_URL), redis=lock_redis, llm=LlmClient(s))
+            run_engine = make_engine(DB_URL)
+            deps = Deps(settings=s, engine=run_engine, redis=lock_redis, llm=LlmClient(s))
             rows = [{"id": f"p-{i}", "user_id": f"u{i % 50}", "piece_name": "default",
                      "status": "succeeded", "task": "Add a CSV export"}
-                    for i in range(args.runs + WARM_UP)]  # fmt: skip
+                    for i in range(args.runs + 2 * WARM_UP)]  # fmt: skip
             with engine.begin() as conn:
                 conn.execute(insert(jobs), rows)
 
@@ -70,19 +149,28 @@ def main() -> int:
 
             for row in rows[:WARM_UP]:
                 run(row)
+            with _counting(run_engine, lock_redis) as counts:
+                for row in rows[WARM_UP : 2 * WARM_UP]:
+                    run(row)
             profiler = cProfile.Profile()
+            procs0 = _cpu_by_process()
             t0, c0 = time.perf_counter(), time.process_time()
             if args.cprofile:
                 profiler.enable()
-            for row in rows[WARM_UP:]:
+            for row in rows[2 * WARM_UP :]:
                 run(row)
             profiler.disable()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            elsewhere = _cpu_spent(procs0, _cpu_by_process(), llm.proc.pid)
     finally:
         llm.close()
     label = " (under cProfile)" if args.cprofile else ""
     print(f"{args.runs} runs{label}: wall {wall * 1000 / args.runs:.1f} ms/run, "
           f"cpu {cpu * 1000 / args.runs:.1f} ms/run")  # fmt: skip
+    caused = ", ".join(f"{k} {v * 1000 / args.runs:.1f}" for k, v in elsewhere.items())
+    print(f"CPU ms/run elsewhere on the machine: {caused}")
+    per_run = ", ".join(f"{k} {v / WARM_UP:.1f}" for k, v in sorted(counts.items()))
+    print(f"per run: {per_run}")
     if args.cprofile:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     return 0
