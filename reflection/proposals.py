@@ -103,11 +103,7 @@ def _decide(
         if not res.rowcount:
             return False
         if piece_edit is not None:
-            conn.execute(
-                storage._insert(engine, storage.piece_edits)
-                .values(**piece_edit)
-                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
-            )
+            storage.insert_row(conn, storage.piece_edits, "reflection_job_id", piece_edit)
         return True
 
 

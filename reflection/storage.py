@@ -10,6 +10,7 @@ connection is never held across the LLM call.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     create_engine,
     func,
     select,
@@ -151,9 +153,47 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _insert(engine: Engine, table: Table) -> Any:
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+@functools.cache
+def _insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING for the dialect; executed with the row as
+    parameters, so one statement serves every run (building and hashing a statement
+    costs about as much as running it on loopback)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> None:
+    """Insert `row` unless a row with the same `key` exists (a replay writes nothing)."""
+    conn.execute(_insert_ignoring(conn.dialect.name, table, key), row)
+
+
+_c = reflection_claims.c
+_FETCH_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_LAST_PIECE_EDIT = select(func.max(piece_edits.c.created_at)).where(
+    piece_edits.c.user_id == bindparam("user_id"),
+    piece_edits.c.piece_name == bindparam("piece_name"),
+)
+_CLAIM_STATE = select(_c.state).where(_c.original_job_id == bindparam("job_id"))
+_FENCED = (_c.fence == bindparam("claim_fence"), _c.state == "running")  # a live claim of ours
+_STORE_DECISION = (
+    update(reflection_claims)
+    .where(_c.original_job_id == bindparam("job_id"), *_FENCED)
+    .values(decision=bindparam("new_decision"), updated_at=bindparam("now"))
+)
+
+
+def _mark_done(*fenced: Any) -> Any:
+    return (
+        update(reflection_claims)
+        .where(_c.original_job_id == bindparam("job_id"), _c.state != "done", *fenced)
+        .values(
+            state="done", decision=None, outcome=bindparam("outcome_"), updated_at=bindparam("now")
+        )
+    )
+
+
+_MARK_DONE = _mark_done(*_FENCED)  # a run commits with its own fence
+_MARK_DONE_UNFENCED = _mark_done()  # the lock holder rolls a journal forward
 
 
 def _now() -> datetime:
@@ -177,27 +217,25 @@ class _db:
 
 
 @contextmanager
-def _read(engine: Engine) -> Iterator[Connection]:
-    """A connection for one read in autocommit: no BEGIN and ROLLBACK round trips around
-    a single SELECT (a run does several)."""
+def _single(engine: Engine) -> Iterator[Connection]:
+    """A connection for one statement in autocommit: it is its own transaction, without
+    the BEGIN and COMMIT round trips around it (a run makes several)."""
     with _db(), engine.connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def fetch_job(*, engine: Engine, job_id: str) -> Job | None:
     """The platform's job row, or None."""
-    with _read(engine) as conn:
-        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    with _single(engine) as conn:
+        row = conn.execute(_FETCH_JOB, {"job_id": job_id}).mappings().first()
     return Job.model_validate(dict(row)) if row else None
 
 
 def last_piece_edit_at(*, engine: Engine, user_id: str, piece_name: str) -> datetime | None:
     """When this user's piece was last edited by a reflection (the cooldown reads this)."""
-    q = select(func.max(piece_edits.c.created_at)).where(
-        piece_edits.c.user_id == user_id, piece_edits.c.piece_name == piece_name
-    )
-    with _read(engine) as conn:
-        return _aware(conn.execute(q).scalar())
+    with _single(engine) as conn:
+        params = {"user_id": user_id, "piece_name": piece_name}
+        return _aware(conn.execute(_LAST_PIECE_EDIT, params).scalar())
 
 
 @dataclass(frozen=True)
@@ -208,6 +246,13 @@ class Claim:
     fence: int = 0
     deliveries: int = 0
     decision: dict[str, Any] | None = None
+
+
+@functools.cache
+def _fresh_claim(dialect_name: str) -> Any:
+    return _insert_ignoring(dialect_name, reflection_claims, "original_job_id").returning(
+        reflection_claims.c.fence
+    )
 
 
 def claim_job(
@@ -228,20 +273,24 @@ def claim_job(
     now = _now()
     lease = now + timedelta(seconds=lease_seconds)
     c = reflection_claims.c
+    # The common case, a job never claimed, is one statement; any other goes through the
+    # locked read below.
+    with _single(engine) as conn:
+        fresh = conn.execute(
+            _fresh_claim(conn.dialect.name),
+            {
+                "original_job_id": original_job_id,
+                "reflection_job_id": reflection_job_id,
+                "user_id": user_id,
+                "state": "running",
+                "fence": 1,
+                "deliveries": 1,
+                "lease_expires_at": lease,
+            },
+        ).first()
+    if fresh is not None:
+        return Claim("claimed", fence=1, deliveries=1)
     with _db(), engine.begin() as conn:
-        conn.execute(
-            _insert(engine, reflection_claims)
-            .values(
-                original_job_id=original_job_id,
-                reflection_job_id=reflection_job_id,
-                user_id=user_id,
-                state="running",
-                fence=1,
-                deliveries=0,
-                lease_expires_at=lease,
-            )
-            .on_conflict_do_nothing(index_elements=["original_job_id"])
-        )
         row = (
             conn.execute(
                 select(reflection_claims)
@@ -276,31 +325,28 @@ def claim_job(
 
 def claim_state(*, engine: Engine, original_job_id: str) -> str | None:
     """The claim's state (`running`, `done`, `failed`) or None when never claimed."""
-    c = reflection_claims.c
-    with _read(engine) as conn:
-        return conn.execute(
-            select(c.state).where(c.original_job_id == original_job_id)
-        ).scalar_one_or_none()
+    with _single(engine) as conn:
+        return conn.execute(_CLAIM_STATE, {"job_id": original_job_id}).scalar_one_or_none()
 
 
 def store_decision(
     *, engine: Engine, original_job_id: str, fence: int, decision: dict[str, Any]
 ) -> bool:
     """Keep the LLM's decision on the claim, so a retry or redelivery reuses it."""
-    c = reflection_claims.c
-    with _db(), engine.begin() as conn:
-        res = conn.execute(
-            update(reflection_claims)
-            .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
-            .values(decision=json.dumps(decision), updated_at=_now())
-        )
-        return bool(res.rowcount)
+    params = {
+        "job_id": original_job_id,
+        "claim_fence": fence,
+        "new_decision": json.dumps(decision),
+        "now": _now(),
+    }
+    with _single(engine) as conn:
+        return bool(conn.execute(_STORE_DECISION, params).rowcount)
 
 
 def release_failed(*, engine: Engine, original_job_id: str, fence: int) -> None:
     """Mark a claim failed so a later publish for the job may try again."""
     c = reflection_claims.c
-    with _db(), engine.begin() as conn:
+    with _single(engine) as conn:
         conn.execute(
             update(reflection_claims)
             .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
@@ -313,7 +359,7 @@ def release_lease(*, engine: Engine, original_job_id: str, reflection_job_id: st
     takes it over at once (and reuses the decision) instead of waiting for the lease.
     For a run that gives up without being retried (the CLI's `run`)."""
     c = reflection_claims.c
-    with _db(), engine.begin() as conn:
+    with _single(engine) as conn:
         conn.execute(
             update(reflection_claims)
             .where(
@@ -328,7 +374,7 @@ def release_lease(*, engine: Engine, original_job_id: str, reflection_job_id: st
 def reset_deliveries(*, engine: Engine, original_job_id: str, fence: int) -> None:
     """A run that ended cleanly (to be retried) was no crash: restart the poison count."""
     c = reflection_claims.c
-    with _db(), engine.begin() as conn:
+    with _single(engine) as conn:
         conn.execute(
             update(reflection_claims)
             .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
@@ -338,12 +384,8 @@ def reset_deliveries(*, engine: Engine, original_job_id: str, fence: int) -> Non
 
 def record_metrics(*, engine: Engine, row: dict[str, Any]) -> None:
     """Insert one `reflection_metrics` row; a second row for the same run is ignored."""
-    with _db(), engine.begin() as conn:
-        conn.execute(
-            _insert(engine, reflection_metrics)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["reflection_job_id"])
-        )
+    with _single(engine) as conn:
+        insert_row(conn, reflection_metrics, "reflection_job_id", row)
 
 
 def commit_run(
@@ -363,33 +405,20 @@ def commit_run(
     lock holder, which completes a run that reached its journal whoever started it.
     Returns False when the job was already marked done (nothing is written twice).
     """
-    c = reflection_claims.c
-    cond = [c.original_job_id == original_job_id, c.state != "done"]
-    if fence is not None:
-        cond += [c.fence == fence, c.state == "running"]
+    params = {
+        "job_id": original_job_id,
+        "claim_fence": fence,
+        "outcome_": metrics["outcome"],
+        "now": _now(),
+    }
     with _db(), engine.begin() as conn:
-        res = conn.execute(
-            update(reflection_claims)
-            .where(*cond)
-            .values(state="done", decision=None, outcome=metrics["outcome"], updated_at=_now())
-        )
-        if not res.rowcount:
+        if not conn.execute(
+            _MARK_DONE if fence is not None else _MARK_DONE_UNFENCED, params
+        ).rowcount:
             return False
         if piece_edit is not None:
-            conn.execute(
-                _insert(engine, piece_edits)
-                .values(**piece_edit)
-                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
-            )
+            insert_row(conn, piece_edits, "reflection_job_id", piece_edit)
         if proposal is not None:
-            conn.execute(
-                _insert(engine, piece_proposals)
-                .values(**proposal)
-                .on_conflict_do_nothing(index_elements=["reflection_job_id"])
-            )
-        conn.execute(
-            _insert(engine, reflection_metrics)
-            .values(**metrics)
-            .on_conflict_do_nothing(index_elements=["reflection_job_id"])
-        )
+            insert_row(conn, piece_proposals, "reflection_job_id", proposal)
+        insert_row(conn, reflection_metrics, "reflection_job_id", metrics)
         return True
