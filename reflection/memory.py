@@ -6,6 +6,7 @@ reported as `Malformed` (its path relative to the user's home and why) and skipp
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable
@@ -18,6 +19,24 @@ from reflection.paths import UnsafePathError, UserPaths
 
 _SUFFIX = ".md"
 _LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+# Every run of a user parses the same, mostly unchanged, files twice (for the prompt and
+# under the lock) and YAML parsing is most of loading; parses are cached by content, so
+# a changed file is simply a new key. Large files are parsed each time, bounding the cache.
+_PARSE_CACHE_ENTRIES = 1024
+_PARSE_CACHE_TEXT_MAX = 16 * 1024
+
+
+@functools.lru_cache(maxsize=_PARSE_CACHE_ENTRIES)
+def _parse_cached(text: str, stem: str) -> MemoryEntry:
+    return parse_entry(text, stem=stem)
+
+
+def _parse(text: str, stem: str) -> MemoryEntry:
+    if len(text) <= _PARSE_CACHE_TEXT_MAX:
+        return _parse_cached(text, stem)
+    return parse_entry(text, stem=stem)
 
 
 class _Skip(Exception):
@@ -52,7 +71,7 @@ def _load_one(entry: os.DirEntry[str], max_file_bytes: int) -> MemoryEntry:
         raise _Skip(f"file name is not a valid entry name ({c.SLUG_RE.pattern})")
     text = _read(Path(entry.path), max_file_bytes)
     try:
-        return parse_entry(text, stem=stem)
+        return _parse(text, stem)
     except FrontmatterError as e:
         raise _Skip(str(e)) from e
 
