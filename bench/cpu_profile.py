@@ -32,7 +32,7 @@ from sqlalchemy import Engine, event, insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import DB_URL, KEY, LOCK_URL, RemoteLlm, _answer  # noqa: E402
+from bench.run import DB_URL, KEY, LOCK_URL, RemoteLlm, _answer, cpu_by_process, cpu_spent  # noqa: E402
 from reflection.llm import LlmClient  # noqa: E402
 from reflection.pipeline import Deps, run_reflection  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
@@ -40,41 +40,6 @@ from reflection.storage import jobs, make_engine  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
 
 WARM_UP = 20
-
-
-def _cpu_by_process() -> dict[int, tuple[str, float]]:
-    """Every process's name and CPU seconds so far (user + system)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            head, tail = (d / "stat").read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = tail.split()
-        out[int(d.name)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def _cpu_spent(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], llm_pid: int
-) -> dict[str, float]:
-    """CPU seconds spent between two readings, by postgres, redis, the scripted LLM, other."""
-    spent: dict[str, float] = {"postgres": 0.0, "redis": 0.0, "scripted llm": 0.0, "other": 0.0}
-    for pid, (name, cpu) in after.items():
-        delta = cpu - before.get(pid, (name, 0.0))[1]
-        if pid == os.getpid():
-            continue
-        key = (
-            "scripted llm" if pid == llm_pid
-            else "postgres" if name.startswith("postgres")
-            else "redis" if name.startswith("redis")
-            else "other"
-        )  # fmt: skip
-        spent[key] += delta
-    return spent
 
 
 @contextmanager
@@ -153,7 +118,7 @@ def main() -> int:
                 for row in rows[WARM_UP : 2 * WARM_UP]:
                     run(row)
             profiler = cProfile.Profile()
-            procs0 = _cpu_by_process()
+            procs0 = cpu_by_process()
             t0, c0 = time.perf_counter(), time.process_time()
             if args.cprofile:
                 profiler.enable()
@@ -161,13 +126,15 @@ def main() -> int:
                 run(row)
             profiler.disable()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            elsewhere = _cpu_spent(procs0, _cpu_by_process(), llm.proc.pid)
+            elsewhere = cpu_spent(procs0, cpu_by_process(), llm.proc.pid)
     finally:
         llm.close()
     label = " (under cProfile)" if args.cprofile else ""
     print(f"{args.runs} runs{label}: wall {wall * 1000 / args.runs:.1f} ms/run, "
           f"cpu {cpu * 1000 / args.runs:.1f} ms/run")  # fmt: skip
-    caused = ", ".join(f"{k} {v * 1000 / args.runs:.1f}" for k, v in elsewhere.items())
+    caused = ", ".join(
+        f"{k} {v * 1000 / args.runs:.1f}" for k, v in elsewhere.items() if k != "workers"
+    )
     print(f"CPU ms/run elsewhere on the machine: {caused}")
     per_run = ", ".join(f"{k} {v / WARM_UP:.1f}" for k, v in sorted(counts.items()))
     print(f"per run: {per_run}")

@@ -1,6 +1,7 @@
 """Benchmark the reflection worker against its own baselines, measured in one run.
 
-    .venv/bin/python -m bench.run [--quick] [--processes N] [--out bench/results.json]
+    .venv/bin/python -m bench.run [--quick] [--processes N] [--only in_flight,...]
+                                  [--out bench/results.json]
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L. Every figure is a ratio against a baseline of the same run:
@@ -103,6 +104,46 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far (user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            head, tail = (d / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        out[int(d.name)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_spent(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    llm_pid: int,
+    workers: frozenset[int] = frozenset(),
+) -> dict[str, float]:
+    """CPU seconds spent between two readings by the `workers`, Postgres, Redis, the
+    scripted LLM and every other process but this one."""
+    spent = dict.fromkeys(["workers", "postgres", "redis", "scripted llm", "other"], 0.0)
+    for pid, (name, cpu) in after.items():
+        delta = cpu - before.get(pid, (name, 0.0))[1]
+        if pid == os.getpid():
+            continue
+        key = (
+            "workers" if pid in workers
+            else "scripted llm" if pid == llm_pid
+            else "postgres" if name.startswith("postgres")
+            else "redis" if name.startswith("redis")
+            else "other"
+        )  # fmt: skip
+        spent[key] += delta
+    return spent
 
 
 # --- environment ----------------------------------------------------------------------
@@ -270,7 +311,7 @@ def in_flight(
     with b.worker("threads", c // processes, processes) as pids:
         sleep_rate = _baseline(producer, "bench.sleep", n, (latency,))
         peak = [sum(map(rss_mb, pids))]
-        t0 = time.monotonic()
+        procs0, t0 = cpu_by_process(), time.monotonic()
         _publish(producer, pairs)
 
         last = [0.0]
@@ -283,10 +324,14 @@ def in_flight(
 
         _wait(count, n)
         rate = n / (time.monotonic() - t0)
+        workers = frozenset(p for pid in pids for p in _tree(pid))
+        spent = cpu_spent(procs0, cpu_by_process(), b.llm.proc.pid, workers)
     limit = c / latency
     return {"reflections_per_s": rate, "limit_per_s": limit, "ratio_vs_limit": rate / limit,
             "sleep_task_per_s": sleep_rate, "ratio_vs_sleep": rate / sleep_rate,
-            "worker_rss_mb_peak": max(peak)}  # fmt: skip
+            "worker_rss_mb_peak": max(peak),
+            **{f"cpu_ms_per_reflection_{k.replace(' ', '_')}": v * 1000 / n
+               for k, v in spent.items()}}  # fmt: skip
 
 
 def _latencies(b: Bench, sent: dict[str, float]) -> list[float]:
@@ -362,6 +407,7 @@ def prompt_size(work: Path) -> dict[str, float]:
             "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user))}  # fmt: skip
 
 
+SCENARIOS = ("prompt", "overhead", "in_flight", "isolation")
 TARGETS = {
     ("overhead", "ratio_vs_noop"): (">=", 0.5),
     ("in_flight", "ratio_vs_limit"): (">=", 0.9),
@@ -387,7 +433,13 @@ def main() -> int:
         "--processes", type=int, default=os.cpu_count() or 1,
         help="threads-pool worker processes sharing the 100 in flight (default: one a core)",
     )  # fmt: skip
+    ap.add_argument(
+        "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
+        help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
+    )  # fmt: skip
     args = ap.parse_args()
+    if unknown := set(args.only) - set(SCENARIOS):
+        ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 300, 100, 1.0)
     engine = prepare_database(DB_URL)
     producer = make_producer(BROKER_URL)
@@ -397,10 +449,15 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             b = Bench(engine, Path(tmp), llm)
-            results["prompt"] = prompt_size(Path(tmp))
-            results["overhead"] = overhead(b, producer, n_over)
-            results["in_flight"] = in_flight(b, producer, n_flight, latency, c, args.processes)
-            results["isolation"] = isolation(b, producer, latency, c, args.processes)
+            runs = {
+                "prompt": lambda: prompt_size(Path(tmp)),
+                "overhead": lambda: overhead(b, producer, n_over),
+                "in_flight": lambda: in_flight(b, producer, n_flight, latency, c, args.processes),
+                "isolation": lambda: isolation(b, producer, latency, c, args.processes),
+            }
+            for name in SCENARIOS:
+                if name in args.only:
+                    results[name] = runs[name]()
     finally:
         llm.close()
     ok = True
