@@ -174,6 +174,9 @@ class _State:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler sleeping in a scripted delay must not block close()
+    # socketserver's default backlog is 5: a burst of new connections (100 runs in flight)
+    # would overflow it, and each dropped SYN costs its client a 1 s retransmit.
+    request_queue_size = 1024
 
     def __init__(
         self,
