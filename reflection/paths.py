@@ -8,7 +8,7 @@ location (after symlinks planted inside the user's folder) lies outside it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reflection import constants as c
@@ -34,9 +34,13 @@ class UserPaths:
 
     root: Path
     user_id: str
+    # The home's real location, resolved once: a run checks many paths, and every
+    # resolve() costs a syscall per component (each one a GIL hand-off in a threads pool).
+    _real_home: Path = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check(self.user_id, c.USER_ID_RE, "user id")
+        object.__setattr__(self, "_real_home", self.home.resolve())
 
     @property
     def home(self) -> Path:
@@ -76,26 +80,30 @@ class UserPaths:
 
     def contained(self, path: Path) -> Path:
         """Return `path` if its real location is inside the user's home, else raise."""
-        home = self.home.resolve()
+        home = self._real_home
         real = path.resolve()
         if real != home and home not in real.parents:
             raise UnsafePathError(f"{path} resolves outside the user's folder")
         return path
 
     def writable(self, path: Path) -> Path:
-        """Return `path` if a write to it follows no link: it lies under the user's home,
-        resolves inside it, and neither it nor any folder between the home and it is a
-        symlink (a planted link, even one pointing inside, is refused, not followed)."""
+        """Return `path` if a write to it follows no link: it lies under the user's home
+        without `..`, and neither `path` nor any folder between the home and it is a
+        symlink (a planted link, even one pointing inside, is refused, not followed).
+        Such a path is inside the home's real location by construction. The home itself
+        may be a link (an operator's mount)."""
         try:
             rel = path.relative_to(self.home)
         except ValueError as e:
             raise UnsafePathError(f"{path} is not under the user's folder") from e
+        if ".." in rel.parts:
+            raise UnsafePathError(f"{path} climbs out of its folder ('..')")
         step = self.home
         for part in rel.parts:
             step = step / part
             if step.is_symlink():
                 raise UnsafePathError(f"{step} is a symlink; refusing to write through it")
-        return self.contained(path)
+        return path
 
 
 def builtin_piece(pieces_dir: Path, piece_name: str) -> Path:

@@ -48,3 +48,35 @@ def test_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafePathError):
         u.contained(u.memory_file("x"))
     assert u.contained(u.piece_copy("default")) == u.piece_copy("default")
+
+
+def test_writable_refuses_any_link_on_the_way_and_dot_dot(tmp_path: Path) -> None:
+    """A write may not go through a symlink: not the home, not a folder, not the file,
+    even one pointing inside; nor climb out with `..`."""
+    u = UserPaths(tmp_path / "users", "alice")
+    (u.home / "memory").mkdir(parents=True)
+    assert u.writable(u.memory_file("x")) == u.memory_file("x")
+    (u.home / "memory" / "x.md").symlink_to(u.home / "memory" / "y.md")  # inside, still refused
+    with pytest.raises(UnsafePathError, match="symlink"):
+        u.writable(u.memory_file("x"))
+    with pytest.raises(UnsafePathError, match=r"\.\."):
+        u.writable(u.home / "memory" / ".." / ".." / "bob" / "memory" / "x.md")
+    with pytest.raises(UnsafePathError, match="not under"):
+        u.writable(tmp_path / "elsewhere.md")
+    (u.home / "pieces").symlink_to(tmp_path)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        u.writable(u.piece_copy("default"))
+
+
+def test_a_home_that_is_a_link_is_an_operators_mount(tmp_path: Path) -> None:
+    """The home itself may be a symlink (another disk); links below it are still refused."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "memory").mkdir(parents=True)
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "alice").symlink_to(elsewhere)
+    u = UserPaths(tmp_path / "users", "alice")
+    assert u.writable(u.memory_file("x")) == u.memory_file("x")
+    assert u.contained(u.memory_file("x")) == u.memory_file("x")
+    (elsewhere / "pieces").symlink_to(tmp_path)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        u.writable(u.piece_copy("default"))
