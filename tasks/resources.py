@@ -19,6 +19,7 @@ from reflection.logs import configure_logging
 from reflection.pipeline import Deps
 from reflection.settings import get_settings
 from reflection.storage import make_engine
+from reflection.warmup import warm_up
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -50,7 +51,12 @@ def get_deps() -> Deps:
 @worker_init.connect
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
-    configure_logging(get_settings().log_format)
+    s = get_settings()
+    configure_logging(s.log_format)
+    try:
+        warm_up(s)
+    except Exception:  # an optimisation only: the runs build it themselves
+        log.warning("warm-up failed; the first runs will be slower", exc_info=True)
 
 
 @worker_process_shutdown.connect
