@@ -352,17 +352,18 @@ def roll_forward(
         atomic_delete(journal_path(paths, journal.snapshot_id))
         return False
     fault_point("after_journal")
+    # Ownership is checked before each group of writes (files, then snapshot and rows):
+    # each check is a Redis round trip, and the commit's fence is the final judge anyway.
+    lock.ensure_owned()
     for n, change in enumerate(journal.files):
         if n:
             fault_point("between_writes")
         target = paths.contained(paths.home / change.path)
-        lock.ensure_owned()
         if change.after is None:
             atomic_delete(target)
         elif _read_or_none(target) != change.after:
             atomic_write(target, change.after)
     fault_point("after_files")
-    lock.ensure_owned()
     write_snapshot(paths, journal.meta, journal.snapshot, recovering=recovering)
     fault_point("after_snapshot")
     lock.ensure_owned()

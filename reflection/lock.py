@@ -1,8 +1,9 @@
 """The per-user Redis lock around apply + snapshot (python-redis-lock, expiry + renewal).
 
 python-redis-lock's renewal thread fails silently when Redis goes away
-(python-redis-lock#85), so a holder checks it still owns the lock before every write
-(`ensure_owned`); Postgres' fencing token is the final judge at commit.
+(python-redis-lock#85), so a holder checks it still owns the lock before each group of
+writes: the journal, the files, the snapshot and rows (`ensure_owned`). Postgres'
+fencing token is the final judge at commit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class UserLock:
-    """A held user lock; `ensure_owned()` before each write."""
+    """A held user lock; `ensure_owned()` before each group of writes."""
 
     def __init__(self, lock: redis_lock.Lock, user_id: str) -> None:
         self._lock = lock
