@@ -102,6 +102,7 @@ class _Run:
         self.user_id = safe_id(kwargs.get("user_id", "?"))
         self.piece_name = safe_id(kwargs.get("piece_name", "?"))
         self.t0 = time.monotonic()
+        self.stages: dict[str, int] = {}  # milliseconds, for the run's one INFO line
 
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
@@ -141,9 +142,12 @@ class _Run:
 
 @contextmanager
 def _stage(run: _Run, name: str) -> Iterator[None]:
+    """Time a stage: a DEBUG line now, and its duration in the run's closing INFO line
+    (one line per run at INFO: log writes contend in a pool of 50 threads)."""
     t = time.monotonic()
     yield
-    run.log(logging.INFO, name, "done in %d ms", int((time.monotonic() - t) * 1000))
+    run.stages[name] = ms = int((time.monotonic() - t) * 1000)
+    run.log(logging.DEBUG, name, "done in %d ms", ms)
 
 
 def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, Any]) -> RunReport:
@@ -263,7 +267,7 @@ def _consult(
         )
     fault_point("after_llm")
     run.log(
-        logging.INFO,
+        logging.DEBUG,
         "llm",
         "tokens_in=%d tokens_out=%d attempts=%d changes=%d piece_edit=%s",
         result.usage.tokens_in,
@@ -369,11 +373,15 @@ def _finished(run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
     run.log(
         logging.INFO,
         "done",
-        "outcome=%s accepted=%d rejected=%d snapshot=%s",
+        "outcome=%s accepted=%d rejected=%d snapshot=%s tokens_in=%d tokens_out=%d ms=%d stages=%s",
         outcome.value,
         sum(d.accepted for d in decisions),
         journal.meta["rejected"],
         journal.snapshot_id,
+        journal.meta["tokens_in"],
+        journal.meta["tokens_out"],
+        run.ms(),
+        ",".join(f"{k}:{v}" for k, v in run.stages.items()) or "-",
     )
     return run.report(
         outcome,

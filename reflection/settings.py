@@ -69,6 +69,7 @@ class Settings(BaseSettings):
 
     # Logging.
     log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
     def soft_time_limit(self) -> int:

@@ -52,7 +52,7 @@ def get_deps() -> Deps:
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     s = get_settings()
-    configure_logging(s.log_format)
+    configure_logging(s.log_format, logging.getLevelNamesMapping()[s.log_level])
     try:
         warm_up(s)
     except Exception:  # an optimisation only: the runs build it themselves

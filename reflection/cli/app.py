@@ -39,7 +39,7 @@ def _global(
         fmt = get_settings().log_format
     except Exception:  # reported by the command itself, in one line
         fmt = "text"
-    configure_logging(fmt, logging.INFO if verbose else logging.WARNING)
+    configure_logging(fmt, logging.DEBUG if verbose else logging.WARNING)
 
 
 app.command(rich_help_panel="Health")(doctor.doctor)
