@@ -141,3 +141,21 @@ def test_render_index_is_stable_under_order() -> None:
     """The same entries in any order give the same text."""
     items = [e("b"), e("a"), e("c")]
     assert render_index(items) == render_index(reversed(items)) == render_index(iter(items))
+
+
+def test_a_changed_file_is_parsed_again(paths: UserPaths) -> None:
+    """Parses are cached by content: an edited file (same size even) gives its new
+    fields, a file changed to invalid is reported, a large file is parsed each time."""
+    paths.memory_dir.mkdir(parents=True)
+    f = paths.memory_dir / "fact.md"
+    f.write_text(entry_text("fact", "first one"))
+    assert load_memory(paths)[0][0].description == "first one"
+    f.write_text(entry_text("fact", "other one"))
+    assert load_memory(paths)[0][0].description == "other one"
+    f.write_text("no frontmatter")
+    assert load_memory(paths)[0] == ()
+    big = entry_text("fact", "big one") + "x" * 20_000
+    f.write_text(big)
+    assert load_memory(paths)[0][0].description == "big one"
+    f.write_text(big.replace("big one", "big two"))
+    assert load_memory(paths)[0][0].description == "big two"
