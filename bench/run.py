@@ -82,16 +82,21 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[str, float] | None:
+    """A process's name and CPU seconds so far (user + system), or None if it is gone."""
+    try:
+        head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        fields = tail.split()
+        return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in _tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError):
-            continue
-    return total
+    return sum(cpu[1] for p in _tree(pid) if (cpu := _proc_cpu(p)) is not None)
 
 
 def rss_mb(pid: int) -> float:
@@ -108,18 +113,8 @@ def rss_mb(pid: int) -> float:
 
 def cpu_by_process() -> dict[int, tuple[str, float]]:
     """Every process's name and CPU seconds so far (user + system)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            head, tail = (d / "stat").read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = tail.split()
-        out[int(d.name)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
-    return out
+    pids = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
+    return {pid: cpu for pid in pids if (cpu := _proc_cpu(pid)) is not None}
 
 
 def cpu_spent(
