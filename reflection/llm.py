@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
-from openai import DefaultHttpxClient, Omit, OpenAI, omit
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, completion_create_params
+from openai import DefaultHttpxClient, OpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from reflection.backoff import compute_backoff, retry_after_seconds
 from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
@@ -241,16 +241,28 @@ class LlmClient:
     def _request(
         self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, timeout: float
     ) -> ChatCompletion:
+        # The SDK's generic `post` (its documented way to send a body as is) rather than
+        # `chat.completions.create`, whose type-driven transform walks the params, JSON
+        # schema included, on every call: 40 % of the client's CPU, for a body of plain
+        # JSON it leaves unchanged. Errors, retries and parsing are the SDK's all the same.
         s = self._settings
-        return self._openai().chat.completions.create(
-            timeout=timeout,
-            model=s.llm_model,
-            messages=messages,
-            max_tokens=s.llm_max_output_tokens,
-            temperature=0,
-            response_format=_response_format(mode),
-            user=user_id if s.llm_proxy else omit,
-            extra_headers={"X-Reflection-User": user_id} if s.llm_proxy else None,
+        body: dict[str, object] = {
+            "model": s.llm_model,
+            "messages": messages,
+            "max_tokens": s.llm_max_output_tokens,
+            "temperature": 0,
+        }
+        if (response_format := _RESPONSE_FORMATS[mode]) is not None:
+            body["response_format"] = response_format
+        headers: dict[str, str] = {}
+        if s.llm_proxy:
+            body["user"] = user_id
+            headers["X-Reflection-User"] = user_id
+        return self._openai().post(
+            "/chat/completions",
+            body=body,
+            options={"timeout": timeout, "headers": headers},
+            cast_to=ChatCompletion,
         )
 
     def _wait(self, attempt: int, error: openai.APIError | None, tally: _Tally) -> None:
@@ -284,15 +296,15 @@ class LlmClient:
         return text.replace(self._key, "***") if self._key else text
 
 
-def _response_format(mode: Mode) -> completion_create_params.ResponseFormat | Omit:
-    if mode == "json_schema":
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": "reflection_decision", "schema": decision_json_schema()},
-        }
-    if mode == "json_object":
-        return {"type": "json_object"}
-    return omit
+# Built once: the SDK serialises the body without changing it.
+_RESPONSE_FORMATS: dict[Mode, dict[str, object] | None] = {
+    "json_schema": {
+        "type": "json_schema",
+        "json_schema": {"name": "reflection_decision", "schema": decision_json_schema()},
+    },
+    "json_object": {"type": "json_object"},
+    "text": None,
+}
 
 
 def _content(completion: ChatCompletion) -> str:

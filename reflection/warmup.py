@@ -1,6 +1,6 @@
 """Build at worker start what a run's first use would otherwise build.
 
-Detectors, schemas, templates, the openai SDK's resources (imported on first use): a
+Detectors, schemas, templates, the openai SDK's platform probe: a
 first run took 190 ms instead of 20. In a threads pool the first wave of runs would all
 build them at the same time, on every thread, while the queue waits.
 """
@@ -46,5 +46,5 @@ def warm_up(settings: Settings) -> None:
     )
     ChatCompletion.model_validate(_COMPLETION)
     with OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1") as client:
-        client.chat.completions  # noqa: B018  (the SDK imports its resources on first use)
+        client.platform_headers()  # probes the platform once (cached)
     log.debug("warmed up in %d ms", (time.monotonic() - t) * 1000)
