@@ -56,7 +56,7 @@ def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
 
     hooks = [(engine, "before_cursor_execute", tally("postgres statements")),
              (engine, "begin", begin),
-             (engine.pool, "checkout", tally("postgres checkouts (a pre-ping each)"))]  # fmt: skip
+             (engine.pool, "checkout", tally("postgres checkouts"))]  # fmt: skip
     for target, name, fn in hooks:
         event.listen(target, name, fn)
     real_fsync, real_command = os.fsync, client.execute_command

@@ -40,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.errors import InfrastructureError
+from reflection.idleping import ping_idle_connections
 from reflection.models import Job
 
 platform_metadata = MetaData()
@@ -135,22 +136,25 @@ piece_proposals = Table(
 
 
 STATEMENT_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_SECONDS = 5.0  # a pooled connection unused this long is pinged first
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with a small pool that survives server restarts (pre-ping)."""
+    """An engine with a small pool that survives server restarts (a connection idle for
+    a while is pinged before use; see `idleping`)."""
     if url.startswith("sqlite"):
         return create_engine(url, connect_args={"timeout": 30})
     # No statement waits forever (a row lock held by a stalled peer, a hung server): the
     # run fails over to a retry instead of holding its worker slot.
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
         pool_recycle=1800,
         connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
     )
+    ping_idle_connections(engine, after_seconds=PING_AFTER_IDLE_SECONDS)
+    return engine
 
 
 @functools.cache
