@@ -1,9 +1,12 @@
-"""The per-user Redis lock around apply + snapshot (python-redis-lock, expiry + renewal).
+"""The per-user Redis lock around apply + snapshot (python-redis-lock, with expiry).
 
-python-redis-lock's renewal thread fails silently when Redis goes away
-(python-redis-lock#85), so a holder checks it still owns the lock before each group of
-writes: the journal, the files, the snapshot and rows (`ensure_owned`). Postgres'
-fencing token is the final judge at commit.
+The holder checks the lock before each group of writes (the journal, the files, the
+snapshot and rows) with `ensure_owned`, which also renews it: one atomic EXTEND that
+fails unless this holder still owns the key. A run keeps its lock for as long as it
+keeps writing, and a killed worker's lock expires on its own. (python-redis-lock's
+auto-renewal starts a thread per acquisition, which a busy threads-pool worker paid
+for on every run, and it fails silently when Redis goes away, python-redis-lock#85.)
+Postgres' fencing token is the final judge at commit.
 """
 
 from __future__ import annotations
@@ -23,26 +26,27 @@ log = logging.getLogger(__name__)
 
 
 class UserLock:
-    """A held user lock; `ensure_owned()` before each group of writes."""
+    """A held user lock; `ensure_owned()` (which renews it) before each group of writes."""
 
     def __init__(self, lock: redis_lock.Lock, user_id: str) -> None:
         self._lock = lock
         self.user_id = user_id
 
     def ensure_owned(self) -> None:
-        """Raise `LockLostError` unless this process still holds the lock."""
+        """Renew the lock for its full expiry; `LockLostError` unless this holder still
+        owns it."""
         try:
-            owner = self._lock.get_owner_id()
+            self._lock.extend()
         except redis.RedisError as e:
             raise LockLostError(f"cannot confirm the lock of user {self.user_id}: {e}") from e
-        if owner != self._lock.id:
-            raise LockLostError(f"the lock of user {self.user_id} expired or was taken over")
+        except (redis_lock.NotAcquired, redis_lock.NotExpirable) as e:
+            raise LockLostError(f"the lock of user {self.user_id} expired or was taken over") from e
 
 
 @contextmanager
 def user_lock(client: redis.Redis, user_id: str, *, expire: int, wait: float) -> Iterator[UserLock]:
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`."""
-    lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire, auto_renewal=True)
+    lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
     try:
         # python-redis-lock waits in whole seconds (BLPOP); the client's socket timeout
         # must exceed this wait.

@@ -36,8 +36,22 @@ def test_lost_lock_is_detected_before_a_write(redis_client: redis.Redis) -> None
             lock.ensure_owned()
 
 
-def test_lock_is_renewed_past_its_expiry(redis_client: redis.Redis) -> None:
-    """Auto-renewal keeps a held lock alive beyond its expiry."""
-    with user_lock(redis_client, "alice", expire=2, wait=0) as lock:
-        time.sleep(2.5)
+def test_each_check_renews_the_lock(redis_client: redis.Redis) -> None:
+    """ensure_owned resets the expiry: a run keeps its lock for as long as it writes."""
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+    with user_lock(redis_client, "alice", expire=30, wait=0) as lock:
+        redis_client.expire(key, 2)  # as if most of the expiry had gone by
         lock.ensure_owned()
+        assert redis_client.ttl(key) == 30
+
+
+def test_a_lock_left_unchecked_past_its_expiry_is_lost(redis_client: redis.Redis) -> None:
+    """A holder that stalls longer than the expiry finds the lock gone at its next check."""
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+    with user_lock(redis_client, "alice", expire=30, wait=0) as lock:
+        redis_client.pexpire(key, 20)
+        time.sleep(0.1)
+        with pytest.raises(LockLostError):
+            lock.ensure_owned()
+        with user_lock(redis_client, "alice", expire=30, wait=0):  # free for the next holder
+            pass
