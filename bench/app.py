@@ -1,5 +1,7 @@
-"""The worker's Celery app plus two baseline tasks on the same broker and settings:
-`bench.noop` (the floor of Celery itself) and `bench.sleep` (a task that only waits L)."""
+"""The worker's Celery app plus baseline tasks on the same broker and settings:
+`bench.noop` (the floor of Celery itself), `bench.sleep` (a task that only waits L) and
+`bench.sleep_burn` (waits L, then spends a given CPU time: a reflection's shape without
+its work)."""
 
 from __future__ import annotations
 
@@ -34,4 +36,13 @@ def sleep(seconds: float) -> None:
     _redis().incr(COUNTER)
 
 
-__all__ = ["app", "noop", "sleep"]
+@app.task(name="bench.sleep_burn")
+def sleep_burn(seconds: float, cpu_ms: float) -> None:
+    time.sleep(seconds)
+    end = time.thread_time() + cpu_ms / 1000
+    while time.thread_time() < end:  # holds the GIL, as a run's Python work does
+        pass
+    _redis().incr(COUNTER)
+
+
+__all__ = ["app", "noop", "sleep", "sleep_burn"]

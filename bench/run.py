@@ -8,7 +8,9 @@ with a fixed latency L. Every figure is a ratio against a baseline of the same r
 
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection
 2. in flight  L=1s, the recommended deployment: N threads-pool processes (one a core)
-              sharing 100 in flight: reflections/s vs 100/L and vs a task that sleeps L
+              sharing 100 in flight: reflections/s vs 100/L, vs a task that sleeps L,
+              and vs a task that sleeps L then spends the reflection's own CPU (what
+              no task of that CPU cost can beat in this pool)
 3. memory     worker RSS (all N process trees) with 100 reflections in flight
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
@@ -304,7 +306,14 @@ def in_flight(
     b.reset(latency=latency)
     pairs = b.add_jobs([f"v{i}" for i in range(n)])
     with b.worker("threads", c // processes, processes) as pids:
+
+        def cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+            workers = frozenset(p for pid in pids for p in _tree(pid))
+            return cpu_spent(before, cpu_by_process(), b.llm.proc.pid, workers)
+
+        procs0 = cpu_by_process()
         sleep_rate = _baseline(producer, "bench.sleep", n, (latency,))
+        sleep_cpu_ms = cpu_since(procs0)["workers"] * 1000 / n  # Celery's own cost per task
         peak = [sum(map(rss_mb, pids))]
         procs0, t0 = cpu_by_process(), time.monotonic()
         _publish(producer, pairs)
@@ -319,12 +328,17 @@ def in_flight(
 
         _wait(count, n)
         rate = n / (time.monotonic() - t0)
-        workers = frozenset(p for pid in pids for p in _tree(pid))
-        spent = cpu_spent(procs0, cpu_by_process(), b.llm.proc.pid, workers)
+        spent = cpu_since(procs0)
+        # The same shape with no work: wait L, then hold the GIL for the CPU a reflection
+        # spent beyond Celery's own cost. No task of that CPU cost does better in this pool.
+        own_cpu_ms = max(0.0, spent["workers"] * 1000 / n - sleep_cpu_ms)
+        equal_cpu_rate = _baseline(producer, "bench.sleep_burn", n, (latency, own_cpu_ms))
     limit = c / latency
     return {"reflections_per_s": rate, "limit_per_s": limit, "ratio_vs_limit": rate / limit,
             "sleep_task_per_s": sleep_rate, "ratio_vs_sleep": rate / sleep_rate,
-            "worker_rss_mb_peak": max(peak),
+            "equal_cpu_task_per_s": equal_cpu_rate,
+            "ratio_vs_equal_cpu_task": rate / equal_cpu_rate,
+            "worker_rss_mb_peak": max(peak), "cpu_ms_per_sleep_task_workers": sleep_cpu_ms,
             **{f"cpu_ms_per_reflection_{k.replace(' ', '_')}": v * 1000 / n
                for k, v in spent.items()}}  # fmt: skip
 
