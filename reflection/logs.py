@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import TextIO
 
 from reflection.secrets import mask_secrets
 
@@ -35,11 +36,14 @@ class MaskSecrets(logging.Filter):
         return True
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
-    """Attach one handler to the `reflection` logger (idempotent)."""
+def configure_logging(
+    fmt: str = "text", level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Attach one handler, writing to `stream` (default `sys.stderr` at the time of the
+    call), to the `reflection` logger (idempotent)."""
     logger = logging.getLogger("reflection")
     logger.setLevel(level)
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         JsonFormatter()
         if fmt == "json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 import redis
@@ -52,7 +53,10 @@ def get_deps() -> Deps:
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     s = get_settings()
-    configure_logging(s.log_format, logging.getLevelNamesMapping()[s.log_level])
+    # The process's own stderr: in a prefork child Celery has replaced sys.stderr with a
+    # proxy that would log each of our lines again, wrapped in a WARNING of its own.
+    level = logging.getLevelNamesMapping()[s.log_level]
+    configure_logging(s.log_format, level, stream=sys.__stderr__ or sys.stderr)
     try:
         warm_up(s)
     except Exception:  # an optimisation only: the runs build it themselves

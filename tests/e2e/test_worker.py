@@ -52,6 +52,9 @@ def test_reflect_end_to_end(worker: Worker, make_job: Any) -> None:
     # The worker's key was sent, as a bearer token.
     [req] = [r for r in worker.llm.requests if r["path"].endswith("/chat/completions")]
     assert req["headers"].get("authorization") == "Bearer sk-e2e-worker-key-abcdef0123456789"
+    # One line for the run, as written, not wrapped again by the prefork child's stderr proxy.
+    [done] = [x for x in worker.log.read_text().splitlines() if " done job=job-e1 " in x]
+    assert " INFO reflection done job=job-e1 " in done and "ForkPoolWorker" not in done
 
 
 def test_duplicate_and_bad_input_keep_the_worker_serving(worker: Worker, make_job: Any) -> None:
