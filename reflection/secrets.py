@@ -211,10 +211,12 @@ def _find_assignments(text: str) -> Iterator[_Span]:
         if _is_placeholder(value):  # before stripping: `[REDACTED:Password]` ends with `]`
             continue
         if group == "bare":
+            # Judged without the punctuation that may end a sentence, but masked whole:
+            # `password=hunter2!` may well end in its own `!`.
             stripped = value.rstrip(_TRAILING_PUNCT)
-            end -= len(value) - len(stripped)
+            value_end = end - (len(value) - len(stripped))
             value = stripped
-            if len(value) < 4 or not _looks_like_a_value(text, value, end):
+            if len(value) < 4 or not _looks_like_a_value(text, value, value_end):
                 continue
         if _is_placeholder(value):
             continue

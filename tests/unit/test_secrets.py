@@ -154,6 +154,13 @@ def test_masking_keeps_the_surrounding_text() -> None:
     )
 
 
+@pytest.mark.parametrize("value", ["hunter2!", "Tr0ub4dor&3?", "Sup3r$ecret!!", "s3cret.)"])
+def test_a_bare_password_is_masked_to_its_last_character(value: str) -> None:
+    """Punctuation that could end a sentence may also end the password: it is masked too
+    (a sentence losing its `!` is harmless; a password's last character is not)."""
+    assert mask_secrets(f"login with password={value}") == "login with password=[REDACTED:Password]"
+
+
 def test_kinds_are_listed_once_in_order_of_appearance() -> None:
     """find_secrets names each kind once, first appearance first."""
     text = f"{PEM}\n{AWS_ID} and {AWS_ID.replace('EXAMPLE', 'ANOTHER')} then {GITHUB}"
