@@ -21,6 +21,16 @@ def ensure_dir(path: Path) -> None:
         path.mkdir(mode=DIR_MODE)
 
 
+def _create(path: str, flags: int, parent: Path) -> int:
+    """`os.open(path, flags)` (flags with O_CREAT), creating `parent` first if it is
+    missing: asked only on a miss, since the folders nearly always exist already."""
+    try:
+        return os.open(path, flags, FILE_MODE)
+    except FileNotFoundError:
+        ensure_dir(parent)
+        return os.open(path, flags, FILE_MODE)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -35,13 +45,13 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     A reader (or a worker restarted after SIGKILL) sees the old content or the new one,
     never a mix. A symlink at `path` is replaced, not followed.
     """
-    ensure_dir(path.parent)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     # os-level calls rather than tempfile.mkstemp + a file object: a run writes several
     # files, and mkstemp's name generator and the buffered writer's probes were a tenth
     # of a run's file I/O CPU. O_EXCL never opens an existing path (nor follows a link).
     tmp = f"{path.parent}/.{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = _create(tmp, flags, path.parent)
     try:
         try:
             os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
@@ -71,10 +81,8 @@ def append_line(path: Path, line: str) -> None:
 
     A file whose last line was torn (no final newline) gets one first, so the new line
     stays readable on its own."""
-    ensure_dir(path.parent)
-    fd = os.open(
-        path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
-    )
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = _create(str(path), flags, path.parent)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"

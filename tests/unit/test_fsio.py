@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,18 @@ def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
     assert p.read_text() == "two"
     assert os.listdir(p.parent) == ["f.md"]
     assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("write", [fsio.atomic_write, fsio.append_line])
+def test_missing_folders_are_created_0750(
+    tmp_path: Path, write: Callable[[Path, str], None]
+) -> None:
+    """A write into folders that do not exist yet creates each of them, mode 0750."""
+    p = tmp_path / "a" / "b" / "f.md"
+    write(p, "x")
+    assert p.read_text().rstrip("\n") == "x"
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750
 
 
 def test_failed_write_leaves_old_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
