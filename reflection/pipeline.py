@@ -286,16 +286,16 @@ def _consult(
     return result
 
 
-def _state(deps: Deps, paths: UserPaths, request: ReflectRequest) -> State:
+def _state(
+    deps: Deps, paths: UserPaths, request: ReflectRequest, last_edit: datetime | None
+) -> State:
     memory, malformed = load_memory(paths)
     unreadable = frozenset(Path(m.path).stem for m in malformed)
     return State(
         memory={e.name: e for e in memory},
         unreadable=unreadable,
         piece=load_piece(paths, deps.settings.pieces_dir, request.piece_name),
-        last_piece_edit_at=storage.last_piece_edit_at(
-            engine=deps.engine, user_id=request.user_id, piece_name=request.piece_name
-        ),
+        last_piece_edit_at=last_edit,
     )
 
 
@@ -337,7 +337,12 @@ def _apply(
         own = _recover(deps, run, paths, lock).get(request.original_job_id)
         if own is not None:
             return _finished(run, own, paths)
-        state = storage.claim_state(engine=deps.engine, original_job_id=request.original_job_id)
+        state, last_edit = storage.claim_state_and_last_edit(
+            engine=deps.engine,
+            original_job_id=request.original_job_id,
+            user_id=request.user_id,
+            piece_name=request.piece_name,
+        )
         if llm is None or state == "done":
             return _duplicate(deps, run)
         journal = plan(
@@ -346,7 +351,7 @@ def _apply(
             reflection_job_id=run.reflection_job_id,
             fence=fence,
             llm=llm,
-            state=_state(deps, paths, request),
+            state=_state(deps, paths, request, last_edit),
             limits=apply_limits(s),
             now=deps.clock(),
             store_llm_raw=s.store_llm_raw,

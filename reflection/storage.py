@@ -178,6 +178,9 @@ _LAST_PIECE_EDIT = select(func.max(piece_edits.c.created_at)).where(
     piece_edits.c.piece_name == bindparam("piece_name"),
 )
 _CLAIM_STATE = select(_c.state).where(_c.original_job_id == bindparam("job_id"))
+_CLAIM_STATE_AND_LAST_EDIT = select(
+    _CLAIM_STATE.scalar_subquery(), _LAST_PIECE_EDIT.scalar_subquery()
+)
 _FENCED = (_c.fence == bindparam("claim_fence"), _c.state == "running")  # a live claim of ours
 _STORE_DECISION = (
     update(reflection_claims)
@@ -331,6 +334,17 @@ def claim_state(*, engine: Engine, original_job_id: str) -> str | None:
     """The claim's state (`running`, `done`, `failed`) or None when never claimed."""
     with _single(engine) as conn:
         return conn.execute(_CLAIM_STATE, {"job_id": original_job_id}).scalar_one_or_none()
+
+
+def claim_state_and_last_edit(
+    *, engine: Engine, original_job_id: str, user_id: str, piece_name: str
+) -> tuple[str | None, datetime | None]:
+    """`claim_state` and `last_piece_edit_at` in one round trip (a run under its lock
+    asks both, back to back)."""
+    params = {"job_id": original_job_id, "user_id": user_id, "piece_name": piece_name}
+    with _single(engine) as conn:
+        state, last_edit = conn.execute(_CLAIM_STATE_AND_LAST_EDIT, params).one()
+    return state, _aware(last_edit)
 
 
 def store_decision(

@@ -120,6 +120,11 @@ def test_commit_writes_rows_once(pg_engine: Engine) -> None:
     assert _count(pg_engine, piece_edits) == 1
     last = storage.last_piece_edit_at(engine=pg_engine, user_id="alice", piece_name="default")
     assert last is not None and last.tzinfo is not None
+    both = {"engine": pg_engine, "user_id": "alice", "piece_name": "default"}
+    assert storage.claim_state_and_last_edit(original_job_id="j1", **both) == ("done", last)  # type: ignore[arg-type]
+    assert storage.claim_state_and_last_edit(original_job_id="j2", **both) == (None, last)  # type: ignore[arg-type]
+    other = both | {"piece_name": "bug-triage"}
+    assert storage.claim_state_and_last_edit(original_job_id="j1", **other) == ("done", None)  # type: ignore[arg-type]
 
 
 def test_record_metrics_ignores_a_second_row_for_one_run(pg_engine: Engine) -> None:
