@@ -1,8 +1,8 @@
 """Build at worker start what a run's first use would otherwise build.
 
-Detectors, schemas, templates, the openai SDK's platform probe: a
-first run took 190 ms instead of 20. In a threads pool the first wave of runs would all
-build them at the same time, on every thread, while the queue waits.
+Detectors, schemas, templates, the openai SDK's platform probe: a first run took 190 ms
+instead of 20. In a threads pool the first wave of runs would all build them at the same
+time, on every thread, while the queue waits.
 """
 
 from __future__ import annotations
