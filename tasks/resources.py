@@ -57,6 +57,10 @@ def _init_process(**_: object) -> None:
     # proxy that would log each of our lines again, wrapped in a WARNING of its own.
     level = logging.getLevelNamesMapping()[s.log_level]
     configure_logging(s.log_format, level, stream=sys.__stderr__ or sys.stderr)
+    # python-redis-lock logs every acquisition at INFO; the run's own line says enough.
+    logging.getLogger("redis_lock").setLevel(
+        logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+    )
     try:
         warm_up(s)
     except Exception:  # an optimisation only: the runs build it themselves

@@ -55,6 +55,7 @@ def test_reflect_end_to_end(worker: Worker, make_job: Any) -> None:
     # One line for the run, as written, not wrapped again by the prefork child's stderr proxy.
     [done] = [x for x in worker.log.read_text().splitlines() if " done job=job-e1 " in x]
     assert " INFO reflection done job=job-e1 " in done and "ForkPoolWorker" not in done
+    assert "Acquired Lock" not in worker.log.read_text()  # python-redis-lock's INFO lines
 
 
 def test_duplicate_and_bad_input_keep_the_worker_serving(worker: Worker, make_job: Any) -> None:
