@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import kombu.exceptions
 import redis
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.backoff import compute_backoff
@@ -35,6 +36,7 @@ from tasks.resources import get_deps
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 12
+REQUEUE_PAUSE_SECONDS = 10.0  # the longest a slot waits before handing back a delivery
 
 
 def _countdown(retries: int) -> float:
@@ -58,7 +60,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
         if self.request.retries < MAX_RETRIES:
             log.warning("reflect %s retrying (%s): %s", task_id, error.code, e)
-            raise self.retry(exc=e, countdown=_countdown(self.request.retries)) from e
+            raise _retry(self, e, _countdown(self.request.retries)) from e
         return _fail(self, deps, kwargs, error)
     except BadRequestError as e:
         return _fail(self, deps, kwargs, e)
@@ -69,14 +71,32 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
 
 
-def _defer(task: Any, error: UserBusyError, delay: float) -> Retry:
+def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
+    """`task.retry`, but a retry Celery cannot publish is not dropped.
+
+    Celery turns a failed publish of the retry into `Reject(requeue=False)`: the
+    delivery would be acked and the run lost. Instead, wait out the countdown here
+    (capped) and hand the delivery back to the broker; if the broker cannot take even
+    that, the delivery stays unacked and comes back after the visibility timeout."""
+    try:
+        return task.retry(exc=exc, countdown=countdown, throw=False)
+    except Reject as rejected:
+        log.warning(
+            "reflect %s: the retry could not be published (%s); requeueing in %.1fs",
+            task.request.id, rejected.reason, min(countdown, REQUEUE_PAUSE_SECONDS),
+        )  # fmt: skip
+        time.sleep(min(countdown, REQUEUE_PAUSE_SECONDS))
+        return Reject(rejected.reason, requeue=True)
+
+
+def _defer(task: Any, error: UserBusyError, delay: float) -> Retry | Reject:
     """Publish the task again in `delay` seconds without counting a retry (waiting for
     its user's turn is not a failure), and tell the worker it was re-sent."""
     log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error)
     try:
         task.signature_from_request(countdown=delay, retries=task.request.retries).apply_async()
     except (kombu.exceptions.OperationalError, redis.RedisError) as e:
-        return task.retry(exc=e, countdown=delay, throw=False)
+        return _retry(task, e, delay)
     return Retry(str(error), error, when=delay)
 
 
@@ -88,5 +108,5 @@ def _fail(task: Any, deps: Any, kwargs: dict[str, Any], error: ReflectionError) 
         )
     except InfrastructureError as e:
         log.warning("reflect %s cannot record its failure yet: %s", task.request.id, e)
-        raise task.retry(exc=e, countdown=_countdown(MAX_RETRIES)) from e
+        raise _retry(task, e, _countdown(MAX_RETRIES)) from e
     return report.outcome.value

@@ -14,17 +14,20 @@ from tasks.resources import _init_process
 
 @pytest.mark.parametrize("level", ["DEBUG", "WARNING"])
 def test_the_worker_sets_the_configured_level(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    logger = logging.getLogger("reflection")
-    saved = logger.level, logger.handlers[:], logger.propagate
+    logger, lock_logger = logging.getLogger("reflection"), logging.getLogger("redis_lock")
+    saved = logger.level, logger.handlers[:], logger.propagate, lock_logger.level
     monkeypatch.setenv("REFLECTION_LOG_LEVEL", level)
     get_settings.cache_clear()
     try:
         _init_process()
         assert logger.level == getattr(logging, level)
+        # python-redis-lock's per-run INFO lines only at DEBUG
+        assert lock_logger.level == (logging.DEBUG if level == "DEBUG" else logging.WARNING)
     finally:
         get_settings.cache_clear()
         logger.setLevel(saved[0])
         logger.handlers, logger.propagate = saved[1], saved[2]
+        lock_logger.setLevel(saved[3])
 
 
 def test_an_unknown_level_is_refused() -> None:

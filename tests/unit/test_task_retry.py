@@ -1,0 +1,74 @@
+"""A retry Celery cannot publish hands the delivery back instead of dropping it.
+
+Celery's own `Task.retry` runs here (the broker is refused at its publish): it turns the
+failure into `Reject(requeue=False)`, which would ack the delivery and lose the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import kombu.exceptions
+import pytest
+from celery.canvas import Signature
+from celery.exceptions import Reject, Retry
+
+from reflection.errors import InfrastructureError
+from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
+
+reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
+
+KWARGS = {"original_job_id": "j1", "user_id": "alice", "piece_name": "default",
+          "outcome": "succeeded"}  # fmt: skip
+
+
+@pytest.fixture
+def request_context() -> Iterator[None]:
+    reflect.push_request(
+        id="task-1", retries=2, args=[], kwargs=KWARGS, is_eager=False, called_directly=False
+    )
+    yield
+    reflect.pop_request()
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(reflect_module.time, "sleep", slept.append)
+    return slept
+
+
+def test_a_published_retry_is_a_retry(
+    request_context: None, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[Signature] = []
+
+    def publish(sig: Signature, *a: Any, **k: Any) -> None:
+        published.append(sig)
+
+    monkeypatch.setattr(Signature, "apply_async", publish)
+    out = _retry(reflect, InfrastructureError("postgres down"), 30.0)
+    assert isinstance(out, Retry)
+    [sig] = published
+    assert sig.options["countdown"] == 30.0 and sig.options["retries"] == 3
+    assert sig.kwargs == KWARGS
+    assert sleeps == []
+
+
+def test_a_retry_the_broker_refuses_requeues_the_delivery_after_a_pause(
+    request_context: None, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*a: Any, **k: Any) -> None:
+        raise kombu.exceptions.OperationalError("broker unreachable")
+
+    monkeypatch.setattr(Signature, "apply_async", refuse)
+    with pytest.raises(Reject) as celery_alone:  # what Celery does by itself
+        reflect.retry(exc=InfrastructureError("postgres down"), countdown=30.0)
+    assert celery_alone.value.requeue is False
+    out = _retry(reflect, InfrastructureError("postgres down"), 30.0)
+    assert isinstance(out, Reject) and out.requeue is True
+    assert sleeps == [REQUEUE_PAUSE_SECONDS]  # the countdown, capped
+    assert _retry(reflect, InfrastructureError("postgres down"), 2.0).requeue is True
+    assert sleeps[-1] == 2.0
