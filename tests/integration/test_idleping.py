@@ -51,7 +51,7 @@ def test_a_busy_pool_sends_no_ping(engine: Engine, monkeypatch: pytest.MonkeyPat
 
 
 def test_a_connection_killed_while_idle_is_replaced(
-    engine: Engine, pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(storage, "PING_AFTER_IDLE_SECONDS", 0.0)
     eng = make_engine(TEST_DB_URL)  # built with the setting above: every checkout pings
