@@ -1,8 +1,9 @@
 """Build at worker start what a run's first use would otherwise build.
 
-Detectors, schemas, templates, the openai SDK's platform probe: a first run took 190 ms
-instead of 20. In a threads pool the first wave of runs would all build them at the same
-time, on every thread, while the queue waits.
+Detectors, validators, templates, the openai SDK's platform probe (the decision's JSON
+schema is built when `reflection.llm` is imported): a first run took 190 ms instead of
+20. In a threads pool the first wave of runs would all build them at the same time, on
+every thread, while the queue waits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
-from reflection.decision import decision_json_schema, parse_decision
+from reflection.decision import parse_decision
 from reflection.prompt import build_system_prompt
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
@@ -39,7 +40,6 @@ def warm_up(settings: Settings) -> None:
     """Build the shared, lazily built parts of a run (no I/O, nothing stored)."""
     t = time.monotonic()
     mask_secrets("warm-up api_key=sk-proj-0000000000000000000000000000")
-    decision_json_schema()
     parse_decision(json.dumps(_DECISION))
     build_system_prompt(
         max_changes=settings.max_changes_per_run, max_body_bytes=settings.max_entry_body_bytes
