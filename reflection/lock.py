@@ -11,6 +11,7 @@ Postgres' fencing token is the final judge at commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import redis_lock
 
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import InfrastructureError, LockBusyError, LockLostError
+from reflection.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,19 @@ class UserLock:
 
 
 @contextmanager
-def user_lock(client: redis.Redis, user_id: str, *, expire: int, wait: float) -> Iterator[UserLock]:
-    """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`."""
+def user_lock(
+    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns | None = None
+) -> Iterator[UserLock]:
+    """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
+    A run that has to wait gives its CPU turn back meanwhile (`turns`)."""
     lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
     try:
-        # python-redis-lock waits in whole seconds (BLPOP); the client's socket timeout
-        # must exceed this wait.
-        timeout = max(1, math.ceil(wait)) if wait > 0 else None
-        acquired = lock.acquire(blocking=wait > 0, timeout=timeout)
+        acquired = lock.acquire(blocking=False)
+        if not acquired and wait > 0:
+            # python-redis-lock waits in whole seconds (BLPOP); the client's socket
+            # timeout must exceed this wait.
+            with turns.released() if turns is not None else contextlib.nullcontext():
+                acquired = lock.acquire(blocking=True, timeout=max(1, math.ceil(wait)))
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e
     if not acquired:

@@ -52,6 +52,7 @@ from reflection.paths import UserPaths
 from reflection.prompt import Prompt, fit_prompt
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
+from reflection.turns import Turns
 
 log = logging.getLogger("reflection")
 
@@ -73,6 +74,7 @@ class Deps:
     redis: redis.Redis
     llm: Llm
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    turns: Turns = field(default_factory=lambda: Turns(0))
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,15 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
     except PermanentError as e:
         return _fail(deps, run, e)
     s = deps.settings
-    with user_slot(
-        deps.redis,
-        request.user_id,
-        run.reflection_job_id,
-        cap=s.user_max_in_flight,
-        lease_seconds=s.claim_lease_seconds,
+    with (
+        deps.turns.hold(),
+        user_slot(
+            deps.redis,
+            request.user_id,
+            run.reflection_job_id,
+            cap=s.user_max_in_flight,
+            lease_seconds=s.claim_lease_seconds,
+        ),
     ):
         return _claimed_run(deps, run, request)
 
@@ -256,7 +261,7 @@ def _consult(
     with _stage(run, "prompt"):
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
-    with _stage(run, "llm"):
+    with deps.turns.released(), _stage(run, "llm"):
         # The run's own deadline bounds the LLM stage in every pool; prefork's hard limit
         # is not the only guard (the threads pool has none).
         result = deps.llm.decide(
@@ -331,12 +336,16 @@ def _apply(
     with (
         _stage(run, "apply"),
         user_lock(
-            deps.redis, request.user_id, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
+            deps.redis,
+            request.user_id,
+            expire=s.lock_expire_seconds,
+            wait=s.lock_wait_seconds,
+            turns=deps.turns,
         ) as lock,
     ):
         own = _recover(deps, run, paths, lock).get(request.original_job_id)
         if own is not None:
-            return _finished(run, own, paths)
+            return _finished(deps, run, own, paths)
         state, last_edit = storage.claim_state_and_last_edit(
             engine=deps.engine,
             original_job_id=request.original_job_id,
@@ -369,10 +378,12 @@ def _apply(
         )
     if not committed:
         raise LockLostError("the claim was taken over before commit; nothing recorded")
-    return _finished(run, journal, paths)
+    return _finished(deps, run, journal, paths)
 
 
-def _finished(run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
+def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
+    if queued := deps.turns.waited_ms():
+        run.stages["queued"] = queued  # for CPU turns, between the stages
     decisions = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
     outcome = Outcome(journal.meta["outcome"])
     run.log(

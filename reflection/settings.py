@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Reflections of one user in flight at once (0: no limit); more are deferred, so a
     # burst from one user never holds every worker slot.
     user_max_in_flight: int = Field(default=4, ge=0)
+    # Runs of one worker process doing their non-LLM work at once (`reflection.turns`;
+    # 0: none kept waiting, the GIL shares the core among all of them).
+    cpu_turns: int = Field(default=2, ge=0, le=64)
 
     # Logging.
     log_format: Literal["text", "json"] = "text"

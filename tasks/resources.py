@@ -20,6 +20,7 @@ from reflection.logs import configure_logging
 from reflection.pipeline import Deps
 from reflection.settings import get_settings
 from reflection.storage import make_engine
+from reflection.turns import Turns
 from reflection.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def get_deps() -> Deps:
                     health_check_interval=30,
                 ),
                 llm=LlmClient(s),
+                turns=Turns(s.cpu_turns),
             )
             _pid = os.getpid()
         return _deps

@@ -18,6 +18,7 @@ from reflection.paths import UserPaths
 from reflection.pipeline import Deps, RunReport, run_reflection
 from reflection.settings import Settings
 from reflection.storage import reflection_metrics
+from reflection.turns import Turns
 from tests.conftest import TEST_DB_URL, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,12 @@ def env(pg_engine: Engine, redis_client: redis.Redis, user_root: Path) -> Iterat
             lock_wait_seconds=1,
         )
         client = LlmClient(settings)
-        deps = Deps(settings=settings, engine=pg_engine, redis=redis_client, llm=client)
+        deps = Deps(
+            settings=settings,
+            engine=pg_engine,
+            redis=redis_client,
+            llm=client,
+            turns=Turns(settings.cpu_turns),  # as the worker has them
+        )
         yield Env(deps=deps, llm=srv, engine=pg_engine, root=user_root)
         client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import redis
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import LockBusyError, LockLostError
 from reflection.lock import user_lock
+from reflection.turns import Turns
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +57,30 @@ def test_a_lock_left_unchecked_past_its_expiry_is_lost(redis_client: redis.Redis
             lock.ensure_owned()
         with user_lock(redis_client, "alice", expire=30, wait=0):  # free for the next holder
             pass
+
+
+def test_a_run_waiting_for_a_busy_user_gives_its_cpu_turn_back(redis_client: redis.Redis) -> None:
+    """Waiting for another worker's user lock holds no turn: other runs go on meanwhile,
+    and the waiter gets the lock once it is free."""
+    turns = Turns(1)
+    inside, got = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with turns.hold():
+            inside.set()
+            with user_lock(redis_client, "alice", expire=10, wait=5, turns=turns):
+                got.set()
+
+    with user_lock(redis_client, "alice", expire=10, wait=0):
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert inside.wait(5)
+        deadline = time.monotonic() + 2
+        while turns.free != 1:  # its turn is back while it waits
+            assert time.monotonic() < deadline, "the wait kept the turn"
+            time.sleep(0.005)
+        with turns.hold():  # another run gets in at once
+            assert not got.is_set()
+    t.join(10)
+    assert got.is_set()
+    assert (turns.free, turns.overflows) == (1, 0)

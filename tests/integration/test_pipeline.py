@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from reflection.errors import LockBusyError
 from reflection.lock import user_lock
-from reflection.models import Code, Outcome
+from reflection.models import Code, LlmResult, Outcome
+from reflection.turns import Turns
 from tests.integration.conftest import Env, decision
 
 pytestmark = pytest.mark.integration
@@ -273,3 +277,30 @@ def test_users_are_isolated(env: Env, make_job: Any) -> None:
     assert env.run("job-bob", user_id="bob").outcome is Outcome.APPLIED
     assert env.user("bob").memory_file("prefers-pytest").exists()
     assert not env.user("alice").home.exists()
+
+
+def test_runs_wait_on_the_llm_without_a_cpu_turn(
+    env: Env, make_job: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a single CPU turn, six runs still wait on the LLM all at once (each gives its
+    turn back for the wait), queue for the rest of their work, and are all applied."""
+    n = 6
+    env.deps.turns = turns = Turns(1)
+    together = threading.Barrier(n, timeout=10)
+    real = env.deps.llm
+
+    class AllAtOnce:
+        def decide(self, **kw: Any) -> LlmResult:
+            together.wait()  # broken (an error) unless all n are inside at once
+            return real.decide(**kw)
+
+    env.deps.llm = AllAtOnce()
+    for i in range(n):
+        make_job(f"job-t{i}", user_id=f"u{i}")
+        env.script(f"job-t{i}", {"content": decision("x", [PYTEST_ENTRY])})
+    with caplog.at_level(logging.INFO, logger="reflection"), ThreadPoolExecutor(n) as pool:
+        reports = list(pool.map(lambda i: env.run(f"job-t{i}", user_id=f"u{i}"), range(n)))
+    assert [r.outcome for r in reports] == [Outcome.APPLIED] * n
+    assert (turns.free, turns.queued, turns.overflows) == (1, 0, 0)
+    done = [m for r in caplog.records if (m := r.getMessage()).startswith("done ")]
+    assert len(done) == n and any("queued:" in line for line in done)

@@ -1,0 +1,124 @@
+"""Turns at the CPU for the runs of one worker process, first come, first served.
+
+A threads-pool worker keeps 50 runs waiting on the LLM. Left to the GIL, the runs that
+come back together share the core until they all finish together and leave for the LLM
+together again: the waves never spread and each lasts L plus the CPU of the whole wave
+(README, Performance). With turns, at most `permits` runs do their non-LLM work at once
+and the others queue in order; each run gives its turn back while it waits (the LLM, a
+busy user lock), so the runs finish one after another, the next ones start as slots free
+up, and the process settles into a steady stream. Two permits let one run's fsyncs and
+round trips overlap another's CPU.
+
+A new run goes ahead of runs coming back from a wait: its first stages are short and
+lead to the LLM wait, where a run costs nothing. It cannot starve them: a new run only
+starts when a finished one frees its slot.
+
+A turn is a scheduling aid, never a lock: a run that waits longer than `max_wait` for
+one (a holder stuck in a slow statement, an overloaded process) goes on without it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MAX_WAIT_SECONDS = 1.0
+
+
+class Turns:
+    """`permits` turns shared by the threads of one process; `permits=0` turns them off."""
+
+    def __init__(self, permits: int, *, max_wait: float = MAX_WAIT_SECONDS) -> None:
+        if permits < 0:
+            raise ValueError("permits must be >= 0")
+        self.permits = permits
+        self.max_wait = max_wait
+        self.overflows = 0  # waits that ran out and went on without a turn
+        self._free = permits
+        self._mutex = threading.Lock()
+        # Each waiter blocks on a lock of its own, which the releaser hands over: the
+        # turn goes to exactly the next in line, in order.
+        self._new: deque[threading.Lock] = deque()
+        self._back: deque[threading.Lock] = deque()
+        self._local = threading.local()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold a turn for the block, as a new run (ahead of runs coming back)."""
+        if not self.permits or getattr(self._local, "inside", False):
+            yield
+            return
+        self._local.inside, self._local.waited = True, 0.0
+        self._take(new=True)
+        try:
+            yield
+        finally:
+            self._give()
+            self._local.inside = False
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Give this thread's turn back while the block waits; queue for one again after.
+        A no-op outside `hold()`."""
+        if not getattr(self._local, "inside", False):
+            yield
+            return
+        self._give()
+        try:
+            yield
+        finally:
+            self._take(new=False)
+
+    @property
+    def free(self) -> int:
+        """Turns nobody holds."""
+        return self._free
+
+    @property
+    def queued(self) -> int:
+        """Runs waiting for a turn."""
+        return len(self._new) + len(self._back)
+
+    def waited_ms(self) -> int:
+        """Milliseconds this thread has queued for turns since its last `hold()`."""
+        return int(getattr(self._local, "waited", 0.0) * 1000)
+
+    def _held(self) -> bool:
+        return bool(getattr(self._local, "held", False))
+
+    def _take(self, *, new: bool) -> None:
+        t = time.monotonic()
+        self._local.held = self._acquire(self._new if new else self._back)
+        self._local.waited = getattr(self._local, "waited", 0.0) + time.monotonic() - t
+
+    def _acquire(self, line: deque[threading.Lock]) -> bool:
+        with self._mutex:
+            if self._free and not self._new and not self._back:
+                self._free -= 1
+                return True
+            ticket = threading.Lock()
+            ticket.acquire()
+            line.append(ticket)
+        if ticket.acquire(timeout=self.max_wait):
+            return True
+        with self._mutex:
+            try:
+                line.remove(ticket)
+            except ValueError:
+                return True  # handed over just as the wait ran out: the turn is ours
+            self.overflows += 1
+            return False
+
+    def _give(self) -> None:
+        if not self._held():
+            return  # went on without a turn: there is none to give back
+        self._local.held = False
+        with self._mutex:
+            line = self._new or self._back
+            if line:
+                line.popleft().release()  # the turn passes on; _free is unchanged
+            else:
+                self._free += 1
