@@ -25,7 +25,9 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     data = json.loads(out.read_text())
     for scenario in ("prompt", "overhead", "in_flight", "isolation"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
-    assert {"ratio_vs_sleep", "ratio_vs_equal_cpu_task"} <= set(data["in_flight"])
+    assert {"ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep"} <= set(
+        data["in_flight"]
+    )
 
 
 def test_cpu_profile_quick(redis_client: object, pg_engine: object) -> None:
