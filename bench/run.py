@@ -1,7 +1,7 @@
 """Benchmark the reflection worker against its own baselines, measured in one run.
 
     .venv/bin/python -m bench.run [--quick] [--processes N] [--only in_flight,...]
-                                  [--out bench/results.json]
+                                  [--cpu-turns N] [--out bench/results.json]
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L. Every figure is a ratio against a baseline of the same run:
@@ -183,6 +183,7 @@ class Bench:
     engine: Engine
     work: Path
     llm: RemoteLlm
+    cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
     results: dict[str, Any] = field(default_factory=dict)
 
     def reset(self, latency: float) -> None:
@@ -209,6 +210,8 @@ class Bench:
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
             "REFLECTION_PIECES_DIR": str(ROOT / "pieces"), "REFLECTION_LOG_FORMAT": "text",
         }  # fmt: skip
+        if self.cpu_turns is not None:
+            env["REFLECTION_CPU_TURNS"] = str(self.cpu_turns)
         return env
 
     @contextmanager
@@ -470,6 +473,10 @@ def main() -> int:
         help="threads-pool worker processes sharing the 100 in flight (default: one a core)",
     )  # fmt: skip
     ap.add_argument(
+        "--cpu-turns", type=int, default=None,
+        help="REFLECTION_CPU_TURNS for the workers (default: the worker's; 0: no turns)",
+    )  # fmt: skip
+    ap.add_argument(
         "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
     )  # fmt: skip
@@ -480,11 +487,12 @@ def main() -> int:
     engine = prepare_database(DB_URL)
     producer = make_producer(BROKER_URL)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
-                               "processes": args.processes}  # fmt: skip
+                               "processes": args.processes,
+                               "cpu_turns": args.cpu_turns}  # fmt: skip
     llm = RemoteLlm()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            b = Bench(engine, Path(tmp), llm)
+            b = Bench(engine, Path(tmp), llm, cpu_turns=args.cpu_turns)
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over),
