@@ -52,8 +52,8 @@ class Turns:
             yield
             return
         self._local.inside, self._local.waited = True, 0.0
-        self._take(new=True)
         try:
+            self._take(new=True)
             yield
         finally:
             self._give()
@@ -102,23 +102,40 @@ class Turns:
             ticket = threading.Lock()
             ticket.acquire()
             line.append(ticket)
-        if ticket.acquire(timeout=self.max_wait):
-            return True
+        try:
+            if ticket.acquire(timeout=self.max_wait):
+                return True
+        except BaseException:  # a signal's exception (prefork's soft time limit)
+            with self._mutex:
+                if not self._withdraw(line, ticket):
+                    self._pass_on()  # it was ours already: the next in line gets it
+            raise
         with self._mutex:
-            try:
-                line.remove(ticket)
-            except ValueError:
+            if not self._withdraw(line, ticket):
                 return True  # handed over just as the wait ran out: the turn is ours
             self.overflows += 1
             return False
+
+    @staticmethod
+    def _withdraw(line: deque[threading.Lock], ticket: threading.Lock) -> bool:
+        """Take a ticket out of its line; False if it was handed a turn meanwhile."""
+        try:
+            line.remove(ticket)
+        except ValueError:
+            return False
+        return True
 
     def _give(self) -> None:
         if not self._held():
             return  # went on without a turn: there is none to give back
         self._local.held = False
         with self._mutex:
-            line = self._new or self._back
-            if line:
-                line.popleft().release()  # the turn passes on; _free is unchanged
-            else:
-                self._free += 1
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Hand a turn to the next in line, or free it (under the mutex)."""
+        line = self._new or self._back
+        if line:
+            line.popleft().release()  # the turn passes on; _free is unchanged
+        else:
+            self._free += 1

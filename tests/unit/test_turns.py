@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -206,3 +207,30 @@ def test_waited_counts_the_queueing_of_this_run_only() -> None:
     with turns.hold():  # a new run starts from zero
         assert turns.waited_ms() < 40
     blocker.join(WAIT)
+
+
+def test_an_exception_while_queued_leaves_no_ticket_behind() -> None:
+    """A signal's exception during the wait (prefork's soft time limit arrives so) takes
+    the run out of the line; the turn is not handed to a run that is gone."""
+    turns, log = Turns(1), []
+    holder = Holder(turns, "holder", log)
+    holder.start()
+    _until(lambda: log == ["holder"])
+
+    def alarm(signum: int, frame: object) -> None:
+        raise TimeoutError("soft time limit")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(TimeoutError), turns.hold():
+            pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert turns.queued == 0
+    holder.leave.set()
+    holder.join(WAIT)
+    assert (turns.free, turns.overflows) == (1, 0)
+    with turns.hold():  # and this thread can take turns again
+        assert turns.free == 0
