@@ -19,6 +19,7 @@ one (a holder stuck in a slow statement, an overloaded process) goes on without 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -26,6 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 MAX_WAIT_SECONDS = 1.0
+WARN_EVERY_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class Turns:
@@ -37,6 +41,7 @@ class Turns:
         self.permits = permits
         self.max_wait = max_wait
         self.overflows = 0  # waits that ran out and went on without a turn
+        self._warned_at = -WARN_EVERY_SECONDS
         self._free = permits
         self._mutex = threading.Lock()
         # Each waiter blocks on a lock of its own, which the releaser hands over: the
@@ -114,7 +119,19 @@ class Turns:
             if not self._withdraw(line, ticket):
                 return True  # handed over just as the wait ran out: the turn is ours
             self.overflows += 1
-            return False
+            now = time.monotonic()
+            warn = now - self._warned_at >= WARN_EVERY_SECONDS
+            if warn:
+                self._warned_at = now
+        if warn:
+            log.warning(
+                "a run waited %.1f s for a CPU turn and went on without one (%d so far in "
+                "this process): its core is the limit, or runs hold their turns in slow "
+                "statements; see the runbook, Slow runs",
+                self.max_wait,
+                self.overflows,
+            )
+        return False
 
     @staticmethod
     def _withdraw(line: deque[threading.Lock], ticket: threading.Lock) -> bool:
