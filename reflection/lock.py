@@ -27,6 +27,17 @@ from reflection.turns import Turns
 log = logging.getLogger(__name__)
 
 
+class _BusyIsExpected(logging.Filter):
+    """python-redis-lock warns whenever a non-blocking acquire finds the lock taken. Here
+    that is a normal first try (a run that then gives up raises `LockBusyError`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to acquire")
+
+
+logging.getLogger("redis_lock.acquire").addFilter(_BusyIsExpected())
+
+
 class UserLock:
     """A held user lock; `ensure_owned()` (which renews it) before each group of writes."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -59,9 +60,12 @@ def test_a_lock_left_unchecked_past_its_expiry_is_lost(redis_client: redis.Redis
             pass
 
 
-def test_a_run_waiting_for_a_busy_user_gives_its_cpu_turn_back(redis_client: redis.Redis) -> None:
+def test_a_run_waiting_for_a_busy_user_gives_its_cpu_turn_back(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """Waiting for another worker's user lock holds no turn: other runs go on meanwhile,
-    and the waiter gets the lock once it is free."""
+    and the waiter gets the lock once it is free. The busy first try logs nothing."""
+    caplog.set_level(logging.INFO, logger="redis_lock")
     turns = Turns(1)
     inside, got = threading.Event(), threading.Event()
 
@@ -84,3 +88,4 @@ def test_a_run_waiting_for_a_busy_user_gives_its_cpu_turn_back(redis_client: red
     t.join(10)
     assert got.is_set()
     assert (turns.free, turns.overflows) == (1, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
