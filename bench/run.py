@@ -288,9 +288,11 @@ class Rate:
 
 
 def _rate(samples: Samples, t0: float, n: int, c: int) -> Rate:
+    burst = n / (samples[-1][0] - t0)
     t1, k1 = next(s for s in samples if s[1] >= c)
     t2, k2 = next(s for s in samples if s[1] >= n - c)
-    return Rate(burst=n / (samples[-1][0] - t0), sustained=(k2 - k1) / (t2 - t1))
+    # One reading can span the whole window only with tiny counts (--quick).
+    return Rate(burst=burst, sustained=(k2 - k1) / (t2 - t1) if t2 > t1 else burst)
 
 
 # --- scenarios ------------------------------------------------------------------------
