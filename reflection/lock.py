@@ -11,7 +11,6 @@ Postgres' fencing token is the final judge at commit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ class _BusyIsExpected(logging.Filter):
 
 
 logging.getLogger("redis_lock.acquire").addFilter(_BusyIsExpected())
+_NO_TURNS = Turns(0)  # a caller outside the worker's turns waits holding none
 
 
 class UserLock:
@@ -58,7 +58,7 @@ class UserLock:
 
 @contextmanager
 def user_lock(
-    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns | None = None
+    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns = _NO_TURNS
 ) -> Iterator[UserLock]:
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
     A run that has to wait gives its CPU turn back meanwhile (`turns`)."""
@@ -68,7 +68,7 @@ def user_lock(
         if not acquired and wait > 0:
             # python-redis-lock waits in whole seconds (BLPOP); the client's socket
             # timeout must exceed this wait.
-            with turns.released() if turns is not None else contextlib.nullcontext():
+            with turns.released():
                 acquired = lock.acquire(blocking=True, timeout=max(1, math.ceil(wait)))
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e

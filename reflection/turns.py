@@ -32,6 +32,14 @@ WARN_EVERY_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
+class _Thread(threading.local):
+    """One thread's standing: inside a `hold()`, holding a turn, seconds queued."""
+
+    inside = False
+    held = False
+    waited = 0.0
+
+
 class Turns:
     """`permits` turns shared by the threads of one process; `permits=0` turns them off."""
 
@@ -48,12 +56,12 @@ class Turns:
         # turn goes to exactly the next in line, in order.
         self._new: deque[threading.Lock] = deque()
         self._back: deque[threading.Lock] = deque()
-        self._local = threading.local()
+        self._local = _Thread()
 
     @contextmanager
     def hold(self) -> Iterator[None]:
         """Hold a turn for the block, as a new run (ahead of runs coming back)."""
-        if not self.permits or getattr(self._local, "inside", False):
+        if not self.permits or self._local.inside:
             yield
             return
         self._local.inside, self._local.waited = True, 0.0
@@ -68,7 +76,7 @@ class Turns:
     def released(self) -> Iterator[None]:
         """Give this thread's turn back while the block waits; queue for one again after.
         A no-op outside `hold()`."""
-        if not getattr(self._local, "inside", False):
+        if not self._local.inside:
             yield
             return
         self._give()
@@ -89,15 +97,12 @@ class Turns:
 
     def waited_ms(self) -> int:
         """Milliseconds this thread has queued for turns since its last `hold()`."""
-        return int(getattr(self._local, "waited", 0.0) * 1000)
-
-    def _held(self) -> bool:
-        return bool(getattr(self._local, "held", False))
+        return int(self._local.waited * 1000)
 
     def _take(self, *, new: bool) -> None:
         t = time.monotonic()
         self._local.held = self._acquire(self._new if new else self._back)
-        self._local.waited = getattr(self._local, "waited", 0.0) + time.monotonic() - t
+        self._local.waited += time.monotonic() - t
 
     def _acquire(self, line: deque[threading.Lock]) -> bool:
         with self._mutex:
@@ -143,7 +148,7 @@ class Turns:
         return True
 
     def _give(self) -> None:
-        if not self._held():
+        if not self._local.held:
             return  # went on without a turn: there is none to give back
         self._local.held = False
         with self._mutex:
