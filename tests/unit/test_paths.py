@@ -80,3 +80,32 @@ def test_a_home_that_is_a_link_is_an_operators_mount(tmp_path: Path) -> None:
     (elsewhere / "pieces").symlink_to(tmp_path)
     with pytest.raises(UnsafePathError, match="symlink"):
         u.writable(u.piece_copy("default"))
+
+
+def test_contained_follows_links_that_stay_inside(tmp_path: Path) -> None:
+    """Reads may go through a link or a `..` whose target is still inside the home;
+    a `..` that climbs out is refused, and a file where a folder should be is no error."""
+    u = UserPaths(tmp_path / "users", "alice")
+    (u.home / "memory").mkdir(parents=True)
+    (u.home / "pieces").symlink_to(u.home / "memory")
+    assert u.contained(u.piece_copy("default")) == u.piece_copy("default")
+    inside = u.home / "memory" / ".." / "pieces" / "default.yaml"
+    assert u.contained(inside) == inside
+    with pytest.raises(UnsafePathError, match="outside"):
+        u.contained(u.home / "memory" / ".." / ".." / "bob" / "x.md")
+    (u.home / "jobs").write_text("a file, not a folder")
+    assert u.contained(u.activity_log("j-1")) == u.activity_log("j-1")
+    assert u.writable(u.activity_log("j-1")) == u.activity_log("j-1")
+    assert u.contained(u.home) == u.home
+    assert u.writable(u.home) == u.home
+
+
+def test_a_home_made_a_link_after_the_paths_were_built(tmp_path: Path) -> None:
+    """The home's real location is read when a link under it needs it, not before."""
+    u = UserPaths(tmp_path / "users", "alice")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "memory").mkdir(parents=True)
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "alice").symlink_to(elsewhere)
+    (elsewhere / "pieces").symlink_to(elsewhere / "memory")
+    assert u.contained(u.piece_copy("default")) == u.piece_copy("default")
