@@ -1,17 +1,23 @@
 """The worker's Celery app plus baseline tasks on the same broker and settings:
-`bench.noop` (the floor of Celery itself), `bench.sleep` (a task that only waits L) and
+`bench.noop` (the floor of Celery itself), `bench.sleep` (a task that only waits L),
 `bench.sleep_burn` (waits L, then spends a given CPU time: a reflection's shape without
-its work)."""
+its work) and `bench.floor` (the I/O every reflection must do, and nothing else)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+import uuid
 
 import redis
+from sqlalchemy import insert
 
+from reflection.fsio import atomic_write
+from reflection.lock import user_lock
+from reflection.storage import jobs
 from tasks import app
+from tasks.resources import get_deps
 
 COUNTER = "bench:done"
 _local = threading.local()
@@ -45,4 +51,27 @@ def sleep_burn(seconds: float, cpu_ms: float) -> None:
     _redis().incr(COUNTER)
 
 
-__all__ = ["app", "noop", "sleep", "sleep_burn"]
+@app.task(name="bench.floor")
+def floor(user_id: str) -> None:
+    """The least a reflection can do with this stack: one LLM decision through the openai
+    SDK (validated), one Postgres transaction writing a row, the user's Redis lock taken
+    and released, and one file written durably under it."""
+    deps = get_deps()
+    s = deps.settings
+    deps.llm.decide(system="Reflect.", user="The job succeeded.", user_id=user_id)
+    with deps.engine.begin() as conn:
+        conn.execute(
+            insert(jobs).values(
+                id=f"floor-{uuid.uuid4().hex}",
+                user_id=user_id,
+                piece_name="default",
+                status="succeeded",
+                task="-",
+            )
+        )
+    with user_lock(deps.redis, user_id, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds):
+        atomic_write(s.user_folder_root / user_id / "floor.md", "a learned fact\n")
+    _redis().incr(COUNTER)
+
+
+__all__ = ["app", "floor", "noop", "sleep", "sleep_burn"]

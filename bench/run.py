@@ -6,7 +6,9 @@
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L. Every figure is a ratio against a baseline of the same run:
 
-1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection
+1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection;
+              and the floor: a task doing only the I/O every reflection must (one
+              LLM decision, one Postgres transaction, the user lock, one durable file)
 2. in flight  L=1s, the recommended deployment: N threads-pool processes (one a core)
               sharing 100 in flight, 600 tasks published at once: reflections/s while
               all 100 slots are busy (from the 100th completion to the 500th) vs 100/L,
@@ -32,7 +34,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -307,12 +309,22 @@ def _publish(producer: Any, pairs: list[tuple[str, str]]) -> dict[str, float]:
     return sent
 
 
-def _baseline(producer: Any, name: str, n: int, args: tuple[Any, ...] = (), c: int = 0) -> Rate:
+def _baseline(
+    producer: Any,
+    name: str,
+    n: int,
+    args: tuple[Any, ...] = (),
+    c: int = 0,
+    *,
+    args_of: Callable[[int], tuple[Any, ...]] | None = None,
+) -> Rate:
+    """Publish n `name` tasks at once (the i-th with `args_of(i)`, else `args`) and time
+    them to the last one done."""
     r = redis.Redis.from_url(LOCK_URL)
     r.delete(COUNTER)
     t0 = time.monotonic()
-    for _ in range(n):
-        producer.send_task(name, args=args, queue="reflection")
+    for i in range(n):
+        producer.send_task(name, args=args_of(i) if args_of else args, queue="reflection")
     return _rate(_wait(lambda: int(r.get(COUNTER) or 0), n), t0, n, c)
 
 
@@ -321,12 +333,17 @@ def overhead(b: Bench, producer: Any, n: int) -> dict[str, float]:
     pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
     with b.worker("prefork", 2) as [pid]:
         noop = _baseline(producer, "bench.noop", n).burst
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        cpu0 = cpu_seconds(pid)
+        floor = _baseline(producer, "bench.floor", n, args_of=lambda i: (pairs[i][1],)).burst
+        cpu1, t0 = cpu_seconds(pid), time.monotonic()
         _publish(producer, pairs)
         rate = _rate(_wait(b.done_reflections, n), t0, n, 0).burst
-        cpu = cpu_seconds(pid) - cpu0
+        cpu2 = cpu_seconds(pid)
     return {"noop_per_s": noop, "reflections_per_s": rate, "ratio_vs_noop": rate / noop,
-            "cpu_ms_per_reflection": cpu * 1000 / n}  # fmt: skip
+            "cpu_ms_per_reflection": (cpu2 - cpu1) * 1000 / n,
+            "floor_per_s": floor, "floor_ratio_vs_noop": floor / noop,
+            "ratio_vs_floor": rate / floor, "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / n,
+            }  # fmt: skip
 
 
 def in_flight(
