@@ -28,6 +28,9 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert {"ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep"} <= set(
         data["in_flight"]
     )
+    assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
+        data["overhead"]
+    )
 
 
 def test_cpu_profile_quick(redis_client: object, pg_engine: object) -> None:
