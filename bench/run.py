@@ -8,7 +8,8 @@ with a fixed latency L. Every figure is a ratio against a baseline of the same r
 
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection;
               and the floor: a task doing only the I/O every reflection must (one
-              LLM decision, one Postgres transaction, the user lock, one durable file)
+              LLM decision, one Postgres transaction, the user lock, one durable file);
+              three rounds of the three, medians
 2. in flight  L=1s, the recommended deployment: N threads-pool processes (one a core)
               sharing 100 in flight, 600 tasks published at once: reflections/s while
               all 100 slots are busy (from the 100th completion to the 500th) vs 100/L,
@@ -328,22 +329,39 @@ def _baseline(
     return _rate(_wait(lambda: int(r.get(COUNTER) or 0), n), t0, n, c)
 
 
-def overhead(b: Bench, producer: Any, n: int) -> dict[str, float]:
+def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, float]:
+    """`rounds` rounds of no-op tasks, floor tasks and reflections, one after the other in
+    the same worker; each figure is the median of its rounds (the machine's speed drifts
+    within a minute, so a ratio is taken within one round). The baselines run 5n and 2n
+    tasks, so that each of the three lasts about as long."""
     b.reset(latency=0.0)
-    pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
+    per_round: list[dict[str, float]] = []
     with b.worker("prefork", 2) as [pid]:
-        noop = _baseline(producer, "bench.noop", n).burst
-        cpu0 = cpu_seconds(pid)
-        floor = _baseline(producer, "bench.floor", n, args_of=lambda i: (pairs[i][1],)).burst
-        cpu1, t0 = cpu_seconds(pid), time.monotonic()
-        _publish(producer, pairs)
-        rate = _rate(_wait(b.done_reflections, n), t0, n, 0).burst
-        cpu2 = cpu_seconds(pid)
-    return {"noop_per_s": noop, "reflections_per_s": rate, "ratio_vs_noop": rate / noop,
-            "cpu_ms_per_reflection": (cpu2 - cpu1) * 1000 / n,
-            "floor_per_s": floor, "floor_ratio_vs_noop": floor / noop,
-            "ratio_vs_floor": rate / floor, "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / n,
-            }  # fmt: skip
+        for _ in range(rounds):
+            pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
+            users = [user for _, user in pairs]
+            done0 = b.done_reflections()
+            noop = _baseline(producer, "bench.noop", 5 * n).burst
+            cpu0 = cpu_seconds(pid)
+            floor = _baseline(
+                producer, "bench.floor", 2 * n, args_of=lambda i, u=users: (u[i % len(u)],)
+            ).burst
+            cpu1, t0 = cpu_seconds(pid), time.monotonic()
+            _publish(producer, pairs)
+            done = _wait(lambda d=done0: b.done_reflections() - d, n)
+            rate = _rate(done, t0, n, 0).burst
+            cpu2 = cpu_seconds(pid)
+            per_round.append({
+                "noop_per_s": noop, "reflections_per_s": rate, "ratio_vs_noop": rate / noop,
+                "cpu_ms_per_reflection": (cpu2 - cpu1) * 1000 / n,
+                "floor_per_s": floor, "floor_ratio_vs_noop": floor / noop,
+                "ratio_vs_floor": rate / floor,
+                "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / (2 * n),
+            })  # fmt: skip
+    figures = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
+    spread = {f"{k}_{f.__name__}": f(r[k] for r in per_round)
+              for k in ("ratio_vs_noop", "floor_ratio_vs_noop") for f in (min, max)}  # fmt: skip
+    return {**figures, **spread, "rounds": rounds}
 
 
 def in_flight(
@@ -503,6 +521,7 @@ def main() -> int:
     if unknown := set(args.only) - set(SCENARIOS):
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 600, 100, 1.0)
+    rounds = 1 if args.quick else 3
     engine = prepare_database(DB_URL)
     producer = make_producer(BROKER_URL)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
@@ -514,7 +533,7 @@ def main() -> int:
             b = Bench(engine, Path(tmp), llm, cpu_turns=args.cpu_turns)
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
-                "overhead": lambda: overhead(b, producer, n_over),
+                "overhead": lambda: overhead(b, producer, n_over, rounds),
                 "in_flight": lambda: in_flight(b, producer, n_flight, latency, c, args.processes),
                 "isolation": lambda: isolation(b, producer, latency, c, args.processes),
             }
