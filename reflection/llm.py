@@ -34,7 +34,6 @@ from reflection.errors import (
 )
 from reflection.models import LlmDecision, LlmResult, Usage
 from reflection.settings import Settings
-from reflection.turns import NO_TURNS, Turns
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,6 @@ class _HttpClient(DefaultHttpxClient):
                 self.close()
 
 
-class _Thread(threading.local):
-    """One thread's OpenAI client, and the CPU turns of the decide() it is running."""
-
-    client: OpenAI | None = None
-    turns: Turns = NO_TURNS
-
-
 class LlmClient:
     """Built once per worker process and reused for every decide(), from any thread.
 
@@ -115,59 +107,33 @@ class LlmClient:
         self._endpoint = _without_userinfo(settings.llm_endpoint)
         self.mode: Mode = "json_schema"
         self._tls = httpx2.create_ssl_context()  # loading the CA bundle costs ~20 ms
-        self._local = _Thread()
+        self._local = threading.local()
         self._clients: list[OpenAI] = []
         self._clients_lock = threading.Lock()
 
     def _openai(self) -> OpenAI:
         """This thread's client, built on its first request (or its first after close())."""
-        client = self._local.client
+        client: OpenAI | None = getattr(self._local, "client", None)
         if client is None or client.is_closed():
             s = self._settings
-            # The turn is given back from the moment a request is sent until its answer
-            # arrives; building the request and reading the answer are CPU, done in turn.
-            hooks: dict[str, list[Callable[..., None]]] = {
-                "request": [self._on_sent],
-                "response": [self._on_answered],
-            }
             client = OpenAI(
                 base_url=s.llm_endpoint,
                 api_key=self._key or PLACEHOLDER_KEY,
                 timeout=s.llm_timeout_seconds,
                 max_retries=0,
-                http_client=_HttpClient(verify=self._tls, event_hooks=hooks),
+                http_client=_HttpClient(verify=self._tls),
             )
             with self._clients_lock:
                 self._clients.append(client)
             self._local.client = client
         return client
 
-    def _on_sent(self, _request: httpx2.Request) -> None:
-        self._local.turns.pause()
-
-    def _on_answered(self, _response: httpx2.Response) -> None:
-        self._local.turns.resume()
-
     def decide(
-        self,
-        *,
-        system: str,
-        user: str,
-        user_id: str,
-        deadline: float | None = None,
-        turns: Turns = NO_TURNS,
+        self, *, system: str, user: str, user_id: str, deadline: float | None = None
     ) -> LlmResult:
         """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError,
         and TimeLimitError once `deadline` (a `time.monotonic()` instant) has passed: no
-        request, wait or retry outlasts it. A caller holding one of `turns` gives it back
-        while a request is on the wire and while a retry waits."""
-        self._local.turns = turns
-        try:
-            return self._decide(system=system, user=user, user_id=user_id, deadline=deadline)
-        finally:
-            self._local.turns = NO_TURNS
-
-    def _decide(self, *, system: str, user: str, user_id: str, deadline: float | None) -> LlmResult:
+        request, wait or retry outlasts it."""
         tally = _Tally(deadline=deadline)
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
@@ -292,15 +258,12 @@ class LlmClient:
         if s.llm_proxy:
             body["user"] = user_id
             headers["X-Reflection-User"] = user_id
-        try:
-            return self._openai().post(
-                "/chat/completions",
-                body=body,
-                options={"timeout": timeout, "headers": headers},
-                cast_to=ChatCompletion,
-            )
-        finally:
-            self._local.turns.resume()  # the answer hook's, unless no answer came
+        return self._openai().post(
+            "/chat/completions",
+            body=body,
+            options={"timeout": timeout, "headers": headers},
+            cast_to=ChatCompletion,
+        )
 
     def _wait(self, attempt: int, error: openai.APIError | None, tally: _Tally) -> None:
         s = self._settings
@@ -315,8 +278,7 @@ class LlmClient:
             "LLM request failed (%s); retry %d of %d in %.2fs",
             self._redact(_describe_api_error(error)), attempt + 1, s.llm_max_attempts, delay,
         )  # fmt: skip
-        with self._local.turns.released():
-            self._sleep(min(delay, tally.remaining()))
+        self._sleep(min(delay, tally.remaining()))
 
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"

@@ -21,7 +21,7 @@ import redis_lock
 
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import InfrastructureError, LockBusyError, LockLostError
-from reflection.turns import NO_TURNS, Turns
+from reflection.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class _BusyIsExpected(logging.Filter):
 
 
 logging.getLogger("redis_lock.acquire").addFilter(_BusyIsExpected())
+_NO_TURNS = Turns(0)  # a caller outside the worker's turns waits holding none
 
 
 class UserLock:
@@ -57,7 +58,7 @@ class UserLock:
 
 @contextmanager
 def user_lock(
-    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns = NO_TURNS
+    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns = _NO_TURNS
 ) -> Iterator[UserLock]:
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
     A run that has to wait gives its CPU turn back meanwhile (`turns`)."""

@@ -52,7 +52,7 @@ from reflection.paths import UserPaths
 from reflection.prompt import Prompt, fit_prompt
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
-from reflection.turns import NO_TURNS, Turns
+from reflection.turns import Turns
 
 log = logging.getLogger("reflection")
 
@@ -61,16 +61,8 @@ class Llm(Protocol):
     """What the pipeline needs of an LLM client (`reflection.llm.LlmClient`)."""
 
     def decide(
-        self,
-        *,
-        system: str,
-        user: str,
-        user_id: str,
-        deadline: float | None = None,
-        turns: Turns = NO_TURNS,
-    ) -> LlmResult:
-        """The decision; gives the caller's turn (`turns`) back while it waits."""
-        ...
+        self, *, system: str, user: str, user_id: str, deadline: float | None = None
+    ) -> LlmResult: ...
 
 
 @dataclass
@@ -82,7 +74,7 @@ class Deps:
     redis: redis.Redis
     llm: Llm
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    turns: Turns = NO_TURNS
+    turns: Turns = field(default_factory=lambda: Turns(0))
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,7 @@ def _consult(
     with _stage(run, "prompt"):
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
-    with _stage(run, "llm"):
+    with deps.turns.released(), _stage(run, "llm"):
         # The run's own deadline bounds the LLM stage in every pool; prefork's hard limit
         # is not the only guard (the threads pool has none).
         result = deps.llm.decide(
@@ -277,7 +269,6 @@ def _consult(
             user=prompt.user,
             user_id=request.user_id,
             deadline=run.t0 + deps.settings.soft_time_limit,
-            turns=deps.turns,
         )
     fault_point("after_llm")
     run.log(

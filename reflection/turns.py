@@ -37,7 +37,6 @@ class _Thread(threading.local):
 
     inside = False
     held = False
-    paused = False
     waited = 0.0
 
 
@@ -65,39 +64,25 @@ class Turns:
         if not self.permits or self._local.inside:
             yield
             return
-        self._local.inside, self._local.paused, self._local.waited = True, False, 0.0
+        self._local.inside, self._local.waited = True, 0.0
         try:
             self._take(new=True)
             yield
         finally:
             self._give()
-            self._local.inside = self._local.paused = False
+            self._local.inside = False
 
     @contextmanager
     def released(self) -> Iterator[None]:
         """Give this thread's turn back while the block waits; queue for one again after.
-        A no-op outside `hold()`, and inside a `pause()`."""
-        if not self._local.inside or self._local.paused:
+        A no-op outside `hold()`."""
+        if not self._local.inside:
             yield
             return
-        self.pause()
+        self._give()
         try:
             yield
         finally:
-            self.resume()
-
-    def pause(self) -> None:
-        """Give this thread's turn back for a wait that `resume()` ends, where the two
-        cannot be one block (an HTTP client's hooks). Idempotent; a no-op outside
-        `hold()`."""
-        if self._local.inside and not self._local.paused:
-            self._local.paused = True
-            self._give()
-
-    def resume(self) -> None:
-        """Queue for a turn again after `pause()`. Idempotent."""
-        if self._local.inside and self._local.paused:
-            self._local.paused = False
             self._take(new=False)
 
     @property
@@ -176,6 +161,3 @@ class Turns:
             line.popleft().release()  # the turn passes on; _free is unchanged
         else:
             self._free += 1
-
-
-NO_TURNS = Turns(0)  # for a caller outside the worker's turns: every method is a no-op

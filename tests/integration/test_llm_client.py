@@ -13,14 +13,14 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reflection.devtools.scripted_llm import ScriptedLlmServer, _Handler
+from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.errors import (
     LlmAuthError,
     LlmInvalidOutputError,
@@ -30,7 +30,6 @@ from reflection.errors import (
 from reflection.llm import LlmClient
 from reflection.models import Usage
 from reflection.settings import Settings
-from reflection.turns import Turns
 
 API_KEY = "sk-test-123"
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +55,7 @@ class Harness:
     sleeps: list[float] = field(default_factory=list)
     clients: list[LlmClient] = field(default_factory=list)
 
-    def client(self, sleep: Callable[[float], None] | None = None, **overrides: Any) -> LlmClient:
+    def client(self, **overrides: Any) -> LlmClient:
         values: dict[str, Any] = {
             "llm_endpoint": self.srv.base_url,
             "llm_api_key": API_KEY,
@@ -67,7 +66,7 @@ class Harness:
             "llm_backoff_base_seconds": 0.01,
             "llm_backoff_max_seconds": 0.05,
         }
-        client = LlmClient(Settings(**(values | overrides)), sleep=sleep or self.sleeps.append)
+        client = LlmClient(Settings(**(values | overrides)), sleep=self.sleeps.append)
         self.clients.append(client)
         return client
 
@@ -284,44 +283,6 @@ def test_timeouts_on_every_attempt_fail_unavailable(h: Harness) -> None:
     with pytest.raises(LlmUnavailableError, match="timeout"):
         decide(h.client(llm_timeout_seconds=0.1, llm_max_attempts=2))
     assert len(h.calls()) == 2
-
-
-def test_a_callers_cpu_turn_is_free_while_it_waits(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A caller holding one of the worker's CPU turns gives it back from sending each
-    request until its answer, and for a retry's wait; it holds it again for the rest."""
-    turns, seen = Turns(1), []
-    answer = _Handler._chat
-
-    def observed(handler: _Handler, body: Any) -> None:
-        seen.append(("request", turns.free))
-        answer(handler, body)
-
-    monkeypatch.setattr(_Handler, "_chat", observed)
-    client = h.client(sleep=lambda _s: seen.append(("sleep", turns.free)), llm_timeout_seconds=0.3)
-    h.script({"content": DECISION, "delay": 3.0}, OK)  # a timeout, then the answer
-    with turns.hold():
-        assert turns.free == 0
-        result = client.decide(system="s", user="About job-1.", user_id="alice", turns=turns)
-        assert turns.free == 0
-    assert result.attempts == 2
-    assert seen == [("request", 1), ("sleep", 1), ("request", 1)]
-    assert (turns.free, turns.queued, turns.overflows) == (1, 0, 0)
-
-
-def test_a_request_that_fails_gives_the_turn_back_to_its_caller(h: Harness) -> None:
-    """No answer at all (nothing listening): the caller still holds its turn after."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = h.client(llm_endpoint=f"http://127.0.0.1:{port}/v1", llm_max_attempts=2)
-    turns = Turns(1)
-    with turns.hold():
-        with pytest.raises(LlmUnavailableError):
-            client.decide(system="s", user="u", user_id="alice", turns=turns)
-        assert turns.free == 0
-    assert turns.free == 1
 
 
 def test_connection_refused_is_retried_then_unavailable(h: Harness) -> None:

@@ -241,29 +241,3 @@ def test_an_exception_while_queued_leaves_no_ticket_behind() -> None:
     assert (turns.free, turns.overflows) == (1, 0)
     with turns.hold():  # and this thread can take turns again
         assert turns.free == 0
-
-
-def test_pause_and_resume_give_the_turn_back_once() -> None:
-    """pause()/resume() are released() split in two (for an HTTP client's hooks): each
-    idempotent, a no-op outside hold(), and released() inside a pause changes nothing."""
-    turns = Turns(1)
-    turns.pause()
-    turns.resume()  # outside hold(): nothing to give or take
-    assert turns.free == 1
-    with turns.hold():
-        turns.pause()
-        turns.pause()
-        assert turns.free == 1
-        with turns.released():
-            assert turns.free == 1
-        assert turns.free == 1  # still paused: released() did not take one
-        turns.resume()
-        turns.resume()
-        assert turns.free == 0
-        turns.pause()  # paused when the run ends: nothing more to give back
-    assert (turns.free, turns.queued) == (1, 0)
-    with turns.hold():
-        assert turns.free == 0
-        turns.resume()  # a new hold() starts unpaused
-        assert turns.free == 0
-    assert turns.free == 1
