@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from reflection.devtools.scripted_llm import _Handler
 from reflection.errors import LockBusyError
 from reflection.lock import user_lock
-from reflection.models import Code, LlmResult, Outcome
+from reflection.models import Code, Outcome
 from reflection.turns import Turns
 from tests.integration.conftest import Env, decision
 
@@ -280,21 +281,20 @@ def test_users_are_isolated(env: Env, make_job: Any) -> None:
 
 
 def test_runs_wait_on_the_llm_without_a_cpu_turn(
-    env: Env, make_job: Any, caplog: pytest.LogCaptureFixture
+    env: Env, make_job: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a single CPU turn, six runs still wait on the LLM all at once (each gives its
-    turn back for the wait), queue for the rest of their work, and are all applied."""
+    turn back for the LLM stage), queue for the rest of their work, and are all applied."""
     n = 6
     env.deps.turns = turns = Turns(1)
     together = threading.Barrier(n, timeout=10)
-    real = env.deps.llm
+    answer = _Handler._chat
 
-    class AllAtOnce:
-        def decide(self, **kw: Any) -> LlmResult:
-            together.wait()  # broken (an error) unless all n are inside at once
-            return real.decide(**kw)
+    def all_at_once(handler: _Handler, body: Any) -> None:
+        together.wait()  # broken (the runs fail) unless all n requests are in at once
+        answer(handler, body)
 
-    env.deps.llm = AllAtOnce()
+    monkeypatch.setattr(_Handler, "_chat", all_at_once)
     for i in range(n):
         make_job(f"job-t{i}", user_id=f"u{i}")
         env.script(f"job-t{i}", {"content": decision("x", [PYTEST_ENTRY])})
