@@ -302,7 +302,9 @@ def journal_path(paths: UserPaths, snapshot_id: str) -> Path:
 
 def write_journal(paths: UserPaths, journal: Journal) -> None:
     """The commit point for files: once this exists, the run will be completed."""
-    atomic_write(journal_path(paths, journal.snapshot_id), journal.model_dump_json())
+    atomic_write(
+        journal_path(paths, journal.snapshot_id), journal.model_dump_json(), root=paths.home
+    )
 
 
 def pending_journals(paths: UserPaths) -> list[Journal]:
@@ -349,7 +351,7 @@ def roll_forward(
         storage.claim_state(engine=engine, original_job_id=journal.original_job_id) == "done"
     ):
         # Killed after its commit: everything was written; only the journal is left.
-        atomic_delete(journal_path(paths, journal.snapshot_id))
+        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
         return False
     fault_point("after_journal")
     # Ownership is checked before each group of writes (files, then snapshot and rows):
@@ -360,9 +362,9 @@ def roll_forward(
             fault_point("between_writes")
         target = paths.contained(paths.home / change.path)
         if change.after is None:
-            atomic_delete(target)
+            atomic_delete(target, root=paths.home)
         elif _read_or_none(target) != change.after:
-            atomic_write(target, change.after)
+            atomic_write(target, change.after, root=paths.home)
     fault_point("after_files")
     write_snapshot(paths, journal.meta, journal.snapshot, recovering=recovering)
     fault_point("after_snapshot")
@@ -379,7 +381,7 @@ def roll_forward(
         )
     fault_point("after_commit")
     if committed or recovering:
-        atomic_delete(journal_path(paths, journal.snapshot_id))
+        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
     # else: a stale writer (its claim was taken over) wrote these files under the lock
     # but may not commit; its journal stays for the next lock holder, who commits it
     # fenceless, so the files and the rows still end up written exactly once.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
+
+from reflection.paths import UnsafePathError
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -21,68 +24,139 @@ def ensure_dir(path: Path) -> None:
         path.mkdir(mode=DIR_MODE)
 
 
-def _create(path: str, flags: int, parent: Path) -> int:
-    """`os.open(path, flags)` (flags with O_CREAT), creating `parent` first if it is
-    missing: asked only on a miss, since the folders nearly always exist already."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _below(root: Path, folder: Path) -> list[str]:
+    """`folder`'s components under `root`; UnsafePathError if it is not under it."""
+    top, text = str(root), str(folder)
+    if text == top:
+        return []
+    if not text.startswith(top.rstrip("/") + "/"):
+        raise UnsafePathError(f"{folder} is not under {root}")
+    parts = text[len(top.rstrip("/")) + 1 :].split("/")
+    if ".." in parts:
+        raise UnsafePathError(f"{folder} climbs out of its folder ('..')")
+    return parts
+
+
+def _open_dir(path: Path, *, create: bool) -> int:
     try:
-        return os.open(path, flags, FILE_MODE)
+        return os.open(path, _DIR_FLAGS)
     except FileNotFoundError:
-        ensure_dir(parent)
-        return os.open(path, flags, FILE_MODE)
+        if not create:
+            raise
+        ensure_dir(path)
+        return os.open(path, _DIR_FLAGS)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _open_folder(path: Path, root: Path | None, *, create: bool) -> int:
+    """An fd of `path`'s folder, created (each missing folder 0750) when `create`.
+
+    With `root`, each folder below it is opened from its parent's fd, never following a
+    link: a link or a file on the way is refused (UnsafePathError), even one planted
+    after the caller's own checks, so the write cannot land anywhere else. `root` itself
+    may be a link (an operator's mount)."""
+    if root is None:
+        return _open_dir(path.parent, create=create)
+    parts = _below(root, path.parent)
+    fd = _open_dir(root, create=create)
     try:
-        os.fsync(fd)
-    finally:
+        for n, part in enumerate(parts):
+            where = "/".join([str(root), *parts[: n + 1]])
+            try:
+                child = _open_child(fd, part, where)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, DIR_MODE, dir_fd=fd)
+                child = _open_child(fd, part, where)
+            os.close(fd)
+            fd = child
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def _open_child(fd: int, name: str, where: str) -> int:
+    """The folder `name` in the folder `fd`, not followed if it is a link."""
+    try:
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"{where} is a symlink or not a folder; refusing to write through it"
+            ) from e
+        raise
+
+
+def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> None:
     """Write `data` to `path` atomically: temp file in the same folder, fsync, rename.
 
     A reader (or a worker restarted after SIGKILL) sees the old content or the new one,
-    never a mix. A symlink at `path` is replaced, not followed.
+    never a mix. A symlink at `path` is replaced, not followed; with `root` (the user's
+    home) no folder between it and `path` may be one either (see `_open_folder`).
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    # os-level calls rather than tempfile.mkstemp + a file object: a run writes several
-    # files, and mkstemp's name generator and the buffered writer's probes were a tenth
-    # of a run's file I/O CPU. O_EXCL never opens an existing path (nor follows a link).
-    tmp = f"{path.parent}/.{path.name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = _create(tmp, flags, path.parent)
+    folder = _open_folder(path, root, create=True)
+    try:
+        # os-level calls rather than tempfile.mkstemp + a file object: a run writes
+        # several files, and mkstemp's name generator and the buffered writer's probes
+        # were a tenth of a run's file I/O CPU. O_EXCL never opens an existing path (nor
+        # follows a link).
+        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, FILE_MODE, dir_fd=folder)
+        try:
+            try:
+                os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
+                view = memoryview(raw)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def atomic_delete(path: Path, *, root: Path | None = None) -> None:
+    """Remove `path` if present and make the removal durable (`root` as for writes)."""
+    try:
+        folder = _open_folder(path, root, create=False)
+    except FileNotFoundError:
+        return
     try:
         try:
-            os.fchmod(fd, FILE_MODE)  # exactly, whatever the umask
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+            os.unlink(path.name, dir_fd=folder)
+        except FileNotFoundError:
+            return
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
-def atomic_delete(path: Path) -> None:
-    """Remove `path` if present and make the removal durable."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-        _fsync_dir(path.parent)
-
-
-def append_line(path: Path, line: str) -> None:
+def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
     """Append one line with a single write and fsync (O_APPEND keeps lines whole).
 
     A file whose last line was torn (no final newline) gets one first, so the new line
-    stays readable on its own."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = _create(str(path), flags, path.parent)
+    stays readable on its own. `root` as for writes."""
+    folder = _open_folder(path, root, create=True)
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path.name, flags, FILE_MODE, dir_fd=folder)
+    finally:
+        os.close(folder)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"

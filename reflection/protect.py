@@ -36,5 +36,6 @@ def set_protected(paths: UserPaths, name: str, protected: bool, *, lock: UserLoc
     if entry.protected == protected:
         return False
     lock.ensure_owned()
-    atomic_write(path, render_entry(entry.model_copy(update={"protected": protected})))
+    text = render_entry(entry.model_copy(update={"protected": protected}))
+    atomic_write(path, text, root=paths.home)
     return True

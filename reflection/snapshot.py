@@ -75,10 +75,12 @@ def write_snapshot(
     """Write the snapshot folder (content first, meta.json last) and its index line."""
     folder = paths.snapshot_dir(meta["snapshot_id"])
     for rel, text in files.items():
-        atomic_write(paths.contained(folder / rel), text)
-    atomic_write(folder / META, json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True))
+        atomic_write(paths.contained(folder / rel), text, root=paths.home)
+    meta_json = json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True)
+    atomic_write(folder / META, meta_json, root=paths.home)
     if not (recovering and _indexed(paths, meta["snapshot_id"])):
-        append_line(paths.snapshot_index, json.dumps(index_line(meta), ensure_ascii=False))
+        line = json.dumps(index_line(meta), ensure_ascii=False)
+        append_line(paths.snapshot_index, line, root=paths.home)
     return folder
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reflection import fsio
+from reflection.paths import UnsafePathError
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_failed_write_leaves_old_content(tmp_path: Path, monkeypatch: pytest.Mon
     p = tmp_path / "f.md"
     fsio.atomic_write(p, "old")
 
-    def boom(*a: object) -> None:
+    def boom(*a: object, **k: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(fsio.os, "replace", boom)
@@ -81,3 +82,63 @@ def test_append_line_keeps_lines_whole(tmp_path: Path) -> None:
     fsio.append_line(p, '{"a": 1}')
     fsio.append_line(p, '{"b": 2}\n')
     assert p.read_text() == '{"a": 1}\n{"b": 2}\n'
+
+
+def _planted(tmp_path: Path) -> tuple[Path, Path]:
+    """A home whose `memory` folder is a link to a folder outside it."""
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    home.mkdir()
+    outside.mkdir()
+    (home / "memory").symlink_to(outside)
+    return home, outside
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p, root: fsio.atomic_write(p, "x", root=root),
+        lambda p, root: fsio.append_line(p, "x", root=root),
+        lambda p, root: fsio.atomic_delete(p, root=root),
+    ],
+    ids=["atomic_write", "append_line", "atomic_delete"],
+)
+def test_under_a_root_no_write_goes_through_a_link(
+    tmp_path: Path, write: Callable[[Path, Path], None]
+) -> None:
+    """With `root`, a folder below it that is a link (planted even after any check the
+    caller made) is refused, and nothing outside is created, changed or removed."""
+    home, outside = _planted(tmp_path)
+    (outside / "x.md").write_text("precious")
+    with pytest.raises(UnsafePathError, match="symlink"):
+        write(home / "memory" / "x.md", home)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        write(home / "memory" / "deeper" / "x.md", home)
+    assert sorted(os.listdir(outside)) == ["x.md"]
+    assert (outside / "x.md").read_text() == "precious"
+
+
+def test_under_a_root_writes_create_folders_and_refuse_files_and_dot_dot(
+    tmp_path: Path,
+) -> None:
+    """Missing folders below the root are created 0750; a file where a folder should be,
+    a `..` or a path outside the root is refused. The root itself may be a link."""
+    real = tmp_path / "disk"
+    real.mkdir()
+    home = tmp_path / "home"
+    home.symlink_to(real)  # an operator's mount
+    fsio.atomic_write(home / "a" / "b" / "f.md", "one", root=home)
+    fsio.append_line(home / "a" / "index.jsonl", "{}", root=home)
+    assert (real / "a" / "b" / "f.md").read_text() == "one"
+    assert stat.S_IMODE((real / "a" / "b").stat().st_mode) == 0o750
+    fsio.atomic_delete(home / "a" / "b" / "f.md", root=home)
+    fsio.atomic_delete(home / "a" / "b" / "f.md", root=home)  # already gone: no error
+    fsio.atomic_delete(home / "missing" / "f.md", root=home)
+    assert not (real / "a" / "b" / "f.md").exists()
+    (real / "file").write_text("not a folder")
+    with pytest.raises(UnsafePathError, match="not a folder"):
+        fsio.atomic_write(home / "file" / "f.md", "x", root=home)
+    with pytest.raises(UnsafePathError, match=r"\.\."):
+        fsio.atomic_write(home / "a" / ".." / ".." / "f.md", "x", root=home)
+    with pytest.raises(UnsafePathError, match="not under"):
+        fsio.atomic_write(tmp_path / "f.md", "x", root=home)
+    assert not (tmp_path / "f.md").exists()
