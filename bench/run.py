@@ -1,7 +1,7 @@
 """Benchmark the reflection worker against its own baselines, measured in one run.
 
     .venv/bin/python -m bench.run [--quick] [--processes N] [--only in_flight,...]
-                                  [--cpu-turns N] [--out bench/results.json]
+                                  [--cpu-turns N] [--jitter S] [--out bench/results.json]
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L. Every figure is a ratio against a baseline of the same run:
@@ -187,6 +187,7 @@ class Bench:
     work: Path
     llm: RemoteLlm
     cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
+    jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
     results: dict[str, Any] = field(default_factory=dict)
 
     def reset(self, latency: float) -> None:
@@ -194,7 +195,10 @@ class Bench:
             conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
         for url in (BROKER_URL, LOCK_URL):
             redis.Redis.from_url(url).flushdb()
-        self.llm.set_script({"default": {"content": _answer(), "delay": latency}})
+        jitter = min(self.jitter, latency)
+        self.llm.set_script(
+            {"default": {"content": _answer(), "delay": latency, "jitter": jitter}}
+        )
         self.llm.reset()
 
     def add_jobs(self, users: list[str]) -> list[tuple[str, str]]:
@@ -514,6 +518,10 @@ def main() -> int:
         help="REFLECTION_CPU_TURNS for the workers (default: the worker's; 0: no turns)",
     )  # fmt: skip
     ap.add_argument(
+        "--jitter", type=float, default=0.0,
+        help="spread the scripted LLM's latency uniformly by ± this many seconds (default 0)",
+    )  # fmt: skip
+    ap.add_argument(
         "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
     )  # fmt: skip
@@ -526,11 +534,11 @@ def main() -> int:
     producer = make_producer(BROKER_URL)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
                                "processes": args.processes,
-                               "cpu_turns": args.cpu_turns}  # fmt: skip
+                               "cpu_turns": args.cpu_turns, "jitter": args.jitter}  # fmt: skip
     llm = RemoteLlm()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            b = Bench(engine, Path(tmp), llm, cpu_turns=args.cpu_turns)
+            b = Bench(engine, Path(tmp), llm, cpu_turns=args.cpu_turns, jitter=args.jitter)
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),

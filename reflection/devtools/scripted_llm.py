@@ -19,7 +19,9 @@ Script (a dict, or a JSON/YAML file):
 
 A rule's replies are served in order, the last one repeating. A reply is
 `{"content": str | object (JSON-dumped), "status": 200, "delay": seconds,
-"headers": {...}, "error": "message", "usage": {...} | null, "finish_reason": "stop"}`.
+"jitter": seconds, "headers": {...}, "error": "message", "usage": {...} | null,
+"finish_reason": "stop"}`; with `jitter` each answer waits a delay drawn uniformly
+from delay ± jitter (never below 0), as a real model's latency varies.
 Without a default, an abstaining decision is answered.
 
 Control endpoints: GET /_requests, POST /_script (body: a script), POST /_reset.
@@ -32,6 +34,7 @@ import argparse
 import contextlib
 import copy
 import json
+import random
 import signal
 import socket
 import sys
@@ -50,7 +53,9 @@ ABSTAIN: dict[str, Any] = {
     "memory_changes": [],
     "piece_edit": None,
 }
-_REPLY_KEYS = {"content", "status", "delay", "headers", "error", "usage", "finish_reason"}
+_REPLY_KEYS = {
+    "content", "status", "delay", "jitter", "headers", "error", "usage", "finish_reason",
+}  # fmt: skip
 _ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
     401: ("authentication_error", "invalid_api_key"),
@@ -99,6 +104,14 @@ def _normalized(script: Any) -> dict[str, Any]:
     if not isinstance(rejects, list) or not all(isinstance(r, str) for r in rejects):
         raise ValueError("script.reject_response_format must be a list of strings")
     return out
+
+
+def reply_delay(reply: Mapping[str, Any], rng: random.Random | None = None) -> float:
+    """Seconds to wait before answering: `delay`, spread uniformly by ± `jitter`."""
+    delay, jitter = float(reply.get("delay") or 0.0), float(reply.get("jitter") or 0.0)
+    if jitter:
+        delay += (rng or random).uniform(-jitter, jitter)
+    return max(0.0, delay)
 
 
 def _check_reply(reply: Any) -> None:
@@ -287,7 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"response_format of type '{rejected}' is not supported")
             return
         reply = state.next_reply(body)
-        if self.server.stopping.wait(float(reply.get("delay") or 0.0)):
+        if self.server.stopping.wait(reply_delay(reply)):
             self.close_connection = True
             return
         status = int(reply.get("status", 200))
