@@ -196,9 +196,7 @@ class Bench:
         for url in (BROKER_URL, LOCK_URL):
             redis.Redis.from_url(url).flushdb()
         jitter = min(self.jitter, latency)
-        self.llm.set_script(
-            {"default": {"content": _answer(), "delay": latency, "jitter": jitter}}
-        )
+        self.llm.set_script({"default": {"content": _answer(), "delay": latency, "jitter": jitter}})
         self.llm.reset()
 
     def add_jobs(self, users: list[str]) -> list[tuple[str, str]]:
