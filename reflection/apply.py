@@ -89,9 +89,11 @@ def snapshot_id_for(reflection_job_id: str, now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{_sha(reflection_job_id)[:12]}"
 
 
-def _read_or_none(path: Path) -> str | None:
+def read_or_none(paths: UserPaths, path: Path) -> str | None:
+    """A file of the user's (up to 1 MiB), or None if it is missing; read through no link
+    below the home."""
     try:
-        return read_text_limited(path, 1024 * 1024)
+        return read_text_limited(path, 1024 * 1024, root=paths.home)
     except FileNotFoundError:
         return None
 
@@ -133,17 +135,18 @@ def plan(
     mem_after: dict[str, str | None] = {}
     for name, entry in verdict.targets.items():
         path = paths.memory_file(name)
-        mem_before[name] = _read_or_none(paths.writable(path))
+        mem_before[name] = read_or_none(paths, paths.writable(path))
         mem_after[name] = render_entry(entry) if entry is not None else None
         files.append(_change(paths, path, mem_before[name], mem_after[name]))
     if verdict.targets:
         final = {**state.memory, **verdict.targets}
         index = render_index(e for e in final.values() if e is not None)
         index_path = paths.writable(paths.memory_index)
-        files.append(_change(paths, index_path, _read_or_none(index_path), index))
+        files.append(_change(paths, index_path, read_or_none(paths, index_path), index))
     if piece_after is not None:
         copy = paths.piece_copy(request.piece_name)
-        files.append(_change(paths, copy, _read_or_none(paths.writable(copy)), piece_after))
+        before = read_or_none(paths, paths.writable(copy))
+        files.append(_change(paths, copy, before, piece_after))
 
     sid = snapshot_id_for(reflection_job_id, now)
     # Before anything is written: like the files above, no snapshot, index or journal may
@@ -319,7 +322,8 @@ def pending_journals(paths: UserPaths) -> list[Journal]:
     found = []
     for p in sorted(paths.journal_dir.glob("*.json")):
         try:
-            journal = Journal.model_validate_json(read_text_limited(p, _MAX_JOURNAL_BYTES))
+            text = read_text_limited(p, _MAX_JOURNAL_BYTES, root=paths.home)
+            journal = Journal.model_validate_json(text)
             for change in journal.files:  # a planted journal may not write outside
                 paths.contained(paths.home / change.path)
             found.append(journal)
@@ -363,7 +367,7 @@ def roll_forward(
         target = paths.contained(paths.home / change.path)
         if change.after is None:
             atomic_delete(target, root=paths.home)
-        elif _read_or_none(target) != change.after:
+        elif read_or_none(paths, target) != change.after:
             atomic_write(target, change.after, root=paths.home)
     fault_point("after_files")
     write_snapshot(paths, journal.meta, journal.snapshot, recovering=recovering)

@@ -50,16 +50,16 @@ def _open_dir(path: Path, *, create: bool) -> int:
         return os.open(path, _DIR_FLAGS)
 
 
-def _open_folder(path: Path, root: Path | None, *, create: bool) -> int:
-    """An fd of `path`'s folder, created (each missing folder 0750) when `create`.
+def open_folder(folder: Path, root: Path | None = None, *, create: bool = False) -> int:
+    """An fd of `folder` (close it), created (each missing folder 0750) when `create`.
 
     With `root`, each folder below it is opened from its parent's fd, never following a
     link: a link or a file on the way is refused (UnsafePathError), even one planted
-    after the caller's own checks, so the write cannot land anywhere else. `root` itself
-    may be a link (an operator's mount)."""
+    after the caller's own checks, so nothing read or written through the fd can be
+    anywhere else. `root` itself may be a link (an operator's mount)."""
     if root is None:
-        return _open_dir(path.parent, create=create)
-    parts = _below(root, path.parent)
+        return _open_dir(folder, create=create)
+    parts = _below(root, folder)
     fd = _open_dir(root, create=create)
     try:
         for n, part in enumerate(parts):
@@ -89,7 +89,7 @@ def _open_child(fd: int, name: str, where: str) -> int:
     except OSError as e:
         if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
             raise UnsafePathError(
-                f"{where} is a symlink or not a folder; refusing to write through it"
+                f"{where} is a symlink or not a folder; refusing to go through it"
             ) from e
         raise
 
@@ -99,10 +99,10 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
 
     A reader (or a worker restarted after SIGKILL) sees the old content or the new one,
     never a mix. A symlink at `path` is replaced, not followed; with `root` (the user's
-    home) no folder between it and `path` may be one either (see `_open_folder`).
+    home) no folder between it and `path` may be one either (see `open_folder`).
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    folder = _open_folder(path, root, create=True)
+    folder = open_folder(path.parent, root, create=True)
     try:
         # os-level calls rather than tempfile.mkstemp + a file object: a run writes
         # several files, and mkstemp's name generator and the buffered writer's probes
@@ -133,7 +133,7 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
 def atomic_delete(path: Path, *, root: Path | None = None) -> None:
     """Remove `path` if present and make the removal durable (`root` as for writes)."""
     try:
-        folder = _open_folder(path, root, create=False)
+        folder = open_folder(path.parent, root)
     except FileNotFoundError:
         return
     try:
@@ -151,7 +151,7 @@ def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
 
     A file whose last line was torn (no final newline) gets one first, so the new line
     stays readable on its own. `root` as for writes."""
-    folder = _open_folder(path, root, create=True)
+    folder = open_folder(path.parent, root, create=True)
     try:
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path.name, flags, FILE_MODE, dir_fd=folder)
@@ -166,12 +166,20 @@ def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
         os.close(fd)
 
 
-def read_text_limited(path: Path, limit: int) -> str:
-    """Read a regular file (not a symlink) of at most `limit` bytes as UTF-8.
+def read_text_limited(path: Path, limit: int, *, root: Path | None = None) -> str:
+    """Read a regular file (not a symlink) of at most `limit` bytes as UTF-8; with `root`,
+    through no link below it either (see `open_folder`).
 
     Raises ValueError when the file is too large, a link, or not UTF-8.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    if root is None:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    else:
+        folder = open_folder(path.parent, root)
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        finally:
+            os.close(folder)
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:

@@ -22,16 +22,13 @@ def load_piece(paths: UserPaths, pieces_dir: Path, piece_name: str) -> Piece:
     """The user's copy of the piece if present, else the built-in one."""
     user_copy = paths.piece_copy(piece_name)
     for path, is_user in ((user_copy, True), (builtin_piece(pieces_dir, piece_name), False)):
-        if is_user:
-            try:
-                paths.writable(path)  # neither the copy nor its folder may be a link
-            except UnsafePathError as e:
-                log.warning("user piece copy ignored: %s", e)
-                continue
-            if not path.exists():
-                continue
         try:
-            text = load_piece_file(path)
+            if is_user:
+                paths.writable(path)  # neither the copy nor its folder may be a link
+            text = load_piece_file(path, root=paths.home if is_user else None)
+        except UnsafePathError as e:
+            log.warning("user piece copy ignored: %s", e)
+            continue
         except FileNotFoundError:
             continue
         except PieceError as e:

@@ -6,14 +6,15 @@ reported as `Malformed` (its path relative to the user's home and why) and skipp
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat
 from collections.abc import Iterable
-from pathlib import Path
 
 from reflection import constants as c
 from reflection.frontmatter import FrontmatterError, parse_entry
+from reflection.fsio import open_folder
 from reflection.models import Malformed, MemoryEntry
 from reflection.paths import UnsafePathError, UserPaths
 
@@ -43,12 +44,15 @@ class _Skip(Exception):
     """Raised inside the loader when one file is not a usable entry."""
 
 
-def _read(path: Path, max_file_bytes: int) -> str:
-    """The text of the regular file at `path` (not a symlink, a FIFO or a device)."""
+def _read(folder: int, name: str, max_file_bytes: int) -> str:
+    """The text of the regular file `name` in the folder `folder` (not a symlink, a FIFO
+    or a device)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(name, flags, dir_fd=folder)
     except OSError as e:
-        raise _Skip("is a symlink" if path.is_symlink() else f"unreadable: {e.strerror}") from e
+        link = e.errno == errno.ELOOP
+        raise _Skip("is a symlink" if link else f"unreadable: {e.strerror}") from e
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _Skip("not a regular file")
@@ -61,7 +65,7 @@ def _read(path: Path, max_file_bytes: int) -> str:
         raise _Skip(f"not UTF-8 (byte {e.start})") from e
 
 
-def _load_one(entry: os.DirEntry[str], max_file_bytes: int) -> MemoryEntry:
+def _load_one(folder: int, entry: os.DirEntry[str], max_file_bytes: int) -> MemoryEntry:
     stem = entry.name[: -len(_SUFFIX)]
     if entry.is_symlink():
         raise _Skip("is a symlink")
@@ -69,19 +73,15 @@ def _load_one(entry: os.DirEntry[str], max_file_bytes: int) -> MemoryEntry:
         raise _Skip("is a directory")
     if not c.SLUG_RE.fullmatch(stem):
         raise _Skip(f"file name is not a valid entry name ({c.SLUG_RE.pattern})")
-    text = _read(Path(entry.path), max_file_bytes)
+    text = _read(folder, entry.name, max_file_bytes)
     try:
         return _parse(text, stem)
     except FrontmatterError as e:
         raise _Skip(str(e)) from e
 
 
-def _listing(paths: UserPaths) -> list[os.DirEntry[str]]:
+def _listing(folder: int) -> list[os.DirEntry[str]]:
     """The memory folder's `*.md` files except the index, sorted by name."""
-    folder = paths.memory_dir
-    if folder.is_symlink():
-        raise _Skip("the memory folder is a symlink")
-    paths.contained(folder)
     with os.scandir(folder) as it:
         found = [e for e in it if e.name.endswith(_SUFFIX) and e.name != c.MEMORY_INDEX]
     return sorted(found, key=lambda e: e.name)
@@ -96,17 +96,32 @@ def load_memory(
     """
     folder_rel = f"{c.MEMORY_DIR}/"
     try:
-        listing = _listing(paths)
+        # Opened from the home without following a link (one planted mid-run included):
+        # every read below goes through this folder, never through a path.
+        folder = open_folder(paths.memory_dir, paths.home)
     except FileNotFoundError:
         return (), ()
-    except (_Skip, UnsafePathError, OSError) as e:
-        reason = str(e) if isinstance(e, _Skip | UnsafePathError) else f"unreadable: {e.strerror}"
+    except (UnsafePathError, OSError) as e:
+        reason = str(e) if isinstance(e, UnsafePathError) else f"unreadable: {e.strerror}"
         return (), (Malformed(path=folder_rel, reason=reason),)
+    try:
+        return _load_all(folder, max_file_bytes)
+    finally:
+        os.close(folder)
+
+
+def _load_all(
+    folder: int, max_file_bytes: int
+) -> tuple[tuple[MemoryEntry, ...], tuple[Malformed, ...]]:
+    try:
+        listing = _listing(folder)
+    except OSError as e:
+        return (), (Malformed(path=f"{c.MEMORY_DIR}/", reason=f"unreadable: {e.strerror}"),)
     entries: list[MemoryEntry] = []
     malformed: list[Malformed] = []
     for item in listing:
         try:
-            entries.append(_load_one(item, max_file_bytes))
+            entries.append(_load_one(folder, item, max_file_bytes))
         except _Skip as e:
             malformed.append(Malformed(path=f"{c.MEMORY_DIR}/{item.name}", reason=str(e)))
         except OSError as e:

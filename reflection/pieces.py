@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from reflection import constants as c
+from reflection.fsio import open_folder
 from reflection.models import Code
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
@@ -287,17 +288,26 @@ def check_piece_edit(current_yaml: str, new_yaml: str, *, piece_name: str) -> tu
 # --- reading a piece file ------------------------------------------------------------
 
 
-def load_piece_file(path: Path) -> str:
-    """Read a piece file: a regular file, not a symlink, at most MAX_PIECE_BYTES, UTF-8.
+def load_piece_file(path: Path, *, root: Path | None = None) -> str:
+    """Read a piece file: a regular file, not a symlink, at most MAX_PIECE_BYTES, UTF-8;
+    with `root` (a user's home), through no link below it either.
 
     Raises FileNotFoundError when the file does not exist (callers fall back to the
     built-in), PieceError when it is a symlink, not a regular file, too large or not
-    UTF-8; other OSErrors (I/O failures) propagate as the filesystem's problem.
+    UTF-8, UnsafePathError for a link on the way; other OSErrors (I/O failures) propagate
+    as the filesystem's problem.
     """
     # O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a planted FIFO from hanging the open.
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags)
+        if root is None:
+            fd = os.open(path, flags)
+        else:
+            folder = open_folder(path.parent, root)
+            try:
+                fd = os.open(path.name, flags, dir_fd=folder)
+            finally:
+                os.close(folder)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise PieceError(f"{path} is a symlink; pieces are read only from regular files") from e

@@ -20,10 +20,16 @@ import redis
 from sqlalchemy import Engine, select, update
 
 from reflection import storage
-from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
+from reflection.apply import (
+    FileChange,
+    Journal,
+    read_or_none,
+    roll_forward,
+    snapshot_id_for,
+    write_journal,
+)
 from reflection.changes import judge_piece_edit
 from reflection.errors import PermanentError
-from reflection.fsio import read_text_limited
 from reflection.inputs import load_piece
 from reflection.lock import UserLock, user_lock
 from reflection.models import Code, Decision, Piece, PieceEdit
@@ -204,7 +210,7 @@ def _write(
 ) -> Path:
     """Write the user's copy through a journal and snapshot it (`kind: approval`)."""
     copy = paths.writable(paths.piece_copy(prop["piece_name"]))
-    before = _read_or_none(copy) if current.user_copy else None
+    before = read_or_none(paths, copy) if current.user_copy else None
     sid = snapshot_id_for(f"approve:{prop['id']}:{now.isoformat()}", now)
     meta = {
         "kind": "approval",
@@ -244,10 +250,3 @@ def _write(
         paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
     )
     return paths.snapshot_dir(sid)
-
-
-def _read_or_none(path: Path) -> str | None:
-    try:
-        return read_text_limited(path, 1024 * 1024)
-    except FileNotFoundError:
-        return None

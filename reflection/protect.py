@@ -24,7 +24,7 @@ def set_protected(paths: UserPaths, name: str, protected: bool, *, lock: UserLoc
     `InputError` for a malformed entry (left untouched)."""
     path = paths.writable(paths.memory_file(name))
     try:
-        text = read_text_limited(path, c.MAX_MEMORY_FILE_BYTES)
+        text = read_text_limited(path, c.MAX_MEMORY_FILE_BYTES, root=paths.home)
     except FileNotFoundError as e:
         raise EntryNotFoundError(f"user {paths.user_id} has no memory entry {name!r}") from e
     except ValueError as e:

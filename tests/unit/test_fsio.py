@@ -142,3 +142,17 @@ def test_under_a_root_writes_create_folders_and_refuse_files_and_dot_dot(
     with pytest.raises(UnsafePathError, match="not under"):
         fsio.atomic_write(tmp_path / "f.md", "x", root=home)
     assert not (tmp_path / "f.md").exists()
+
+
+def test_under_a_root_no_read_goes_through_a_link(tmp_path: Path) -> None:
+    """read_text_limited with `root` reads a file below it, refuses one behind a linked
+    folder (whatever it holds), and reports a missing one as missing."""
+    home, outside = _planted(tmp_path)
+    (outside / "x.md").write_text("secret")
+    (home / "pieces").mkdir()
+    (home / "pieces" / "p.yaml").write_text("mine")
+    assert fsio.read_text_limited(home / "pieces" / "p.yaml", 100, root=home) == "mine"
+    with pytest.raises(UnsafePathError, match="symlink"):
+        fsio.read_text_limited(home / "memory" / "x.md", 100, root=home)
+    with pytest.raises(FileNotFoundError):
+        fsio.read_text_limited(home / "jobs" / "j" / "activity.log", 100, root=home)
