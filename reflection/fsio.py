@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from reflection.paths import UnsafePathError
+from reflection.paths import UnsafePathError, components_below
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -25,19 +25,6 @@ def ensure_dir(path: Path) -> None:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def _below(root: Path, folder: Path) -> list[str]:
-    """`folder`'s components under `root`; UnsafePathError if it is not under it."""
-    top, text = str(root), str(folder)
-    if text == top:
-        return []
-    if not text.startswith(top.rstrip("/") + "/"):
-        raise UnsafePathError(f"{folder} is not under {root}")
-    parts = text[len(top.rstrip("/")) + 1 :].split("/")
-    if ".." in parts:
-        raise UnsafePathError(f"{folder} climbs out of its folder ('..')")
-    return parts
 
 
 def _open_dir(path: Path, *, create: bool) -> int:
@@ -59,7 +46,7 @@ def open_folder(folder: Path, root: Path | None = None, *, create: bool = False)
     anywhere else. `root` itself may be a link (an operator's mount)."""
     if root is None:
         return _open_dir(folder, create=create)
-    parts = _below(root, folder)
+    parts = components_below(root, folder)
     fd = _open_dir(root, create=create)
     try:
         for n, part in enumerate(parts):
@@ -92,6 +79,16 @@ def _open_child(fd: int, name: str, where: str) -> int:
                 f"{where} is a symlink or not a folder; refusing to go through it"
             ) from e
         raise
+
+
+def open_file(path: Path, flags: int, *, root: Path | None = None, create: bool = False) -> int:
+    """`os.open(path, flags, FILE_MODE)` relative to `open_folder(path.parent, root,
+    create=create)`: with `root`, through no link below it."""
+    folder = open_folder(path.parent, root, create=create)
+    try:
+        return os.open(path.name, flags, FILE_MODE, dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> None:
@@ -151,12 +148,8 @@ def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
 
     A file whose last line was torn (no final newline) gets one first, so the new line
     stays readable on its own. `root` as for writes."""
-    folder = open_folder(path.parent, root, create=True)
-    try:
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path.name, flags, FILE_MODE, dir_fd=folder)
-    finally:
-        os.close(folder)
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = open_file(path, flags, root=root, create=True)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
@@ -172,14 +165,7 @@ def read_text_limited(path: Path, limit: int, *, root: Path | None = None) -> st
 
     Raises ValueError when the file is too large, a link, or not UTF-8.
     """
-    if root is None:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    else:
-        folder = open_folder(path.parent, root)
-        try:
-            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
-        finally:
-            os.close(folder)
+    fd = open_file(path, os.O_RDONLY | os.O_NOFOLLOW, root=root)
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:

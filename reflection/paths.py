@@ -79,8 +79,11 @@ class UserPaths:
 
     def contained(self, path: Path) -> Path:
         """Return `path` if its real location is inside the user's home, else raise."""
-        below = self._below_home(path)
-        if below is not None and ".." not in below and self._first_link(below) is None:
+        try:
+            below: list[str] | None = components_below(self.home, path)
+        except UnsafePathError:
+            below = None  # outside the home or with `..`: resolve() judges
+        if below is not None and self._first_link(below) is None:
             return path  # no link under the home: inside its real location by construction
         home = self._real_home
         real = path.resolve()
@@ -94,12 +97,7 @@ class UserPaths:
         symlink (a planted link, even one pointing inside, is refused, not followed).
         Such a path is inside the home's real location by construction. The home itself
         may be a link (an operator's mount)."""
-        below = self._below_home(path)
-        if below is None:
-            raise UnsafePathError(f"{path} is not under the user's folder")
-        if ".." in below:
-            raise UnsafePathError(f"{path} climbs out of its folder ('..')")
-        if (link := self._first_link(below)) is not None:
+        if (link := self._first_link(components_below(self.home, path))) is not None:
             raise UnsafePathError(f"{link} is a symlink; refusing to write through it")
         return path
 
@@ -110,19 +108,6 @@ class UserPaths:
     @cached_property
     def _real_home(self) -> Path:
         return self.home.resolve()
-
-    @cached_property
-    def _home_prefix(self) -> str:
-        return f"{self.home}/"
-
-    def _below_home(self, path: Path) -> list[str] | None:
-        """`path`'s components under the home (`..` kept), or None if not under it."""
-        text = str(path)
-        if text == str(self.home):
-            return []
-        if not text.startswith(self._home_prefix):
-            return None
-        return text[len(self._home_prefix) :].split("/")
 
     def _first_link(self, below: list[str]) -> str | None:
         """The first of the home's descendants along `below` that is a symlink, or None."""
@@ -135,6 +120,21 @@ class UserPaths:
             except (FileNotFoundError, NotADirectoryError):
                 return None  # nothing exists further down to be a link
         return None
+
+
+def components_below(root: Path, path: Path) -> list[str]:
+    """`path`'s components under `root` (none for `root` itself), compared as strings;
+    UnsafePathError if it is not under `root` or climbs out of it with `..`."""
+    top, text = str(root), str(path)
+    if text == top:
+        return []
+    prefix = top.rstrip("/") + "/"
+    if not text.startswith(prefix):
+        raise UnsafePathError(f"{path} is not under {root}")
+    parts = text[len(prefix) :].split("/")
+    if ".." in parts:
+        raise UnsafePathError(f"{path} climbs out of its folder ('..')")
+    return parts
 
 
 def builtin_piece(pieces_dir: Path, piece_name: str) -> Path:

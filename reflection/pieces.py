@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from reflection import constants as c
-from reflection.fsio import open_folder
+from reflection.fsio import open_file
 from reflection.models import Code
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
@@ -300,14 +300,7 @@ def load_piece_file(path: Path, *, root: Path | None = None) -> str:
     # O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a planted FIFO from hanging the open.
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        if root is None:
-            fd = os.open(path, flags)
-        else:
-            folder = open_folder(path.parent, root)
-            try:
-                fd = os.open(path.name, flags, dir_fd=folder)
-            finally:
-                os.close(folder)
+        fd = open_file(path, flags, root=root)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise PieceError(f"{path} is a symlink; pieces are read only from regular files") from e
