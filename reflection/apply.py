@@ -364,7 +364,7 @@ def roll_forward(
     for n, change in enumerate(journal.files):
         if n:
             fault_point("between_writes")
-        target = paths.contained(paths.home / change.path)
+        target = paths.home / change.path  # the rooted I/O below refuses any way out
         if change.after is None:
             atomic_delete(target, root=paths.home)
         elif read_or_none(paths, target) != change.after:

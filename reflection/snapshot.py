@@ -75,7 +75,7 @@ def write_snapshot(
     """Write the snapshot folder (content first, meta.json last) and its index line."""
     folder = paths.snapshot_dir(meta["snapshot_id"])
     for rel, text in files.items():
-        atomic_write(paths.contained(folder / rel), text, root=paths.home)
+        atomic_write(folder / rel, text, root=paths.home)  # refuses any way out
     meta_json = json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True)
     atomic_write(folder / META, meta_json, root=paths.home)
     if not (recovering and _indexed(paths, meta["snapshot_id"])):
