@@ -94,7 +94,6 @@ def load_memory(
 
     A missing memory folder means no entries. Never raises, never deletes anything.
     """
-    folder_rel = f"{c.MEMORY_DIR}/"
     try:
         # Opened from the home without following a link (one planted mid-run included):
         # every read below goes through this folder, never through a path.
@@ -102,21 +101,24 @@ def load_memory(
     except FileNotFoundError:
         return (), ()
     except (UnsafePathError, OSError) as e:
-        reason = str(e) if isinstance(e, UnsafePathError) else f"unreadable: {e.strerror}"
-        return (), (Malformed(path=folder_rel, reason=reason),)
+        return (), (_unreadable_folder(e),)
     try:
         return _load_all(folder, max_file_bytes)
+    except OSError as e:  # the listing (each file's own errors are reported one by one)
+        return (), (_unreadable_folder(e),)
     finally:
         os.close(folder)
+
+
+def _unreadable_folder(e: Exception) -> Malformed:
+    reason = f"unreadable: {e.strerror}" if isinstance(e, OSError) else str(e)
+    return Malformed(path=f"{c.MEMORY_DIR}/", reason=reason)
 
 
 def _load_all(
     folder: int, max_file_bytes: int
 ) -> tuple[tuple[MemoryEntry, ...], tuple[Malformed, ...]]:
-    try:
-        listing = _listing(folder)
-    except OSError as e:
-        return (), (Malformed(path=f"{c.MEMORY_DIR}/", reason=f"unreadable: {e.strerror}"),)
+    listing = _listing(folder)
     entries: list[MemoryEntry] = []
     malformed: list[Malformed] = []
     for item in listing:
