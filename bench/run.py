@@ -1,10 +1,12 @@
 """Benchmark the reflection worker against its own baselines, measured in one run.
 
     .venv/bin/python -m bench.run [--quick] [--processes N] [--only in_flight,...]
-                                  [--cpu-turns N] [--jitter S] [--out bench/results.json]
+                                  [--cpu-turns N] [--jitter S] [--broker URL]
+                                  [--out bench/results.json]
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
-with a fixed latency L. Every figure is a ratio against a baseline of the same run:
+with a fixed latency L; the broker is Redis unless `--broker` names another (RabbitMQ:
+`amqp://guest:guest@127.0.0.1:5672//`). Every figure is a ratio against a baseline of the same run:
 
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection;
               and the floor: a task doing only the I/O every reflection must (one
@@ -43,12 +45,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from kombu import Connection
 from sqlalchemy import Engine, func, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
+from reflection.cli.common import safe_url  # noqa: E402
+from reflection.constants import QUEUE_NAME  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
 from reflection.storage import jobs, reflection_metrics  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
@@ -186,6 +191,7 @@ class Bench:
     engine: Engine
     work: Path
     llm: RemoteLlm
+    broker_url: str = BROKER_URL
     cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
     jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
     results: dict[str, Any] = field(default_factory=dict)
@@ -193,8 +199,13 @@ class Bench:
     def reset(self, latency: float) -> None:
         with self.engine.begin() as conn:
             conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
-        for url in (BROKER_URL, LOCK_URL):
-            redis.Redis.from_url(url).flushdb()
+        redis.Redis.from_url(LOCK_URL).flushdb()
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            redis.Redis.from_url(self.broker_url).flushdb()  # unacked messages too
+        else:
+            with Connection(self.broker_url) as conn:
+                conn.default_channel.queue_declare(QUEUE_NAME, durable=True, auto_delete=False)
+                conn.default_channel.queue_purge(QUEUE_NAME)
         jitter = min(self.jitter, latency)
         self.llm.set_script({"default": {"content": _answer(), "delay": latency, "jitter": jitter}})
         self.llm.reset()
@@ -209,7 +220,7 @@ class Bench:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
         env |= {
-            "REFLECTION_BROKER_URL": BROKER_URL, "REFLECTION_REDIS_URL": LOCK_URL,
+            "REFLECTION_BROKER_URL": self.broker_url, "REFLECTION_REDIS_URL": LOCK_URL,
             "REFLECTION_DATABASE_URL": DB_URL, "REFLECTION_LLM_ENDPOINT": self.llm.base_url,
             "REFLECTION_LLM_API_KEY": KEY, "REFLECTION_LLM_MODEL": "scripted-bench",
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
@@ -234,7 +245,7 @@ class Bench:
                     procs.append(
                         subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
                     )
-                _wait_ready(procs[-1], log, processes=i + 1)
+                _wait_ready(procs[-1], log, self.broker_url, processes=i + 1)
             yield [p.pid for p in procs]
         finally:
             for proc in procs:
@@ -252,7 +263,9 @@ class Bench:
             )
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], log: Path, processes: int = 1) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], log: Path, broker_url: str, processes: int = 1
+) -> None:
     # With --loglevel WARNING the banner is not printed; ping the workers instead.
     from tasks import app
 
@@ -260,7 +273,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log: Path, processes: int = 1) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"worker exited; see {log}")
-        app.conf.broker_url = BROKER_URL
+        app.conf.broker_url = broker_url
         if len(app.control.ping(timeout=0.5)) >= processes:
             return
     raise SystemExit(f"worker not ready; see {log}")
@@ -520,6 +533,10 @@ def main() -> int:
         help="spread the scripted LLM's latency uniformly by ± this many seconds (default 0)",
     )  # fmt: skip
     ap.add_argument(
+        "--broker", default=BROKER_URL,
+        help=f"the Celery broker of the workers and baselines (default {BROKER_URL})",
+    )  # fmt: skip
+    ap.add_argument(
         "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
     )  # fmt: skip
@@ -529,14 +546,15 @@ def main() -> int:
     n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 600, 100, 1.0)
     rounds = 1 if args.quick else 3
     engine = prepare_database(DB_URL)
-    producer = make_producer(BROKER_URL)
+    producer = make_producer(args.broker)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
                                "processes": args.processes,
-                               "cpu_turns": args.cpu_turns, "jitter": args.jitter}  # fmt: skip
+                               "cpu_turns": args.cpu_turns, "jitter": args.jitter,
+                               "broker": safe_url(args.broker)}  # fmt: skip
     llm = RemoteLlm()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            b = Bench(engine, Path(tmp), llm, cpu_turns=args.cpu_turns, jitter=args.jitter)
+            b = Bench(engine, Path(tmp), llm, args.broker, args.cpu_turns, args.jitter)
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Connection
 from sqlalchemy import Engine, text
 
+from reflection.constants import QUEUE_NAME
 from reflection.testing import db as testdb
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -20,6 +22,8 @@ TEST_DB_URL = os.environ.get(
 )
 TEST_REDIS_URL = os.environ.get("REFLECTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_BROKER_URL = os.environ.get("REFLECTION_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+# RabbitMQ, for the tests that run the worker on the other broker Celery supports well.
+TEST_AMQP_URL = os.environ.get("REFLECTION_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _unavailable(what: str, err: Exception) -> None:
@@ -75,6 +79,20 @@ def redis_client() -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def amqp_broker() -> str:
+    """The RabbitMQ broker URL, with the reflection queue emptied."""
+    try:
+        with Connection(TEST_AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+            channel = conn.default_channel
+            channel.queue_declare(QUEUE_NAME, durable=True, auto_delete=False)
+            channel.queue_purge(QUEUE_NAME)
+    except Exception as e:
+        _unavailable("RabbitMQ", e)
+    return TEST_AMQP_URL
 
 
 @pytest.fixture

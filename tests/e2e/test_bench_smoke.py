@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reflection.cli.common import safe_url
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,18 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
         data["overhead"]
     )
+
+
+def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:
+    """`--broker` runs the workers and the baselines on another broker and says which."""
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--only", "in_flight",
+           "--broker", amqp_broker, "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["broker"] == safe_url(amqp_broker)  # its password hidden
+    assert data["in_flight"]["reflections_per_s"] > 0 and "overhead" not in data
 
 
 def test_cpu_profile_quick(redis_client: object, pg_engine: object) -> None:
