@@ -1,5 +1,6 @@
 # Sourced by demo.sh, test.sh and .ci/run: a venv at .venv with the project installed,
-# and (unless SETUP_SERVICES=0) Redis and PostgreSQL answering on loopback.
+# and (unless SETUP_SERVICES=0) Redis and PostgreSQL answering on loopback; test.sh also
+# calls ensure_rabbitmq.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -45,6 +46,24 @@ ensure_services() {
     echo "setup: starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
     for _ in $(seq 1 50); do pg_up && break; sleep 0.2; done
+  fi
+}
+
+# RabbitMQ is needed by the tests only (the worker on the other broker, tests/e2e).
+amqp_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
+import sys
+from kombu import Connection
+with Connection(sys.argv[1], connect_timeout=2) as conn:
+    conn.ensure_connection(max_retries=1)
+PY
+}
+
+ensure_rabbitmq() {
+  local url="${REFLECTION_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}"
+  if ! amqp_up "$url" && command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "setup: starting rabbitmq-server"
+    rabbitmq-server -detached || true
+    for _ in $(seq 1 60); do amqp_up "$url" && break; sleep 0.5; done
   fi
 }
 

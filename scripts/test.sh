@@ -3,6 +3,7 @@
 # (unit, integration on the real Redis/Postgres, end to end with real celery workers).
 set -euo pipefail
 source "$(dirname "$0")/_setup.sh"
+if [ "${SETUP_SERVICES:-1}" = "1" ]; then ensure_rabbitmq; fi
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest" && exec .venv/bin/pytest "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -16,6 +17,7 @@ from celery import Celery
 from sqlalchemy import Engine, select
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
+from reflection.paths import UserPaths
 from reflection.producer import make_producer
 from reflection.storage import reflection_metrics
 from reflection.testing import worker as testing_worker
@@ -53,6 +55,41 @@ class Worker:
 
     def llm_calls(self) -> int:
         return sum(1 for r in self.llm.requests if r["path"].endswith("/chat/completions"))
+
+
+def entry(job_id: str) -> dict[str, Any]:
+    return {
+        "reasoning": "learned",
+        "memory_changes": [
+            {"op": "add", "name": f"lesson-{job_id}", "description": "A lesson",
+             "type": "feedback", "body": f"Learned from {job_id}."}
+        ],
+        "piece_edit": None,
+    }  # fmt: skip
+
+
+def script_for(jobs: list[str], delay: float = 0.0) -> dict[str, Any]:
+    return {
+        "rules": [
+            {"match": f"job id: {j}\n", "replies": [{"content": entry(j), "delay": delay}]}
+            for j in jobs
+        ]
+    }
+
+
+def check_exactly_once(w: Worker, jobs: dict[str, str]) -> None:
+    """Every job applied once: one applied row, one entry, one index line per job."""
+    applied = [r["original_job_id"] for r in w.rows() if r["outcome"] == "applied"]
+    assert sorted(applied) == sorted(jobs), "a job was lost or applied twice"
+    failed = [r for r in w.rows() if r["outcome"] == "failed"]
+    assert failed == []
+    for user in set(jobs.values()):
+        u = UserPaths(w.root, user)
+        mine = sorted(j for j, uid in jobs.items() if uid == user)
+        lines = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]
+        assert sorted(line["original_job_id"] for line in lines) == mine
+        names = sorted(p.stem for p in u.memory_dir.glob("lesson-*.md"))
+        assert names == sorted(f"lesson-{j}" for j in mine)
 
 
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:

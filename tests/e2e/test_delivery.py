@@ -3,7 +3,6 @@ warm shutdown, and Redis or Postgres restarted in the middle of a burst."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,47 +17,18 @@ import redis
 from sqlalchemy import Engine
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
-from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
 from tests.conftest import IN_CI
-from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
+from tests.e2e.conftest import (
+    API_KEY,
+    Worker,
+    check_exactly_once,
+    script_for,
+    start_worker,
+    stop_worker,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def entry(job_id: str) -> dict[str, Any]:
-    return {
-        "reasoning": "learned",
-        "memory_changes": [
-            {"op": "add", "name": f"lesson-{job_id}", "description": "A lesson",
-             "type": "feedback", "body": f"Learned from {job_id}."}
-        ],
-        "piece_edit": None,
-    }  # fmt: skip
-
-
-def script_for(jobs: list[str], delay: float = 0.0) -> dict[str, Any]:
-    return {
-        "rules": [
-            {"match": f"job id: {j}\n", "replies": [{"content": entry(j), "delay": delay}]}
-            for j in jobs
-        ]
-    }
-
-
-def check_exactly_once(w: Worker, jobs: dict[str, str]) -> None:
-    """Every job applied once: one applied row, one entry, one index line per job."""
-    applied = [r["original_job_id"] for r in w.rows() if r["outcome"] == "applied"]
-    assert sorted(applied) == sorted(jobs), "a job was lost or applied twice"
-    failed = [r for r in w.rows() if r["outcome"] == "failed"]
-    assert failed == []
-    for user in set(jobs.values()):
-        u = UserPaths(w.root, user)
-        mine = sorted(j for j, uid in jobs.items() if uid == user)
-        lines = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]
-        assert sorted(line["original_job_id"] for line in lines) == mine
-        names = sorted(p.stem for p in u.memory_dir.glob("lesson-*.md"))
-        assert names == sorted(f"lesson-{j}" for j in mine)
 
 
 def test_two_deliveries_at_once_make_one_llm_call(worker: Worker, make_job: Any) -> None:
