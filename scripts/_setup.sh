@@ -49,7 +49,9 @@ ensure_services() {
   fi
 }
 
-# RabbitMQ is needed by the tests only (the worker on the other broker, tests/e2e).
+# RabbitMQ is needed by the tests only (the worker on the other broker, tests/e2e), in
+# a virtual host of their own so that they never touch another queue of that name.
+AMQP_TEST_DEFAULT="amqp://guest:guest@127.0.0.1:5672/reflection_test"
 amqp_up() { .venv/bin/python - "$1" <<'PY' >/dev/null 2>&1
 import sys
 from kombu import Connection
@@ -59,11 +61,18 @@ PY
 }
 
 ensure_rabbitmq() {
-  local url="${REFLECTION_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}"
-  if ! amqp_up "$url" && command -v rabbitmq-server >/dev/null 2>&1; then
+  local url="${REFLECTION_TEST_AMQP_URL:-$AMQP_TEST_DEFAULT}"
+  if amqp_up "$url" || [ "$url" != "$AMQP_TEST_DEFAULT" ]; then return 0; fi
+  command -v rabbitmq-server >/dev/null 2>&1 || return 0
+  if ! amqp_up "amqp://guest:guest@127.0.0.1:5672//"; then
     echo "setup: starting rabbitmq-server"
     rabbitmq-server -detached || true
-    for _ in $(seq 1 60); do amqp_up "$url" && break; sleep 0.5; done
+    for _ in $(seq 1 60); do amqp_up "amqp://guest:guest@127.0.0.1:5672//" && break; sleep 0.5; done
+  fi
+  if ! amqp_up "$url"; then
+    echo "setup: creating the RabbitMQ virtual host reflection_test"
+    rabbitmqctl -q add_vhost reflection_test || true
+    rabbitmqctl -q set_permissions -p reflection_test guest '.*' '.*' '.*' || true
   fi
 }
 

@@ -22,8 +22,11 @@ TEST_DB_URL = os.environ.get(
 )
 TEST_REDIS_URL = os.environ.get("REFLECTION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_BROKER_URL = os.environ.get("REFLECTION_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
-# RabbitMQ, for the tests that run the worker on the other broker Celery supports well.
-TEST_AMQP_URL = os.environ.get("REFLECTION_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# RabbitMQ, for the tests that run the worker on the other broker Celery supports well,
+# in a virtual host of their own (scripts/test.sh creates it).
+TEST_AMQP_URL = os.environ.get(
+    "REFLECTION_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/reflection_test"
+)
 
 
 def _unavailable(what: str, err: Exception) -> None:
