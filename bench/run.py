@@ -6,7 +6,8 @@
 
 Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
 with a fixed latency L; the broker is Redis unless `--broker` names another (RabbitMQ:
-`amqp://guest:guest@127.0.0.1:5672//`). Every figure is a ratio against a baseline of the same run:
+`amqp://guest:guest@127.0.0.1:5672/reflection_test`, the tests' vhost). Every figure is
+a ratio against a baseline of the same run:
 
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection;
               and the floor: a task doing only the I/O every reflection must (one
@@ -534,7 +535,8 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument(
         "--broker", default=BROKER_URL,
-        help=f"the Celery broker of the workers and baselines (default {BROKER_URL})",
+        help=f"the Celery broker of the workers and baselines (default {BROKER_URL}); "
+        "its reflection queue is emptied first, so give the bench a broker or vhost of its own",
     )  # fmt: skip
     ap.add_argument(
         "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
