@@ -19,7 +19,9 @@ a ratio against a baseline of the same run:
               vs a task that sleeps L, and vs a task that sleeps L then spends the
               reflection's own CPU time-shared by the GIL; and the `burst_` figures:
               600 over the whole time from publish to the last done, the backlog's
-              ramp-up and drain (fewer than 100 in flight) included
+              ramp-up and drain (fewer than 100 in flight) included; CPU ms per task
+              of the workers (Celery's loop thread apart too), Postgres, Redis, the
+              scripted LLM and the rest of the machine
 3. memory     worker RSS (all N process trees) with 100 reflections in flight
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
@@ -99,10 +101,12 @@ def _tree(pid: int) -> list[int]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: int) -> tuple[str, float] | None:
-    """A process's name and CPU seconds so far (user + system), or None if it is gone."""
+def _proc_cpu(pid: int, thread: int | None = None) -> tuple[str, float] | None:
+    """A process's (or one of its threads') name and CPU seconds so far (user + system),
+    or None if it is gone."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        head, tail = Path(stat).read_text().rsplit(")", 1)
         fields = tail.split()
         return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / _TICK
     except (OSError, IndexError, ValueError):
@@ -111,6 +115,12 @@ def _proc_cpu(pid: int) -> tuple[str, float] | None:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu[1] for p in _tree(pid) if (cpu := _proc_cpu(p)) is not None)
+
+
+def loop_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of the threads-pool workers' main threads so far: Celery's event loop
+    (receiving, acking, task events), apart from the pool threads that run the tasks."""
+    return sum(cpu[1] for pid in pids if (cpu := _proc_cpu(pid, thread=pid)) is not None)
 
 
 def rss_mb(pid: int) -> float:
@@ -391,11 +401,11 @@ def in_flight(
             workers = frozenset(p for pid in pids for p in _tree(pid))
             return cpu_spent(before, cpu_by_process(), b.llm.proc.pid, workers)
 
-        procs0 = cpu_by_process()
+        procs0, loop0 = cpu_by_process(), loop_cpu_seconds(pids)
         sleep = _baseline(producer, "bench.sleep", n, (latency,), c)
         sleep_cpu_ms = cpu_since(procs0)["workers"] * 1000 / n  # Celery's own cost per task
         peak = [sum(map(rss_mb, pids))]
-        procs0, t0 = cpu_by_process(), time.monotonic()
+        procs0, loop1, t0 = cpu_by_process(), loop_cpu_seconds(pids), time.monotonic()
         _publish(producer, pairs)
 
         last = [0.0]
@@ -407,7 +417,7 @@ def in_flight(
             return b.done_reflections()
 
         rate = _rate(_wait(count, n), t0, n, c)
-        spent = cpu_since(procs0)
+        spent, loop2 = cpu_since(procs0), loop_cpu_seconds(pids)
         # The same shape with no work: wait L, then hold the GIL for the CPU a reflection
         # spent beyond Celery's own cost, time-shared by the GIL as any task's work is.
         own_cpu_ms = max(0.0, spent["workers"] * 1000 / n - sleep_cpu_ms)
@@ -422,6 +432,8 @@ def in_flight(
             "burst_ratio_vs_limit": rate.burst / limit,
             "burst_ratio_vs_sleep": rate.burst / sleep.burst,
             "worker_rss_mb_peak": max(peak), "cpu_ms_per_sleep_task_workers": sleep_cpu_ms,
+            "cpu_ms_per_sleep_task_celery_loop": (loop1 - loop0) * 1000 / n,
+            "cpu_ms_per_reflection_celery_loop": (loop2 - loop1) * 1000 / n,
             **{f"cpu_ms_per_reflection_{k.replace(' ', '_')}": v * 1000 / n
                for k, v in spent.items()}}  # fmt: skip
 

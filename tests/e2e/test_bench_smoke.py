@@ -26,9 +26,10 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     data = json.loads(out.read_text())
     for scenario in ("prompt", "overhead", "in_flight", "isolation"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
-    assert {"ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep"} <= set(
-        data["in_flight"]
-    )
+    assert {
+        "ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep",
+        "cpu_ms_per_reflection_celery_loop", "cpu_ms_per_sleep_task_celery_loop",
+    } <= set(data["in_flight"])  # fmt: skip
     assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
         data["overhead"]
     )
