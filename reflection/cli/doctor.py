@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 import redis
@@ -56,9 +57,20 @@ def check_broker(s: Settings) -> Check:
         app = make_producer(s.broker_url)
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
+            if conn.transport.driver_type == "amqp":
+                return Check(name, True, f"{url}: {_amqp_waiting(conn)}")
         return Check(name, True, url)
     except Exception as e:
         return Check(name, False, f"{url}: {_short(e)}", fix)
+
+
+def _amqp_waiting(conn: Any) -> str:
+    """The depth of the reflection queue on RabbitMQ (a passive declare creates nothing)."""
+    try:
+        declared = conn.default_channel.queue_declare(QUEUE_NAME, passive=True)
+    except conn.channel_errors:  # 404: not declared yet
+        return f"no `{QUEUE_NAME}` queue yet (a worker declares it when it starts)"
+    return f"{declared.message_count} task(s) waiting in `{QUEUE_NAME}`"
 
 
 def check_lock_redis(s: Settings) -> Check:

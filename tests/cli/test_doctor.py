@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from kombu import Connection
 
+from reflection.constants import QUEUE_NAME
+from reflection.producer import make_producer, publish_reflect
 from tests.cli.conftest import Cli
 
 pytestmark = pytest.mark.integration
@@ -17,6 +20,27 @@ def test_doctor_all_green(cli: Cli, broker: object) -> None:
     assert names == ["broker", "lock redis", "postgres", "llm", "user folder", "pieces"]
     table = cli("doctor")
     assert table.exit_code == 0 and "postgres" in table.stdout
+
+
+def test_doctor_gives_the_queue_depth_on_rabbitmq(cli: Cli, amqp_broker: str) -> None:
+    """On RabbitMQ, as on Redis, the broker line says how many tasks wait; before any
+    worker declared the queue, it says so (and declares nothing)."""
+    cli.monkeypatch.setenv("REFLECTION_BROKER_URL", amqp_broker)
+    producer = make_producer(amqp_broker)
+    try:
+        publish_reflect(producer, original_job_id="job-q", user_id="alice",
+                        piece_name="default", outcome="succeeded")  # fmt: skip
+    finally:
+        producer.close()
+    broker = {c["name"]: c for c in cli.json("doctor")["checks"]}["broker"]
+    assert broker["ok"] and broker["detail"].endswith("1 task(s) waiting in `reflection`")
+    assert "guest:guest" not in broker["detail"]  # the password is hidden
+    with Connection(amqp_broker) as conn:
+        conn.default_channel.queue_delete(QUEUE_NAME)
+    broker = {c["name"]: c for c in cli.json("doctor")["checks"]}["broker"]
+    assert broker["ok"] and "no `reflection` queue yet" in broker["detail"]
+    with Connection(amqp_broker) as conn, pytest.raises(conn.channel_errors):
+        conn.default_channel.queue_declare(QUEUE_NAME, passive=True)
 
 
 def test_doctor_reports_each_red_line_with_a_fix(cli: Cli) -> None:
