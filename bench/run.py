@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from kombu import Connection
 from sqlalchemy import Engine, func, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +55,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
-from reflection.constants import QUEUE_NAME  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
 from reflection.storage import jobs, reflection_metrics  # noqa: E402
+from reflection.testing.broker import empty_broker  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
 
 DB_URL = os.environ.get(
@@ -211,12 +210,7 @@ class Bench:
         with self.engine.begin() as conn:
             conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
         redis.Redis.from_url(LOCK_URL).flushdb()
-        if self.broker_url.startswith(("redis://", "rediss://")):
-            redis.Redis.from_url(self.broker_url).flushdb()  # unacked messages too
-        else:
-            with Connection(self.broker_url) as conn:
-                conn.default_channel.queue_declare(QUEUE_NAME, durable=True, auto_delete=False)
-                conn.default_channel.queue_purge(QUEUE_NAME)
+        empty_broker(self.broker_url)
         jitter = min(self.jitter, latency)
         self.llm.set_script({"default": {"content": _answer(), "delay": latency, "jitter": jitter}})
         self.llm.reset()

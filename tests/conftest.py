@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Connection
 from sqlalchemy import Engine, text
 
-from reflection.constants import QUEUE_NAME
 from reflection.testing import db as testdb
+from reflection.testing.broker import empty_broker
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_DB_URL = os.environ.get(
@@ -88,11 +87,7 @@ def redis_client() -> Iterator[redis.Redis]:
 def amqp_broker() -> str:
     """The RabbitMQ broker URL, with the reflection queue emptied."""
     try:
-        with Connection(TEST_AMQP_URL, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1)
-            channel = conn.default_channel
-            channel.queue_declare(QUEUE_NAME, durable=True, auto_delete=False)
-            channel.queue_purge(QUEUE_NAME)
+        empty_broker(TEST_AMQP_URL)
     except Exception as e:
         _unavailable("RabbitMQ", e)
     return TEST_AMQP_URL
