@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.run [--quick] [--processes N] [--only in_flight,...]
                                   [--cpu-turns N] [--jitter S] [--broker URL]
+                                  [--without-task-events]
                                   [--out bench/results.json]
 
-Real Redis and Postgres on loopback, real `celery worker` processes, the scripted LLM
-with a fixed latency L; the broker is Redis unless `--broker` names another (RabbitMQ:
+Real Redis and Postgres on loopback, real `celery worker` processes (with `-E`, as the
+README's command, unless `--without-task-events`), the scripted LLM with a fixed latency
+L; the broker is Redis unless `--broker` names another (RabbitMQ:
 `amqp://guest:guest@127.0.0.1:5672/reflection_test`, the tests' vhost). Every figure is
 a ratio against a baseline of the same run:
 
@@ -204,6 +206,7 @@ class Bench:
     broker_url: str = BROKER_URL
     cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
     jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
+    task_events: bool = True  # workers run with -E, as the README's command
     results: dict[str, Any] = field(default_factory=dict)
 
     def reset(self, latency: float) -> None:
@@ -245,7 +248,8 @@ class Bench:
                 cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker",
                        "-Q", "reflection", "--pool", pool, "--concurrency", str(concurrency),
                        "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-                       "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
+                       "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+                       *(["-E"] if self.task_events else [])]  # fmt: skip
                 with log.open("wb") as out:
                     procs.append(
                         subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
@@ -545,6 +549,10 @@ def main() -> int:
         "its reflection queue is emptied first, so give the bench a broker or vhost of its own",
     )  # fmt: skip
     ap.add_argument(
+        "--without-task-events", dest="task_events", action="store_false",
+        help="workers without -E: what they cost when no Flower asks for task events",
+    )  # fmt: skip
+    ap.add_argument(
         "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
     )  # fmt: skip
@@ -558,11 +566,14 @@ def main() -> int:
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
                                "processes": args.processes,
                                "cpu_turns": args.cpu_turns, "jitter": args.jitter,
+                               "task_events": args.task_events,
                                "broker": safe_url(args.broker)}  # fmt: skip
     llm = RemoteLlm()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            b = Bench(engine, Path(tmp), llm, args.broker, args.cpu_turns, args.jitter)
+            b = Bench(
+                engine, Path(tmp), llm, args.broker, args.cpu_turns, args.jitter, args.task_events
+            )
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),

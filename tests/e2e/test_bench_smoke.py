@@ -24,6 +24,7 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
+    assert data["task_events"] is True  # the workers run the README's -E
     # The rest of the machine may spend no CPU tick over so short a run.
     assert data["in_flight"].pop("cpu_ms_per_reflection_other") >= 0
     for scenario in ("prompt", "overhead", "in_flight", "isolation"):
@@ -38,14 +39,16 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
 
 
 def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:
-    """`--broker` runs the workers and the baselines on another broker and says which."""
+    """`--broker` runs the workers and the baselines on another broker and says which;
+    `--without-task-events` drops the workers' -E and says so."""
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "bench.run", "--quick", "--only", "in_flight",
-           "--broker", amqp_broker, "--out", str(out)]  # fmt: skip
+           "--broker", amqp_broker, "--without-task-events", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["broker"] == safe_url(amqp_broker)  # its password hidden
+    assert data["task_events"] is False
     assert data["in_flight"]["reflections_per_s"] > 0 and "overhead" not in data
 
 

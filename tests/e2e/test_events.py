@@ -1,0 +1,142 @@
+"""What Flower sees: the task events of a real worker, read off the real broker.
+
+The README's worker command has `-E`, so its runs show in Flower's Tasks tab. Without
+it a worker sends no task events until Flower (or `celery control enable_events`) turns
+them on: the worker does not pay for events nobody reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import Engine
+
+from reflection.devtools.scripted_llm import ScriptedLlmServer
+from reflection.producer import make_producer, publish_reflect
+from reflection.testing import worker as testing_worker
+from tests.conftest import TEST_BROKER_URL
+from tests.e2e.conftest import API_KEY, Worker, script_for
+
+pytestmark = pytest.mark.e2e
+
+TASK_EVENTS = ("task-received", "task-started", "task-succeeded")
+
+
+class EventLog:
+    """Every event on the broker's event exchange, as Flower's receiver gets them."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.seen: list[dict[str, Any]] = []
+        self._receiver: Any = None
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as conn:
+            self._receiver = self.app.events.Receiver(conn, handlers={"*": self._on_event})
+            self._ready.set()
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.seen.append(event)
+
+    def of(self, task_id: str) -> list[str]:
+        return [e["type"] for e in list(self.seen) if e.get("uuid") == task_id]
+
+    def wait_for(self, task_id: str, types: tuple[str, ...], timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not set(types) <= set(self.of(task_id)):
+            time.sleep(0.05)
+        return self.of(task_id)
+
+    @contextmanager
+    def running(self) -> Iterator[EventLog]:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        assert self._ready.wait(10)
+        # Fanout events sent before the receiver subscribed are gone: wait until one of
+        # our own comes back.
+        with self.app.connection_for_write() as conn:
+            dispatcher = self.app.events.Dispatcher(conn, hostname="e2e-probe")
+            deadline = time.monotonic() + 10
+            while not any(e["type"] == "worker-probe" for e in list(self.seen)):
+                assert time.monotonic() < deadline, "the event receiver never subscribed"
+                dispatcher.send("worker-probe")
+                time.sleep(0.1)
+        try:
+            yield self
+        finally:
+            self._receiver.should_stop = True
+            thread.join(5)
+
+
+@pytest.fixture
+def events_worker(
+    worker_env: Callable[..., dict[str, str]], pg_engine: Engine, tmp_path: Path
+) -> Iterator[Callable[..., tuple[Worker, EventLog]]]:
+    """Start a threads-pool worker with extra arguments; yield it with an event log."""
+    started: list[tuple[Worker, Any]] = []
+
+    def start(*extra: str) -> tuple[Worker, EventLog]:
+        llm = ScriptedLlmServer(script_for(["ev-1", "ev-2"]), require_key=API_KEY).__enter__()
+        log = tmp_path / "worker.log"
+        proc = testing_worker.start_worker(
+            worker_env(llm.base_url), log, *extra, pool="threads", concurrency=4, name="events"
+        )
+        producer = make_producer(TEST_BROKER_URL)
+        w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
+        events = EventLog(producer)
+        started.append((w, events.running()))
+        return w, started[-1][1].__enter__()
+
+    yield start
+    for w, running in started:
+        running.__exit__(None, None, None)
+        testing_worker.stop_worker(w.proc)
+        w.producer.close()
+        w.llm.__exit__(None, None, None)
+
+
+def publish(w: Worker, job_id: str) -> str:
+    return publish_reflect(
+        w.producer, original_job_id=job_id, user_id="alice", piece_name="default",
+        outcome="succeeded",
+    )  # fmt: skip
+
+
+def test_the_readme_worker_command_sends_task_events(
+    events_worker: Callable[..., tuple[Worker, EventLog]], make_job: Any
+) -> None:
+    w, events = events_worker("-E")
+    make_job("ev-1")
+    task_id = publish(w, "ev-1")
+    [row] = w.wait_rows(1)
+    assert row["outcome"] == "applied"
+    assert set(TASK_EVENTS) <= set(events.wait_for(task_id, TASK_EVENTS))
+    [received] = [e for e in events.seen if e["type"] == "task-received"]
+    assert received["name"] == "reflect"
+    assert API_KEY not in repr(events.seen), "the API key reached a task event"
+
+
+def test_without_e_no_task_events_until_flower_turns_them_on(
+    events_worker: Callable[..., tuple[Worker, EventLog]], make_job: Any
+) -> None:
+    w, events = events_worker()
+    make_job("ev-1")
+    make_job("ev-2")
+    quiet = publish(w, "ev-1")
+    w.wait_rows(1)
+    time.sleep(1)  # task-succeeded is sent after the row is committed
+    assert events.of(quiet) == []
+    # What Flower sends every 5 s (its --enable_events, on by default).
+    assert w.producer.control.enable_events(reply=True, timeout=5)
+    watched = publish(w, "ev-2")
+    w.wait_rows(2)
+    assert set(TASK_EVENTS) <= set(events.wait_for(watched, TASK_EVENTS))
