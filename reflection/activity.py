@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from reflection.errors import InfrastructureError, InputError
+from reflection.fsio import open_file
 from reflection.models import ActivityLog
 
 _MARKER_FMT: Final = "\n[... {n} bytes of the activity log omitted ...]\n"
@@ -154,10 +155,12 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(chunks)
 
 
-def _open(path: Path) -> int | None:
-    """A descriptor of the regular file at `path`, None if it does not exist."""
+def _open(path: Path, root: Path | None) -> int | None:
+    """A descriptor of the regular file at `path` (through no link below `root`), None if
+    it does not exist."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_file(path, flags, root=root)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -172,14 +175,16 @@ def _open(path: Path) -> int | None:
     return fd
 
 
-def read_activity_log(path: Path, max_bytes: int) -> ActivityLog:
+def read_activity_log(path: Path, max_bytes: int, *, root: Path | None = None) -> ActivityLog:
     """Read at most about `2 * max_bytes` of the log (its head and its tail) and prepare it
     for the prompt with `truncate_middle`.
 
-    A missing log is an empty, not-found `ActivityLog`. Raises InputError for a symlink or
-    a file that is not regular, InfrastructureError when the read itself fails.
+    A missing log (or home) is an empty, not-found `ActivityLog`. Raises InputError for a
+    symlink or a file that is not regular, or with `root` (the user's home) for a link or
+    a file where a folder between it and the log should be; InfrastructureError when the
+    read itself fails.
     """
-    fd = _open(path)
+    fd = _open(path, root)
     if fd is None:
         return ActivityLog(text="", total_bytes=0, omitted_bytes=0, found=False)
     try:

@@ -80,10 +80,7 @@ def assemble_inputs(
             "user %s: malformed memory file %s skipped: %s", request.user_id, m.path, m.reason
         )
     activity = read_activity_log(
-        paths.contained(paths.activity_log(job.id))
-        if paths.home.exists()
-        else paths.activity_log(job.id),
-        activity_log_max_bytes,
+        paths.activity_log(job.id), activity_log_max_bytes, root=paths.home
     )
     return ReflectionInputs(
         request=request, job=job, activity=activity, memory=memory, malformed=malformed, piece=piece

@@ -16,23 +16,20 @@ from typing import Any
 from sqlalchemy import Engine
 
 from reflection import storage
-from reflection.apply import FileChange, Journal, roll_forward, snapshot_id_for, write_journal
+from reflection.apply import (
+    FileChange,
+    Journal,
+    read_or_none,
+    roll_forward,
+    snapshot_id_for,
+    write_journal,
+)
 from reflection.errors import RevertConflictError
 from reflection.frontmatter import FrontmatterError, parse_entry
-from reflection.fsio import read_text_limited
 from reflection.lock import UserLock
 from reflection.memory import load_memory, render_index
 from reflection.paths import UserPaths
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, read_meta, snapshot_files
-
-_LIMIT = 1024 * 1024
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return read_text_limited(path, _LIMIT)
-    except FileNotFoundError:
-        return None
 
 
 def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange], list[str]]:
@@ -43,7 +40,7 @@ def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange]
     conflicts: list[str] = []
 
     def restore(target: Path, after: str | None, before: str | None) -> None:
-        current = _read(paths.contained(target))
+        current = read_or_none(paths, target)
         rel = str(target.relative_to(paths.home))
         if current != after:
             conflicts.append(rel)
@@ -52,14 +49,16 @@ def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange]
     for name in meta.get("memory_files", {}):
         restore(
             paths.memory_file(name),
-            _read(snap / "after" / f"{name}.md"),
-            _read(snap / "before" / f"{name}.md"),
+            read_or_none(paths, snap / "after" / f"{name}.md"),
+            read_or_none(paths, snap / "before" / f"{name}.md"),
         )
     if meta.get("piece_edited"):
         restore(
             paths.piece_copy(meta["piece_name"]),
-            _read(snap / PIECE_AFTER),
-            _read(snap / PIECE_BEFORE) if meta.get("piece_before_source") == "user" else None,
+            read_or_none(paths, snap / PIECE_AFTER),
+            read_or_none(paths, snap / PIECE_BEFORE)
+            if meta.get("piece_before_source") == "user"
+            else None,
         )
     return changes, conflicts
 
@@ -78,7 +77,9 @@ def _index_after(paths: UserPaths, changes: list[FileChange]) -> FileChange:
                 by_name[p.stem] = parse_entry(ch.after, stem=p.stem)
     rel = str(paths.memory_index.relative_to(paths.home))
     return FileChange(
-        path=rel, before=_read(paths.memory_index), after=render_index(by_name.values())
+        path=rel,
+        before=read_or_none(paths, paths.memory_index),
+        after=render_index(by_name.values()),
     )
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from reflection.fsio import append_line, atomic_write, read_text_limited
+from reflection.fsio import append_line, atomic_write, open_file, read_text_limited
 from reflection.paths import UserPaths
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,9 @@ def write_snapshot(
 
 def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
     """Index lines, oldest first; a torn or garbled line is reported and skipped."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        f = paths.snapshot_index.open("rb")
+        f = os.fdopen(open_file(paths.snapshot_index, flags, root=paths.home), "rb")
     except FileNotFoundError:
         return
     with f:
@@ -107,7 +109,8 @@ def _indexed(paths: UserPaths, snapshot_id: str) -> bool:
 
 def read_meta(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
     """A snapshot's meta.json (raises FileNotFoundError / ValueError)."""
-    data = json.loads(read_text_limited(paths.snapshot_dir(snapshot_id) / META, _MAX_META_BYTES))
+    meta = paths.snapshot_dir(snapshot_id) / META
+    data = json.loads(read_text_limited(meta, _MAX_META_BYTES, root=paths.home))
     if not isinstance(data, dict):
         raise ValueError("meta.json is not an object")
     return data

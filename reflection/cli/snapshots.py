@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from reflection.apply import read_or_none
 from reflection.cli.common import (
     JsonOpt,
     emit_json,
@@ -22,7 +22,6 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
-from reflection.fsio import read_text_limited
 from reflection.lock import user_lock
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.revert import revert_snapshot
@@ -31,14 +30,6 @@ from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, PIECE_PROPOSED, iter_
 
 UserArg = Annotated[str, typer.Argument(help="The user id (their folder's name).")]
 SnapshotArg = Annotated[str, typer.Argument(help="A snapshot id, as `reflection history` lists.")]
-_LIMIT = 1024 * 1024
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return read_text_limited(path, _LIMIT)
-    except FileNotFoundError:
-        return None
 
 
 def user_paths(user_id: str) -> UserPaths:
@@ -55,9 +46,11 @@ def user_paths(user_id: str) -> UserPaths:
 def load_snapshot(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
     """A snapshot's meta.json, or a clear failure."""
     try:
-        return read_meta(paths, snapshot_id)
+        paths.snapshot_dir(snapshot_id)
     except UnsafePathError:
         fail(f"{snapshot_id!r} is not a snapshot id", 2)
+    try:
+        return read_meta(paths, snapshot_id)
     except FileNotFoundError:
         fail(f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)")
     except ValueError as e:
@@ -72,17 +65,16 @@ def snapshot_diffs(paths: UserPaths, meta: Mapping[str, Any]) -> list[dict[str, 
     for name in meta.get("memory_files", {}):
         rel = f"memory/{name}.md"
         before, after = (
-            _read(folder / "before" / f"{name}.md"),
-            _read(folder / "after" / f"{name}.md"),
+            read_or_none(paths, folder / "before" / f"{name}.md"),
+            read_or_none(paths, folder / "after" / f"{name}.md"),
         )
         diffs.append({"path": rel, "diff": unified_diff(rel, before, after)})
     piece = f"pieces/{meta.get('piece_name')}.yaml"
+    piece_before = read_or_none(paths, folder / PIECE_BEFORE)
     for target, label in ((PIECE_AFTER, piece), (PIECE_PROPOSED, f"{piece} (proposed)")):
-        after = _read(folder / target)
+        after = read_or_none(paths, folder / target)
         if after is not None:
-            diffs.append(
-                {"path": label, "diff": unified_diff(piece, _read(folder / PIECE_BEFORE), after)}
-            )
+            diffs.append({"path": label, "diff": unified_diff(piece, piece_before, after)})
     return diffs
 
 

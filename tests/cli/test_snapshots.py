@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +47,29 @@ def test_show_and_history_refuse_unknown_things(cli: Cli) -> None:
     unsafe = cli("show", "alice", "../etc")
     assert unsafe.exit_code == 2 and no_traceback(unsafe.output)
     assert cli("history", "../root").exit_code == 2
+
+
+def test_history_and_show_read_nothing_through_a_planted_link(
+    cli: Cli, make_job: Any, tmp_path: Path
+) -> None:
+    """An index or a snapshot folder made a link to files outside the home is refused
+    with one line, and nothing of those files is printed."""
+    make_job("job-l1")
+    snap = applied_run(cli.env, "job-l1", [PYTEST_ENTRY])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = '{"snapshot_id": "SECRET-LINE", "original_job_id": "x"}\n'
+    (outside / "index.jsonl").write_text(secret)
+    index = cli.env.user().snapshot_index
+    index.unlink()
+    index.symlink_to(outside / "index.jsonl")
+    history = cli("history", "alice")
+    assert history.exit_code == 1 and "symbolic link" in history.stderr
+    assert "SECRET" not in history.output and no_traceback(history.output)
+    snap.rename(outside / snap.name)
+    snap.symlink_to(outside / snap.name)
+    shown = cli("show", "alice", snap.name)
+    assert shown.exit_code == 1 and "symlink" in shown.stderr and no_traceback(shown.output)
 
 
 def test_revert_restores_and_is_recorded(cli: Cli, make_job: Any) -> None:

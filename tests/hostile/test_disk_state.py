@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from reflection.apply import FileChange, Journal
+from reflection.paths import UserPaths
 from reflection.snapshot import iter_index
 from tests.hostile.conftest import (
     CANARY,
@@ -77,6 +78,11 @@ def activity_log_out(h: Hostile, job: str) -> None:
 
 def job_dir_out(h: Hostile, job: str) -> None:
     _link(h, f"jobs/{job}", h.outside)
+
+
+def job_dir_inside(h: Hostile, job: str) -> None:
+    _write(h, "jobs/other/activity.log", b"another job's log\n")
+    _link(h, f"jobs/{job}", h.user().home / "jobs" / "other")
 
 
 def activity_log_fifo(h: Hostile, job: str) -> None:
@@ -193,6 +199,8 @@ DISK: list[tuple[str, Setup, dict[str, Any], str | list[str]]] = [
     ("pieces-dir-out", pieces_dir_out, GOOD_EDIT, "input_invalid"),
     ("activity-log-out", activity_log_out, ABSTAIN, "input_invalid"),
     ("job-dir-out", job_dir_out, ABSTAIN, "input_invalid"),
+    # Nothing below the home is read through a link, even one that stays inside.
+    ("job-dir-inside", job_dir_inside, ABSTAIN, "input_invalid"),
     ("activity-log-fifo", activity_log_fifo, ABSTAIN, "input_invalid"),
     ("reflections-dir-out", reflections_dir_out, ABSTAIN, "input_invalid"),
     ("index-out", index_out, ABSTAIN, "input_invalid"),
@@ -238,6 +246,18 @@ def test_disk_state_is_survived(
     expect(report, expected)
     hostile.canary_intact()
     assert (hostile.outside / "canary.md").read_text() == CANARY
+
+
+def test_a_link_planted_after_the_checks_is_not_read_through(
+    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The activity log is opened folder by folder from the home, refusing links: a link
+    planted after any check (here: no check at all) still cannot lead the read outside."""
+    monkeypatch.setattr(UserPaths, "contained", lambda self, path: path)
+    job_dir_out(hostile, "job-race")
+    report = hostile.run("job-race", ABSTAIN)
+    expect(report, "input_invalid")
+    assert all(CANARY not in r["json"]["messages"][1]["content"] for r in hostile.env.llm.requests)
 
 
 def test_malformed_files_are_reported_to_the_model(hostile: Hostile) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from reflection.lock import user_lock
 from reflection.models import Outcome
+from reflection.paths import UnsafePathError
 from reflection.revert import RevertConflictError, revert_snapshot
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
@@ -60,6 +61,25 @@ def test_revert_restores_memory_and_piece(env: Env, make_job: Any) -> None:
     assert meta["kind"] == "revert" and meta["reverts"] == report.snapshot_dir.name
     kinds = [json.loads(x).get("kind") for x in u.snapshot_index.read_text().splitlines()]
     assert kinds == ["reflection", "revert"]
+
+
+def test_revert_reads_no_snapshot_file_through_a_link(env: Env, make_job: Any) -> None:
+    """A snapshot's before/ replaced by a link to a folder outside the home is refused,
+    not restored from: nothing of the outside reaches the user's memory."""
+    write_entry(env, "billing-db", body="Postgres 15.")
+    make_job("job-rl")
+    update = {"op": "update", "name": "billing-db", "description": "DB", "type": "project",
+              "body": "Postgres 16."}  # fmt: skip
+    env.script("job-rl", {"content": decision("x", [update])})
+    report = env.run("job-rl")
+    assert report.snapshot_dir is not None
+    outside = env.user().root.parent / "outside-before"
+    (report.snapshot_dir / "before").rename(outside)
+    (outside / "billing-db.md").write_text((outside / "billing-db.md").read_text() + "SECRET")
+    (report.snapshot_dir / "before").symlink_to(outside)
+    with pytest.raises(UnsafePathError, match="symlink or not a folder"):
+        _revert(env, report.snapshot_dir.name)
+    assert "Postgres 16." in env.user().memory_file("billing-db").read_text()
 
 
 def test_revert_refuses_when_files_changed(env: Env, make_job: Any) -> None:

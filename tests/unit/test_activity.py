@@ -179,6 +179,24 @@ def test_symlinked_log_is_refused(tmp_path: Path) -> None:
         read_activity_log(link, 4096)
 
 
+def test_with_a_root_no_folder_on_the_way_may_be_a_link(tmp_path: Path) -> None:
+    """With the user's home as root, a link (or a file) where a folder between the home
+    and the log should be is refused; a missing home is a missing log."""
+    home, outside = tmp_path / "alice", tmp_path / "outside"
+    (outside / "j-1").mkdir(parents=True)
+    (outside / "j-1" / "activity.log").write_text("someone else's secrets")
+    log = home / "jobs" / "j-1" / "activity.log"
+    assert not read_activity_log(log, 4096, root=home).found
+    home.mkdir()
+    (home / "jobs").symlink_to(outside)
+    with pytest.raises(InputError, match="symlink or not a folder"):
+        read_activity_log(log, 4096, root=home)
+    (home / "jobs").unlink()
+    (home / "jobs").write_text("a file")
+    with pytest.raises(InputError, match="symlink or not a folder"):
+        read_activity_log(log, 4096, root=home)
+
+
 @pytest.mark.parametrize("kind", ["dir", "fifo"])
 def test_a_log_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
     """A directory or a FIFO at the log's path is refused without blocking."""
