@@ -47,6 +47,6 @@ worker_enable_soft_shutdown_on_idle = True
 
 # Task events (what Flower's Tasks tab shows) are off unless the worker runs with `-E`,
 # as the README's command does, or Flower turns them on (it asks every 5 s): they cost
-# a busy worker about a tenth of its CPU (README, Performance), wasted when nobody reads them.
+# a busy worker about a tenth of its CPU (README, Scaling), wasted when nobody reads them.
 task_send_sent_event = True
 worker_hijack_root_logger = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,26 +82,23 @@ def events_worker(
     worker_env: Callable[..., dict[str, str]], pg_engine: Engine, tmp_path: Path
 ) -> Iterator[Callable[..., tuple[Worker, EventLog]]]:
     """Start a threads-pool worker with extra arguments; yield it with an event log."""
-    started: list[tuple[Worker, Any]] = []
+    with ExitStack() as stack:
 
-    def start(*extra: str) -> tuple[Worker, EventLog]:
-        llm = ScriptedLlmServer(script_for(["ev-1", "ev-2"]), require_key=API_KEY).__enter__()
-        log = tmp_path / "worker.log"
-        proc = testing_worker.start_worker(
-            worker_env(llm.base_url), log, *extra, pool="threads", concurrency=4, name="events"
-        )
-        producer = make_producer(TEST_BROKER_URL)
-        w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
-        events = EventLog(producer)
-        started.append((w, events.running()))
-        return w, started[-1][1].__enter__()
+        def start(*extra: str) -> tuple[Worker, EventLog]:
+            script = script_for(["ev-1", "ev-2"])
+            llm = stack.enter_context(ScriptedLlmServer(script, require_key=API_KEY))
+            log = tmp_path / "worker.log"
+            proc = testing_worker.start_worker(
+                worker_env(llm.base_url), log, *extra, pool="threads", concurrency=4,
+                name="events",
+            )  # fmt: skip
+            stack.callback(testing_worker.stop_worker, proc)
+            producer = make_producer(TEST_BROKER_URL)
+            stack.callback(producer.close)
+            events = stack.enter_context(EventLog(producer).running())
+            return Worker(proc, log, llm, producer, pg_engine, tmp_path / "users"), events
 
-    yield start
-    for w, running in started:
-        running.__exit__(None, None, None)
-        testing_worker.stop_worker(w.proc)
-        w.producer.close()
-        w.llm.__exit__(None, None, None)
+        yield start
 
 
 def publish(w: Worker, job_id: str) -> str:
