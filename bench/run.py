@@ -383,10 +383,16 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, float]:
                 "ratio_vs_floor": rate / floor,
                 "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / (2 * n),
             })  # fmt: skip
+    return _medians(per_round, spread_of=("ratio_vs_noop", "floor_ratio_vs_noop"))
+
+
+def _medians(per_round: list[dict[str, float]], spread_of: tuple[str, ...]) -> dict[str, float]:
+    """Each figure's median over the rounds, the min and max of those in `spread_of`
+    (`<figure>_min`, `<figure>_max`), and the number of rounds."""
     figures = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
     spread = {f"{k}_{f.__name__}": f(r[k] for r in per_round)
-              for k in ("ratio_vs_noop", "floor_ratio_vs_noop") for f in (min, max)}  # fmt: skip
-    return {**figures, **spread, "rounds": rounds}
+              for k in spread_of for f in (min, max)}  # fmt: skip
+    return {**figures, **spread, "rounds": len(per_round)}
 
 
 def in_flight(
@@ -474,9 +480,7 @@ def isolation(
             burst = _p95(_latencies(b, sent))
             per_round.append({"others_p95_alone_s": alone, "others_p95_with_burst_s": burst,
                               "ratio": burst / alone})  # fmt: skip
-    figures = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
-    spread = {f"ratio_{f.__name__}": f(r["ratio"] for r in per_round) for f in (min, max)}
-    return {**figures, **spread, "rounds": rounds}
+    return _medians(per_round, spread_of=("ratio",))
 
 
 def prompt_size(work: Path) -> dict[str, float]:
