@@ -21,6 +21,7 @@ from reflection.paths import UserPaths
 from reflection.producer import make_producer
 from reflection.storage import reflection_metrics
 from reflection.testing import worker as testing_worker
+from reflection.testing.broker import empty_broker
 from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,9 +107,7 @@ stop_worker = testing_worker.stop_worker
 def worker_env(
     pg_engine: Engine, redis_client: redis.Redis, tmp_path: Path
 ) -> Callable[..., dict[str, str]]:
-    broker = redis.Redis.from_url(TEST_BROKER_URL)
-    broker.flushdb()
-    broker.close()
+    empty_broker(TEST_BROKER_URL)
 
     def make(llm_url: str, **overrides: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
