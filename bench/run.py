@@ -23,11 +23,16 @@ a ratio against a baseline of the same run:
               600 over the whole time from publish to the last done, the backlog's
               ramp-up and drain (fewer than 100 in flight) included; CPU ms per task
               of the workers (Celery's loop thread apart too), Postgres, Redis, the
-              scripted LLM and the rest of the machine
-3. memory     worker RSS (all N process trees) with 100 reflections in flight
+              scripted LLM and the rest of the machine; three rounds, medians
+3. memory     worker RSS (all N process trees) with 100 reflections in flight, the
+              highest of the three rounds
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user;
               three rounds, medians
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
+
+The JSON keeps every round of these (`per_round`): the machine's speed drifts from one
+minute to the next, and in the in-flight rounds the CPU Postgres spends per reflection
+(the same statements every round) shows how fast the machine was in each.
 """
 
 from __future__ import annotations
@@ -354,7 +359,7 @@ def _baseline(
     return _rate(_wait(lambda: int(r.get(COUNTER) or 0), n), t0, n, c)
 
 
-def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, float]:
+def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
     """`rounds` rounds of no-op tasks, floor tasks and reflections, one after the other in
     the same worker; each figure is the median of its rounds (the machine's speed drifts
     within a minute, so a ratio is taken within one round). The baselines run 5n and 2n
@@ -386,47 +391,61 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, float]:
     return _medians(per_round, spread_of=("ratio_vs_noop", "floor_ratio_vs_noop"))
 
 
-def _medians(per_round: list[dict[str, float]], spread_of: tuple[str, ...]) -> dict[str, float]:
+def _medians(per_round: list[dict[str, float]], spread_of: tuple[str, ...]) -> dict[str, Any]:
     """Each figure's median over the rounds, the min and max of those in `spread_of`
-    (`<figure>_min`, `<figure>_max`), and the number of rounds."""
+    (`<figure>_min`, `<figure>_max`), the number of rounds, and the rounds themselves
+    (`per_round`, for the JSON)."""
     figures = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
     spread = {f"{k}_{f.__name__}": f(r[k] for r in per_round)
               for k in spread_of for f in (min, max)}  # fmt: skip
-    return {**figures, **spread, "rounds": len(per_round)}
+    return {**figures, **spread, "rounds": len(per_round), "per_round": per_round}
 
 
 def in_flight(
-    b: Bench, producer: Any, n: int, latency: float, c: int, processes: int
-) -> dict[str, float]:
-    b.reset(latency=latency)
-    pairs = b.add_jobs([f"v{i}" for i in range(n)])
+    b: Bench, producer: Any, n: int, latency: float, c: int, processes: int, rounds: int
+) -> dict[str, Any]:
+    """`rounds` rounds of the sleep task, the reflections and the equal-CPU task, one
+    after the other in the same workers; each figure is the median of its rounds, but
+    the peak RSS is the highest of them."""
+    per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes) as pids:
+        for _ in range(rounds):
+            b.reset(latency=latency)
+            per_round.append(_in_flight_round(b, producer, pids, n, latency, c))
+    figures = _medians(per_round, spread_of=("ratio_vs_limit", "ratio_vs_sleep"))
+    return figures | {"worker_rss_mb_peak": max(r["worker_rss_mb_peak"] for r in per_round)}
 
-        def cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
-            workers = frozenset(p for pid in pids for p in _tree(pid))
-            return cpu_spent(before, cpu_by_process(), b.llm.proc.pid, workers)
 
-        procs0, loop0 = cpu_by_process(), loop_cpu_seconds(pids)
-        sleep = _baseline(producer, "bench.sleep", n, (latency,), c)
-        sleep_cpu_ms = cpu_since(procs0)["workers"] * 1000 / n  # Celery's own cost per task
-        peak = [sum(map(rss_mb, pids))]
-        procs0, loop1, t0 = cpu_by_process(), loop_cpu_seconds(pids), time.monotonic()
-        _publish(producer, pairs)
+def _in_flight_round(
+    b: Bench, producer: Any, pids: list[int], n: int, latency: float, c: int
+) -> dict[str, float]:
+    pairs = b.add_jobs([f"v{i}" for i in range(n)])
 
-        last = [0.0]
+    def cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+        workers = frozenset(p for pid in pids for p in _tree(pid))
+        return cpu_spent(before, cpu_by_process(), b.llm.proc.pid, workers)
 
-        def count() -> int:
-            if time.monotonic() - last[0] > 0.5:  # /proc walks of 100 threads cost CPU
-                peak.append(sum(map(rss_mb, pids)))
-                last[0] = time.monotonic()
-            return b.done_reflections()
+    procs0, loop0 = cpu_by_process(), loop_cpu_seconds(pids)
+    sleep = _baseline(producer, "bench.sleep", n, (latency,), c)
+    sleep_cpu_ms = cpu_since(procs0)["workers"] * 1000 / n  # Celery's own cost per task
+    peak = [sum(map(rss_mb, pids))]
+    procs0, loop1, t0 = cpu_by_process(), loop_cpu_seconds(pids), time.monotonic()
+    _publish(producer, pairs)
 
-        rate = _rate(_wait(count, n), t0, n, c)
-        spent, loop2 = cpu_since(procs0), loop_cpu_seconds(pids)
-        # The same shape with no work: wait L, then hold the GIL for the CPU a reflection
-        # spent beyond Celery's own cost, time-shared by the GIL as any task's work is.
-        own_cpu_ms = max(0.0, spent["workers"] * 1000 / n - sleep_cpu_ms)
-        equal = _baseline(producer, "bench.sleep_burn", n, (latency, own_cpu_ms), c)
+    last = [0.0]
+
+    def count() -> int:
+        if time.monotonic() - last[0] > 0.5:  # /proc walks of 100 threads cost CPU
+            peak.append(sum(map(rss_mb, pids)))
+            last[0] = time.monotonic()
+        return b.done_reflections()
+
+    rate = _rate(_wait(count, n), t0, n, c)
+    spent, loop2 = cpu_since(procs0), loop_cpu_seconds(pids)
+    # The same shape with no work: wait L, then hold the GIL for the CPU a reflection
+    # spent beyond Celery's own cost, time-shared by the GIL as any task's work is.
+    own_cpu_ms = max(0.0, spent["workers"] * 1000 / n - sleep_cpu_ms)
+    equal = _baseline(producer, "bench.sleep_burn", n, (latency, own_cpu_ms), c)
     limit = c / latency
     return {"reflections_per_s": rate.sustained, "limit_per_s": limit,
             "ratio_vs_limit": rate.sustained / limit,
@@ -458,7 +477,7 @@ def _p95(values: list[float]) -> float:
 
 def isolation(
     b: Bench, producer: Any, latency: float, c: int, processes: int, rounds: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """`rounds` rounds of: 200 tasks for 100 users alone, then the same 200 published just
     after a burst of 200 for one user; the others' p95 latency in each. Each figure is
     the median of its rounds: one p95 rests on the slowest ten tasks, and on this shared
@@ -592,7 +611,9 @@ def main() -> int:
             runs = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),
-                "in_flight": lambda: in_flight(b, producer, n_flight, latency, c, args.processes),
+                "in_flight": lambda: in_flight(
+                    b, producer, n_flight, latency, c, args.processes, rounds
+                ),
                 "isolation": lambda: isolation(b, producer, latency, c, args.processes, rounds),
             }
             for name in SCENARIOS:
@@ -606,6 +627,8 @@ def main() -> int:
         if not isinstance(figures, dict):
             continue
         for name, value in figures.items():
+            if name == "per_round":
+                continue
             target = TARGETS.get((scenario, name))
             mark = ""
             if target:
