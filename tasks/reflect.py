@@ -55,7 +55,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
     except UserBusyError as e:
         cap = deps.settings.user_max_in_flight
-        raise _defer(self, e, defer_seconds(e.waiting, cap) * random.uniform(0.75, 1.25)) from e
+        raise _defer(self, e, defer_seconds(e.waiting, cap) * random.uniform(0.75, 1.25)) from None
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
         if self.request.retries < MAX_RETRIES:

@@ -1,4 +1,5 @@
-"""A retry Celery cannot publish hands the delivery back instead of dropping it.
+"""How the task re-sends itself: a retry Celery cannot publish hands the delivery back
+instead of dropping it, and a deferral is a cheap retry that counts none.
 
 Celery's own `Task.retry` runs here (the broker is refused at its publish): it turns the
 failure into `Reject(requeue=False)`, which would ack the delivery and lose the run.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import kombu.exceptions
@@ -15,7 +17,7 @@ import pytest
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry
 
-from reflection.errors import InfrastructureError
+from reflection.errors import InfrastructureError, UserBusyError
 from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
 
 reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
@@ -72,3 +74,31 @@ def test_a_retry_the_broker_refuses_requeues_the_delivery_after_a_pause(
     assert sleeps == [REQUEUE_PAUSE_SECONDS]  # the countdown, capped
     assert _retry(reflect, InfrastructureError("postgres down"), 2.0).requeue is True
     assert sleeps[-1] == 2.0
+
+
+def test_a_deferral_is_a_retry_without_a_chained_traceback(
+    request_context: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose user is at its cap is re-sent later, not counted as a retry. The
+    Retry carries the reason but not the UserBusyError's traceback: Celery formats the
+    whole chain of every Retry it is handed, and a deferral is no error to debug."""
+    published: list[Signature] = []
+
+    def publish(sig: Signature, *a: Any, **k: Any) -> None:
+        published.append(sig)
+
+    def busy(*a: Any, **k: Any) -> None:
+        raise UserBusyError("user alice has 4 reflections in flight; deferred", waiting=8)
+
+    monkeypatch.setattr(Signature, "apply_async", publish)
+    monkeypatch.setattr(reflect_module, "get_deps", lambda: SimpleNamespace(
+        settings=SimpleNamespace(user_max_in_flight=4)))  # fmt: skip
+    monkeypatch.setattr(reflect_module, "run_reflection", busy)
+    with pytest.raises(Retry) as deferred:
+        reflect.run(**KWARGS)
+    assert isinstance(deferred.value.exc, UserBusyError)
+    assert "deferred" in str(deferred.value)
+    assert deferred.value.__cause__ is None and deferred.value.__suppress_context__
+    [sig] = published
+    assert sig.options["retries"] == 2  # unchanged: waiting for a turn is no failure
+    assert 4.5 <= sig.options["countdown"] <= 7.5  # 2 s x (1 + 8/4), jittered by 25 %
