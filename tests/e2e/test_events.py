@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from sqlalchemy import Engine
 
+from reflection.constants import USER_SLOTS_PREFIX
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.producer import make_producer, publish_reflect
 from reflection.testing import worker as testing_worker
@@ -137,3 +139,28 @@ def test_without_e_no_task_events_until_flower_turns_them_on(
     watched = publish(w, "ev-2")
     w.wait_rows(2)
     assert set(TASK_EVENTS) <= set(events.wait_for(watched, TASK_EVENTS))
+
+
+def test_a_deferred_run_shows_as_retried_and_sends_no_task_sent_event(
+    events_worker: Callable[..., tuple[Worker, EventLog]],
+    make_job: Any,
+    redis_client: redis.Redis,
+) -> None:
+    """A run whose user is at its cap shows in Flower as retried, with the reason, and
+    then runs. Its re-send publishes no `task-sent` event (the platform's publishes send
+    none either): that publish made each deferral cost about a quarter more CPU."""
+    w, events = events_worker("-E")
+    make_job("ev-1")
+    slots = USER_SLOTS_PREFIX + "alice"
+    redis_client.zadd(slots, {f"other-{i}": time.time() for i in range(4)})  # the default cap
+    task_id = publish(w, "ev-1")
+    seen = events.wait_for(task_id, ("task-retried",))
+    assert "task-retried" in seen, seen
+    [retried] = [e for e in events.seen if e["type"] == "task-retried"]
+    assert "reflections in flight; deferred" in retried["exception"]
+    redis_client.delete(slots)
+    [row] = w.wait_rows(1, timeout=30)
+    assert row["outcome"] == "applied"
+    seen = events.wait_for(task_id, ("task-succeeded",))
+    assert "task-succeeded" in seen and "task-sent" not in seen, seen
+    assert "deferred" in w.log.read_text()
