@@ -29,10 +29,12 @@ a ratio against a baseline of the same run:
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user;
               three rounds, medians
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
+6. deferral   the workers' CPU per run deferred (its user at the cap) vs per no-op task:
+              what a burst of one user's runs costs the others (4); three rounds, medians
 
-The JSON keeps every round of these (`per_round`): the machine's speed drifts from one
-minute to the next, and in the in-flight rounds the CPU Postgres spends per reflection
-(the same statements every round) shows how fast the machine was in each.
+The JSON keeps every round of the scenarios that run three (`per_round`): the machine's
+speed drifts from one minute to the next, and in the in-flight rounds the CPU Postgres
+spends per reflection (the same statements every round) shows how fast it was in each.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
+from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
+from reflection.settings import Settings  # noqa: E402
 from reflection.storage import jobs, reflection_metrics  # noqa: E402
 from reflection.testing.broker import empty_broker  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
@@ -502,6 +506,37 @@ def isolation(
     return _medians(per_round, spread_of=("ratio",))
 
 
+def deferral(
+    b: Bench, producer: Any, n: int, c: int, processes: int, rounds: int
+) -> dict[str, Any]:
+    """`rounds` rounds of: n no-op tasks, then n reflections of a user whose slots are
+    all held, so each is deferred; the workers' CPU per deferral against per no-op task.
+    A burst of one user's runs is deferred almost whole (the isolation scenario), and
+    the other users' runs wait for the cores meanwhile."""
+    b.reset(latency=1.0)
+    cap = Settings.model_fields["user_max_in_flight"].default  # the workers' (no override)
+    held = {f"bench-held-{i}": time.time() for i in range(cap)}
+    lock_redis = redis.Redis.from_url(LOCK_URL)
+    lock_redis.zadd(USER_SLOTS_PREFIX + "hot", held)  # for the whole scenario: a deferred
+    deferred = USER_DEFERRED_PREFIX + "hot"  # run that comes back is deferred again
+    per_round: list[dict[str, float]] = []
+    with b.worker("threads", c // processes, processes) as pids:
+        for _ in range(rounds):
+            cpu0 = sum(map(cpu_seconds, pids))
+            _baseline(producer, "bench.noop", n)
+            cpu1 = sum(map(cpu_seconds, pids))
+            count0 = int(lock_redis.get(deferred) or 0)
+            _publish(producer, b.add_jobs(["hot"] * n))
+            _wait(lambda c0=count0: int(lock_redis.get(deferred) or 0) - c0, n)
+            time.sleep(0.5)  # each deferral's re-send and ack follow its count
+            count = int(lock_redis.get(deferred) or 0) - count0
+            cpu2 = sum(map(cpu_seconds, pids))
+            noop_ms, defer_ms = (cpu1 - cpu0) * 1000 / n, (cpu2 - cpu1) * 1000 / count
+            per_round.append({"cpu_ms_per_noop_task": noop_ms, "cpu_ms_per_deferral": defer_ms,
+                              "ratio_vs_noop_task": defer_ms / noop_ms})  # fmt: skip
+    return _medians(per_round, spread_of=("ratio_vs_noop_task",))
+
+
 def prompt_size(work: Path) -> dict[str, float]:
     import tiktoken
 
@@ -543,7 +578,7 @@ def prompt_size(work: Path) -> dict[str, float]:
             "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user))}  # fmt: skip
 
 
-SCENARIOS = ("prompt", "overhead", "in_flight", "isolation")
+SCENARIOS = ("prompt", "overhead", "in_flight", "isolation", "deferral")
 TARGETS = {
     ("overhead", "ratio_vs_noop"): (">=", 0.5),
     ("in_flight", "ratio_vs_limit"): (">=", 0.9),
@@ -594,6 +629,7 @@ def main() -> int:
     if unknown := set(args.only) - set(SCENARIOS):
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     n_over, n_flight, c, latency = (20, 30, 10, 0.2) if args.quick else (200, 600, 100, 1.0)
+    n_defer = 20 if args.quick else 300
     rounds = 1 if args.quick else 3
     engine = prepare_database(DB_URL)
     producer = make_producer(args.broker)
@@ -615,6 +651,7 @@ def main() -> int:
                     b, producer, n_flight, latency, c, args.processes, rounds
                 ),
                 "isolation": lambda: isolation(b, producer, latency, c, args.processes, rounds),
+                "deferral": lambda: deferral(b, producer, n_defer, c, args.processes, rounds),
             }
             for name in SCENARIOS:
                 if name in args.only:

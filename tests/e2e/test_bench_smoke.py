@@ -25,12 +25,12 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["task_events"] is True  # the workers run the README's -E
-    for scenario in ("overhead", "in_flight", "isolation"):  # one round each in --quick
+    for scenario in ("overhead", "in_flight", "isolation", "deferral"):  # one round each
         [only] = data[scenario].pop("per_round")
         assert set(only) <= set(data[scenario]), only
     # The rest of the machine may spend no CPU tick over so short a run.
     assert data["in_flight"].pop("cpu_ms_per_reflection_other") >= 0
-    for scenario in ("prompt", "overhead", "in_flight", "isolation"):
+    for scenario in ("prompt", "overhead", "in_flight", "isolation", "deferral"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
     assert {
         "ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep",
