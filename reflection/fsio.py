@@ -87,6 +87,9 @@ def open_file(path: Path, flags: int, *, root: Path | None = None, create: bool 
     folder = open_folder(path.parent, root, create=create)
     try:
         return os.open(path.name, flags, FILE_MODE, dir_fd=folder)
+    except OSError as e:
+        e.filename = str(path)  # not just its name in the folder: say which file it is
+        raise
     finally:
         os.close(folder)
 

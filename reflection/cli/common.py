@@ -9,6 +9,7 @@ configuration, 3 a service (Postgres, Redis, broker, LLM) is unreachable.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import json
 import re
@@ -119,6 +120,12 @@ def _broker_message(e: BaseException) -> str:
     )
 
 
+def _os_message(e: OSError) -> str:
+    if e.errno == errno.ELOOP:  # a file opened with O_NOFOLLOW is a link
+        return f"{e.filename} is a symlink; refusing to follow it"
+    return f"file system error: {e}"
+
+
 # First match wins: the exception type, its message, its exit code.
 _KNOWN: tuple[tuple[type[Exception], Callable[[Any], str], int], ...] = (
     (CliError, str, EXIT_FAILED),
@@ -132,7 +139,7 @@ _KNOWN: tuple[tuple[type[Exception], Callable[[Any], str], int], ...] = (
     (UnsafePathError, str, EXIT_FAILED),
     (ReflectionError, lambda e: f"[{e.code}] {e}", EXIT_FAILED),
     (ValidationError, lambda e: f"invalid configuration: {_first_line(e)}", EXIT_USAGE),
-    (OSError, lambda e: f"file system error: {e}", EXIT_FAILED),
+    (OSError, _os_message, EXIT_FAILED),
 )
 
 
