@@ -49,6 +49,6 @@ worker_enable_soft_shutdown_on_idle = True
 # as the README's command does, or Flower turns them on (it asks every 5 s): they cost
 # a busy worker about a tenth of its CPU (README, Scaling), wasted when nobody reads them.
 # No `task-sent` events (task_send_sent_event): the platform's publishes send none, so
-# they came only from the worker's own re-sends (retries and deferrals), each one a
-# publish in the pool thread that made a deferral cost a quarter more CPU.
+# they came only from the worker's own re-sends (retries and deferrals), each one more
+# publish in the pool thread (README, Scaling, Task events).
 worker_hijack_root_logger = False

@@ -30,7 +30,8 @@ a ratio against a baseline of the same run:
               three rounds, medians
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
 6. deferral   the workers' CPU per run deferred (its user at the cap) vs per no-op task:
-              what a burst of one user's runs costs the others (4); three rounds, medians
+              what a burst of one user's runs costs the others (isolation); three rounds,
+              medians
 
 The JSON keeps every round of the scenarios that run three (`per_round`): the machine's
 speed drifts from one minute to the next, and in the in-flight rounds the CPU Postgres
