@@ -147,8 +147,8 @@ def test_a_deferred_run_shows_as_retried_and_sends_no_task_sent_event(
     redis_client: redis.Redis,
 ) -> None:
     """A run whose user is at its cap shows in Flower as retried, with the reason, and
-    then runs. Its re-send publishes no `task-sent` event (the platform's publishes send
-    none either): that publish made each deferral cost about a quarter more CPU."""
+    then runs. Its re-send publishes no `task-sent` event, as the platform's publishes
+    send none: one more publish per deferral that nobody asked for (README, Scaling)."""
     w, events = events_worker("-E")
     make_job("ev-1")
     slots = USER_SLOTS_PREFIX + "alice"
