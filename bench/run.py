@@ -520,17 +520,21 @@ def deferral(
     lock_redis = redis.Redis.from_url(LOCK_URL)
     lock_redis.zadd(USER_SLOTS_PREFIX + "hot", held)  # for the whole scenario: a deferred
     deferred = USER_DEFERRED_PREFIX + "hot"  # run that comes back is deferred again
+
+    def deferrals() -> int:
+        return int(lock_redis.get(deferred) or 0)
+
     per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes) as pids:
         for _ in range(rounds):
             cpu0 = sum(map(cpu_seconds, pids))
             _baseline(producer, "bench.noop", n)
             cpu1 = sum(map(cpu_seconds, pids))
-            count0 = int(lock_redis.get(deferred) or 0)
+            count0 = deferrals()
             _publish(producer, b.add_jobs(["hot"] * n))
-            _wait(lambda c0=count0: int(lock_redis.get(deferred) or 0) - c0, n)
+            _wait(lambda c0=count0: deferrals() - c0, n)
             time.sleep(0.5)  # each deferral's re-send and ack follow its count
-            count = int(lock_redis.get(deferred) or 0) - count0
+            count = deferrals() - count0
             cpu2 = sum(map(cpu_seconds, pids))
             noop_ms, defer_ms = (cpu1 - cpu0) * 1000 / n, (cpu2 - cpu1) * 1000 / count
             per_round.append({"cpu_ms_per_noop_task": noop_ms, "cpu_ms_per_deferral": defer_ms,

@@ -42,15 +42,21 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return slept
 
 
-def test_a_published_retry_is_a_retry(
-    request_context: None, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    published: list[Signature] = []
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[Signature]:
+    """Every signature the task re-sends, kept instead of published."""
+    sent: list[Signature] = []
 
     def publish(sig: Signature, *a: Any, **k: Any) -> None:
-        published.append(sig)
+        sent.append(sig)
 
     monkeypatch.setattr(Signature, "apply_async", publish)
+    return sent
+
+
+def test_a_published_retry_is_a_retry(
+    request_context: None, sleeps: list[float], published: list[Signature]
+) -> None:
     out = _retry(reflect, InfrastructureError("postgres down"), 30.0)
     assert isinstance(out, Retry)
     [sig] = published
@@ -77,20 +83,15 @@ def test_a_retry_the_broker_refuses_requeues_the_delivery_after_a_pause(
 
 
 def test_a_deferral_is_a_retry_without_a_chained_traceback(
-    request_context: None, monkeypatch: pytest.MonkeyPatch
+    request_context: None, published: list[Signature], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run whose user is at its cap is re-sent later, not counted as a retry. The
     Retry carries the reason but not the UserBusyError's traceback: Celery formats the
     whole chain of every Retry it is handed, and a deferral is no error to debug."""
-    published: list[Signature] = []
-
-    def publish(sig: Signature, *a: Any, **k: Any) -> None:
-        published.append(sig)
 
     def busy(*a: Any, **k: Any) -> None:
         raise UserBusyError("user alice has 4 reflections in flight; deferred", waiting=8)
 
-    monkeypatch.setattr(Signature, "apply_async", publish)
     monkeypatch.setattr(reflect_module, "get_deps", lambda: SimpleNamespace(
         settings=SimpleNamespace(user_max_in_flight=4)))  # fmt: skip
     monkeypatch.setattr(reflect_module, "run_reflection", busy)
