@@ -27,7 +27,8 @@ a ratio against a baseline of the same run:
 3. memory     worker RSS (all N process trees) with 100 reflections in flight, the
               highest of the three rounds
 4. isolation  p95 latency of 200 tasks for 100 users, alone vs beside 200 for one user;
-              three rounds, medians
+              the burst's own drain time vs 200 runs at its cap's pace, and its
+              deferrals per run; three rounds, medians
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
 6. deferral   the workers' CPU per run deferred (its user at the cap) vs per no-op task:
               what a burst of one user's runs costs the others (isolation); three rounds,
@@ -79,6 +80,7 @@ DB_URL = os.environ.get(
 BROKER_URL = os.environ.get("REFLECTION_BENCH_BROKER_URL", "redis://127.0.0.1:6379/13")
 LOCK_URL = os.environ.get("REFLECTION_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 KEY = "sk-bench-key"
+USER_CAP = Settings.model_fields["user_max_in_flight"].default  # the workers' (no override)
 
 
 def _answer() -> dict[str, Any]:
@@ -486,8 +488,11 @@ def isolation(
     """`rounds` rounds of: 200 tasks for 100 users alone, then the same 200 published just
     after a burst of 200 for one user; the others' p95 latency in each. Each figure is
     the median of its rounds: one p95 rests on the slowest ten tasks, and on this shared
-    machine single rounds gave 0.98 to 1.32."""
+    machine single rounds gave 0.98 to 1.32. What fairness costs the burst's user: from
+    publish to its last run done, against 200 runs at its cap's pace (200 L / cap), and
+    its deferrals per run."""
     others_users = [f"w{i % 100}" for i in range(200)]
+    lock_redis = redis.Redis.from_url(LOCK_URL)
     per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes):
         for _ in range(rounds):
@@ -498,12 +503,16 @@ def isolation(
             b.reset(latency=latency)
             hot = b.add_jobs(["hot"] * 200)
             others = b.add_jobs(others_users)
-            _publish(producer, hot)
+            hot_sent = _publish(producer, hot)
             sent = _publish(producer, others)
             _wait(b.done_reflections, 400)
             burst = _p95(_latencies(b, sent))
+            drain = max(_latencies(b, hot_sent))
+            deferrals = int(lock_redis.hget(USER_DEFERRED_PREFIX + "hot", "count") or 0)
             per_round.append({"others_p95_alone_s": alone, "others_p95_with_burst_s": burst,
-                              "ratio": burst / alone})  # fmt: skip
+                              "ratio": burst / alone, "hot_drain_s": drain,
+                              "hot_drain_vs_cap_pace": drain / (200 * latency / USER_CAP),
+                              "hot_deferrals_per_run": deferrals / 200})  # fmt: skip
     return _medians(per_round, spread_of=("ratio",))
 
 
@@ -515,14 +524,13 @@ def deferral(
     A burst of one user's runs is deferred almost whole (the isolation scenario), and
     the other users' runs wait for the cores meanwhile."""
     b.reset(latency=1.0)
-    cap = Settings.model_fields["user_max_in_flight"].default  # the workers' (no override)
-    held = {f"bench-held-{i}": time.time() for i in range(cap)}
+    held = {f"bench-held-{i}": time.time() for i in range(USER_CAP)}
     lock_redis = redis.Redis.from_url(LOCK_URL)
     lock_redis.zadd(USER_SLOTS_PREFIX + "hot", held)  # for the whole scenario: a deferred
     deferred = USER_DEFERRED_PREFIX + "hot"  # run that comes back is deferred again
 
     def deferrals() -> int:
-        return int(lock_redis.get(deferred) or 0)
+        return int(lock_redis.hget(deferred, "count") or 0)
 
     per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes) as pids:

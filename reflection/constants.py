@@ -25,6 +25,8 @@ PIECE_TERMINALS: Final = ("COMPLETE", "ABORT")
 USER_LOCK_PREFIX: Final = "reflection:user:"
 USER_SLOTS_PREFIX: Final = "reflection:inflight:"
 USER_DEFERRED_PREFIX: Final = "reflection:deferred:"
+# How long runs hold their slot (a moving average): the fleet's, and per user after ":".
+RUN_SECONDS_KEY: Final = "reflection:run-seconds"
 
 # Folder layout under <user_folder_root>/<uid>/.
 MEMORY_DIR: Final = "memory"

@@ -65,9 +65,9 @@ class UserBusyError(RetryableError):
 
     code = "user_busy"
 
-    def __init__(self, message: str, *, waiting: int = 0) -> None:
+    def __init__(self, message: str, *, delay: float = 0.0) -> None:
         super().__init__(message)
-        self.waiting = waiting
+        self.delay = delay  # seconds until the run's booked time to come back
 
 
 class ClaimBusyError(RetryableError):

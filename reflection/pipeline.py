@@ -42,7 +42,7 @@ from reflection.errors import (
     ReflectionError,
     RetryableError,
 )
-from reflection.fairness import user_slot
+from reflection.fairness import MAX_DELAY_SECONDS, user_slot
 from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
@@ -168,6 +168,8 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
             run.reflection_job_id,
             cap=s.user_max_in_flight,
             lease_seconds=s.claim_lease_seconds,
+            # A Redis broker hands a countdown's message back after its visibility timeout.
+            max_delay=min(MAX_DELAY_SECONDS, s.broker_visibility_timeout / 4),
         ),
     ):
         return _claimed_run(deps, run, request)

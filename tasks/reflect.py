@@ -8,7 +8,6 @@ below the broker's visibility timeout; anything else ends `failed` with a metric
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Any
 
@@ -28,7 +27,6 @@ from reflection.errors import (
     TimeLimitError,
     UserBusyError,
 )
-from reflection.fairness import defer_seconds
 from reflection.pipeline import record_failure, run_reflection
 from tasks.app import app
 from tasks.resources import get_deps
@@ -54,8 +52,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
             raise BadRequestError("reflect takes keyword arguments only, got positional args")
         return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
     except UserBusyError as e:
-        cap = deps.settings.user_max_in_flight
-        raise _defer(self, e, defer_seconds(e.waiting, cap) * random.uniform(0.75, 1.25)) from None
+        raise _defer(self, e, e.delay) from None
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
         if self.request.retries < MAX_RETRIES:

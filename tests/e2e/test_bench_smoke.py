@@ -39,6 +39,7 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
         data["overhead"]
     )
+    assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
 
 
 def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:

@@ -7,9 +7,15 @@ import time
 import fakeredis
 import pytest
 
-from reflection.constants import USER_SLOTS_PREFIX
+from reflection.constants import RUN_SECONDS_KEY, USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX
 from reflection.errors import UserBusyError
-from reflection.fairness import defer_seconds, user_slot
+from reflection.fairness import (
+    FIRST_GUESS_SECONDS,
+    MIN_DELAY_SECONDS,
+    SLACK,
+    SMOOTHING,
+    user_slot,
+)
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ def test_at_most_cap_runs_of_one_user(r: fakeredis.FakeRedis) -> None:
                 user_slot(r, "hot", "run-4", cap=2, lease_seconds=60),
             ):
                 pass
-            assert (first.value.waiting, second.value.waiting) == (1, 2)
+            assert second.value.delay > first.value.delay > 0
             with user_slot(r, "other", "run-5", cap=2, lease_seconds=60):
                 pass  # other users are not affected
         with user_slot(r, "hot", "run-3", cap=2, lease_seconds=60):
@@ -67,6 +73,68 @@ def test_cap_zero_means_no_limit(r: fakeredis.FakeRedis) -> None:
         assert r.exists(USER_SLOTS_PREFIX + "u") == 0
 
 
-def test_deferral_grows_with_the_backlog_and_is_capped() -> None:
-    delays = [defer_seconds(w, 4) for w in (1, 4, 8, 40, 4000)]
-    assert delays == sorted(delays) and delays[0] >= 2.0 and delays[-1] == 30.0
+def _deferral(r: fakeredis.FakeRedis, user: str, run_id: str, cap: int, **kw: float) -> float:
+    with (
+        pytest.raises(UserBusyError) as busy,
+        user_slot(r, user, run_id, cap=cap, lease_seconds=600, **kw),
+    ):
+        pass
+    return busy.value.delay
+
+
+def _hold(r: fakeredis.FakeRedis, user: str, *started_ago: float) -> None:
+    now = time.time()
+    r.zadd(USER_SLOTS_PREFIX + user, {f"running-{i}": now - a for i, a in enumerate(started_ago)})
+
+
+def _run(r: fakeredis.FakeRedis, user: str, took: float) -> None:
+    with user_slot(r, user, "run", cap=1, lease_seconds=600):
+        r.zadd(USER_SLOTS_PREFIX + user, {"run": time.time() - took})  # as if it began then
+
+
+def test_deferred_runs_are_booked_one_after_another_at_the_rate_the_slots_free(
+    r: fakeredis.FakeRedis,
+) -> None:
+    """The first comes back when the oldest run should end; each next one a run's
+    length divided by the cap later; none is handed the same time as another."""
+    _hold(r, "hot", 0.4, 0.0)
+    length = FIRST_GUESS_SECONDS * (1 + SLACK)
+    delays = [_deferral(r, "hot", f"run-{i}", cap=2) for i in range(5)]
+    expected = [length - 0.4 + i * length / 2 for i in range(5)]
+    assert delays == pytest.approx(expected, abs=0.05)
+    assert r.hget(USER_DEFERRED_PREFIX + "hot", "count") == b"5"
+
+
+def test_a_finished_run_teaches_how_long_runs_hold_a_slot(r: fakeredis.FakeRedis) -> None:
+    """Each release feeds a moving average, the user's and the fleet's; bookings use the
+    user's, else the fleet's (a user's first burst), else the first guess."""
+    _run(r, "alice", took=10.0)
+    assert float(r.get(RUN_SECONDS_KEY + ":alice") or 0) == pytest.approx(10.0, abs=0.05)
+    _run(r, "alice", took=20.0)
+    average = 10.0 + SMOOTHING * (20.0 - 10.0)
+    assert float(r.get(RUN_SECONDS_KEY + ":alice") or 0) == pytest.approx(average, abs=0.05)
+    assert float(r.get(RUN_SECONDS_KEY) or 0) == pytest.approx(average, abs=0.05)
+
+    _hold(r, "bob", 0.0)  # no run of bob's has ended yet: the fleet's length
+    assert _deferral(r, "bob", "b-1", cap=1) == pytest.approx(average * (1 + SLACK), abs=0.05)
+    r.set(RUN_SECONDS_KEY + ":carol", "3.0")
+    _hold(r, "carol", 0.0)
+    assert _deferral(r, "carol", "c-1", cap=1) == pytest.approx(3.0 * (1 + SLACK), abs=0.05)
+
+
+def test_a_deferral_waits_at_least_a_moment_and_at_most_the_longest_delay(
+    r: fakeredis.FakeRedis,
+) -> None:
+    """A slot held past its run's usual length would book the next run for now: it
+    would come straight back and spin. A long backlog is capped at `max_delay`."""
+    _hold(r, "u", 30.0)
+    assert _deferral(r, "u", "run-1", cap=1) == pytest.approx(MIN_DELAY_SECONDS, abs=0.05)
+    r.set(RUN_SECONDS_KEY + ":u", "100")
+    assert _deferral(r, "u", "run-2", cap=1, max_delay=60.0) == pytest.approx(60.0, abs=0.05)
+    assert _deferral(r, "u", "run-3", cap=1, max_delay=60.0) == pytest.approx(60.0, abs=0.05)
+
+
+def test_bookings_start_afresh_once_the_last_one_is_past(r: fakeredis.FakeRedis) -> None:
+    _hold(r, "u", 0.0)
+    r.hset(USER_DEFERRED_PREFIX + "u", "until", str(time.time() - 5))
+    assert _deferral(r, "u", "run-1", cap=1) == pytest.approx(1 + SLACK, abs=0.05)

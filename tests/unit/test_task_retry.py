@@ -90,10 +90,9 @@ def test_a_deferral_is_a_retry_without_a_chained_traceback(
     whole chain of every Retry it is handed, and a deferral is no error to debug."""
 
     def busy(*a: Any, **k: Any) -> None:
-        raise UserBusyError("user alice has 4 reflections in flight; deferred", waiting=8)
+        raise UserBusyError("user alice has 4 reflections in flight; deferred", delay=6.5)
 
-    monkeypatch.setattr(reflect_module, "get_deps", lambda: SimpleNamespace(
-        settings=SimpleNamespace(user_max_in_flight=4)))  # fmt: skip
+    monkeypatch.setattr(reflect_module, "get_deps", SimpleNamespace)
     monkeypatch.setattr(reflect_module, "run_reflection", busy)
     with pytest.raises(Retry) as deferred:
         reflect.run(**KWARGS)
@@ -102,4 +101,4 @@ def test_a_deferral_is_a_retry_without_a_chained_traceback(
     assert deferred.value.__cause__ is None and deferred.value.__suppress_context__
     [sig] = published
     assert sig.options["retries"] == 2  # unchanged: waiting for a turn is no failure
-    assert 4.5 <= sig.options["countdown"] <= 7.5  # 2 s x (1 + 8/4), jittered by 25 %
+    assert sig.options["countdown"] == 6.5  # the time booked for it (reflection.fairness)
