@@ -254,6 +254,9 @@ class Bench:
     @contextmanager
     def worker(self, pool: str, concurrency: int, processes: int = 1) -> Iterator[list[int]]:
         """`processes` worker processes of `concurrency` each; yields their pids."""
+        # A worker stopped with runs still deferred (the deferral scenario's, whose user
+        # stays at its cap) hands them back to the queue: drop them before they start.
+        empty_broker(self.broker_url)
         procs = []
         try:
             for i in range(processes):
