@@ -35,8 +35,9 @@ SMOOTHING = 0.2  # the weight of the latest run in the moving average
 RUN_SECONDS_TTL = 86_400
 
 # KEYS: slots, deferred, the user's run length, everyone's. ARGV: now, stale_before, cap,
-# run id, lease, first guess, shortest delay, longest delay. Returns false with a slot
-# taken, else the delay. Re-entrant: a retry or redelivery of the same run keeps its slot.
+# run id, lease, first guess, shortest delay, longest delay, slack. Returns false with a
+# slot taken, else the delay. Re-entrant: a retry or redelivery of the same run keeps its
+# slot.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local cap = tonumber(ARGV[3])
