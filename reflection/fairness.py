@@ -32,7 +32,7 @@ SLACK = 0.05  # runs come back this much after their slot should free: a run's l
 MIN_DELAY_SECONDS = 0.5  # so that slots held past their time never make deferrals spin
 MAX_DELAY_SECONDS = 600.0  # a deferred run waits in a worker's memory (a Celery countdown)
 SMOOTHING = 0.2  # the weight of the latest run in the moving average
-RUN_SECONDS_TTL = 86_400
+RUN_SECONDS_TTL = 3600  # a key per user who ran in the last hour; after that, the fleet's
 
 # KEYS: slots, deferred, the user's run length, everyone's. ARGV: now, stale_before, cap,
 # run id, lease, first guess, shortest delay, longest delay, slack. Returns false with a

@@ -12,6 +12,7 @@ from reflection.errors import UserBusyError
 from reflection.fairness import (
     FIRST_GUESS_SECONDS,
     MIN_DELAY_SECONDS,
+    RUN_SECONDS_TTL,
     SLACK,
     SMOOTHING,
     user_slot,
@@ -114,6 +115,7 @@ def test_a_finished_run_teaches_how_long_runs_hold_a_slot(r: fakeredis.FakeRedis
     average = 10.0 + SMOOTHING * (20.0 - 10.0)
     assert float(r.get(RUN_SECONDS_KEY + ":alice") or 0) == pytest.approx(average, abs=0.05)
     assert float(r.get(RUN_SECONDS_KEY) or 0) == pytest.approx(average, abs=0.05)
+    assert 0 < r.ttl(RUN_SECONDS_KEY + ":alice") <= RUN_SECONDS_TTL  # not one key per user forever
 
     _hold(r, "bob", 0.0)  # no run of bob's has ended yet: the fleet's length
     assert _deferral(r, "bob", "b-1", cap=1) == pytest.approx(average * (1 + SLACK), abs=0.05)
