@@ -282,22 +282,25 @@ class Bench:
                     proc.kill()
 
     def done_reflections(self) -> int:
-        """Reflections recorded since the last reset. A failed one stops the bench: its
-        time is not a reflection's, and the bench's runs are all meant to succeed."""
+        """Reflections recorded since the last reset (one query: the harness polls it). A
+        failed one stops the bench: its time is not a reflection's, and the bench's runs
+        are all meant to succeed."""
         m = reflection_metrics.c
         with self.engine.connect() as conn:
-            done = int(
-                conn.execute(select(func.count()).select_from(reflection_metrics)).scalar_one()
-            )
-            failed = conn.execute(
-                select(m.error_code, func.count())
-                .where(m.outcome == "failed")
-                .group_by(m.error_code)
-            ).all()
-        if failed:
-            codes = ", ".join(f"{n} {code}" for code, n in failed)
-            raise SystemExit(f"reflections failed during the bench ({codes}); nothing measured")
-        return done
+            done, failed = conn.execute(
+                select(func.count(), func.count().filter(m.outcome == "failed"))
+            ).one()
+            if failed:
+                codes = conn.execute(
+                    select(m.error_code, func.count())
+                    .where(m.outcome == "failed")
+                    .group_by(m.error_code)
+                ).all()
+                listed = ", ".join(f"{n} {code}" for code, n in codes)
+                raise SystemExit(
+                    f"reflections failed during the bench ({listed}); nothing measured"
+                )
+        return int(done)
 
 
 def _wait_ready(
