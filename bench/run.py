@@ -221,11 +221,12 @@ class Bench:
     jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
     task_events: bool = True  # workers run with -E, as the README's command
     results: dict[str, Any] = field(default_factory=dict)
+    lock: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(LOCK_URL))
 
     def reset(self, latency: float) -> None:
         with self.engine.begin() as conn:
             conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
-        redis.Redis.from_url(LOCK_URL).flushdb()
+        self.lock.flushdb()
         empty_broker(self.broker_url)
         jitter = min(self.jitter, latency)
         self.llm.set_script({"default": {"content": _answer(), "delay": latency, "jitter": jitter}})
@@ -280,6 +281,10 @@ class Bench:
                     proc.wait(60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+    def deferrals(self, user: str) -> int:
+        """The user's deferrals since its queue of deferred runs began (reflection.fairness)."""
+        return int(self.lock.hget(USER_DEFERRED_PREFIX + user, "count") or 0)
 
     def done_reflections(self) -> int:
         """Reflections recorded since the last reset (one query: the harness polls it). A
@@ -510,7 +515,6 @@ def isolation(
     publish to its last run done, against 200 runs at its cap's pace (200 L / cap), and
     its deferrals per run."""
     others_users = [f"w{i % 100}" for i in range(200)]
-    lock_redis = redis.Redis.from_url(LOCK_URL)
     per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes):
         for _ in range(rounds):
@@ -526,7 +530,7 @@ def isolation(
             _wait(b.done_reflections, 400)
             burst = _p95(_latencies(b, sent))
             drain = max(_latencies(b, hot_sent))
-            deferrals = int(lock_redis.hget(USER_DEFERRED_PREFIX + "hot", "count") or 0)
+            deferrals = b.deferrals("hot")
             per_round.append({"others_p95_alone_s": alone, "others_p95_with_burst_s": burst,
                               "ratio": burst / alone, "hot_drain_s": drain,
                               "hot_drain_vs_cap_pace": drain / (200 * latency / USER_CAP),
@@ -543,24 +547,19 @@ def deferral(
     the other users' runs wait for the cores meanwhile."""
     b.reset(latency=1.0)
     held = {f"bench-held-{i}": time.time() for i in range(USER_CAP)}
-    lock_redis = redis.Redis.from_url(LOCK_URL)
-    lock_redis.zadd(USER_SLOTS_PREFIX + "hot", held)  # for the whole scenario: a deferred
-    deferred = USER_DEFERRED_PREFIX + "hot"  # run that comes back is deferred again
-
-    def deferrals() -> int:
-        return int(lock_redis.hget(deferred, "count") or 0)
-
+    # For the whole scenario: a deferred run that comes back is deferred again.
+    b.lock.zadd(USER_SLOTS_PREFIX + "hot", held)
     per_round: list[dict[str, float]] = []
     with b.worker("threads", c // processes, processes) as pids:
         for _ in range(rounds):
             cpu0 = sum(map(cpu_seconds, pids))
             _baseline(producer, "bench.noop", n)
             cpu1 = sum(map(cpu_seconds, pids))
-            count0 = deferrals()
+            count0 = b.deferrals("hot")
             _publish(producer, b.add_jobs(["hot"] * n))
-            _wait(lambda c0=count0: deferrals() - c0, n)
+            _wait(lambda c0=count0: b.deferrals("hot") - c0, n)
             time.sleep(0.5)  # each deferral's re-send and ack follow its count
-            count = deferrals() - count0
+            count = b.deferrals("hot") - count0
             cpu2 = sum(map(cpu_seconds, pids))
             noop_ms, defer_ms = (cpu1 - cpu0) * 1000 / n, (cpu2 - cpu1) * 1000 / count
             per_round.append({"cpu_ms_per_noop_task": noop_ms, "cpu_ms_per_deferral": defer_ms,
