@@ -37,6 +37,13 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
+# After a lost broker connection Celery would fetch one task at a time and raise the
+# prefetch with each ack; on RabbitMQ that left a threads-pool worker stalled for 90 s
+# or more, with the queue ready and its AMQP frames garbled (UnexpectedFrame), until a
+# second reconnect (tests/e2e/test_rabbitmq.py). Taking the full prefetch at once is
+# safe: a task fetched again while its first delivery still runs is applied once all
+# the same (the claim and the user lock; README, Delivery).
+worker_enable_prefetch_count_reduction = False
 task_time_limit = _s.task_time_limit
 task_soft_time_limit = _s.soft_time_limit
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
-from reflection.producer import make_producer
+from reflection.producer import make_producer, publish_reflect
 from reflection.storage import reflection_metrics
 from reflection.testing import worker as testing_worker
 from reflection.testing.broker import empty_broker
@@ -146,3 +146,48 @@ def worker(
             stop_worker(proc)
             producer.close()
         assert "sk-e2e-worker-key" not in log.read_text(), "the API key reached the worker log"
+
+
+BURST_JOBS = {f"burst-{i:02d}": f"user{i % 6}" for i in range(24)}
+
+
+def burst_through_outage(
+    worker_env: Callable[..., dict[str, str]],
+    make_job: Any,
+    pg_engine: Engine,
+    tmp_path: Path,
+    outage: Callable[[], None],
+    broker_url: str | None = None,
+    worker_args: tuple[str, ...] = ("--concurrency", "4"),
+    recover_within: float = 150,
+    **env_overrides: str,
+) -> None:
+    """Publish 24 jobs of 6 users (the LLM answering in 1 s), call `outage` once six of
+    them are done, and check that every job then ends applied exactly once, by the same
+    worker process, within `recover_within` seconds of the outage's end."""
+    for job, user in BURST_JOBS.items():
+        make_job(job, user_id=user)
+    with ScriptedLlmServer(script_for(list(BURST_JOBS), delay=1.0), require_key=API_KEY) as llm:
+        env = worker_env(llm.base_url, **env_overrides)
+        if broker_url:
+            env["REFLECTION_BROKER_URL"] = broker_url
+        log = tmp_path / "worker.log"
+        proc = start_worker(env, log, *worker_args)
+        producer = make_producer(env["REFLECTION_BROKER_URL"])
+        w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
+        try:
+            for job, user in BURST_JOBS.items():
+                publish_reflect(producer, original_job_id=job, user_id=user,
+                                piece_name="default", outcome="succeeded")  # fmt: skip
+            deadline = time.monotonic() + 60
+            while len(w.rows()) < 6:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            outage()
+            w.wait_rows(len(BURST_JOBS), timeout=recover_within)
+            time.sleep(1)
+            check_exactly_once(w, BURST_JOBS)
+            assert w.proc.poll() is None, "the worker died"
+        finally:
+            stop_worker(w.proc)
+            producer.close()

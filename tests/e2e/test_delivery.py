@@ -16,17 +16,9 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from reflection.devtools.scripted_llm import ScriptedLlmServer
-from reflection.producer import make_producer, publish_reflect
+from reflection.producer import publish_reflect
 from tests.conftest import IN_CI
-from tests.e2e.conftest import (
-    API_KEY,
-    Worker,
-    check_exactly_once,
-    script_for,
-    start_worker,
-    stop_worker,
-)
+from tests.e2e.conftest import Worker, burst_through_outage, script_for
 
 pytestmark = pytest.mark.e2e
 
@@ -107,46 +99,6 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     r.stop()
 
 
-JOBS = {f"burst-{i:02d}": f"user{i % 6}" for i in range(24)}
-
-
-def _burst(
-    worker_env: Callable[..., dict[str, str]],
-    make_job: Any,
-    pg_engine: Engine,
-    tmp_path: Path,
-    outage: Callable[[], None],
-    broker_url: str | None = None,
-    **env_overrides: str,
-) -> None:
-    for job, user in JOBS.items():
-        make_job(job, user_id=user)
-    with ScriptedLlmServer(script_for(list(JOBS), delay=1.0), require_key=API_KEY) as llm:
-        env = worker_env(llm.base_url, **env_overrides)
-        if broker_url:
-            env["REFLECTION_BROKER_URL"] = broker_url
-        log = tmp_path / "worker.log"
-        proc = start_worker(env, log, "--concurrency", "4")
-        producer = make_producer(env["REFLECTION_BROKER_URL"])
-        w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
-        try:
-            for job, user in JOBS.items():
-                publish_reflect(producer, original_job_id=job, user_id=user,
-                                piece_name="default", outcome="succeeded")  # fmt: skip
-            deadline = time.monotonic() + 60
-            while len(w.rows()) < 6:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.1)
-            outage()
-            w.wait_rows(len(JOBS), timeout=150)
-            time.sleep(1)
-            check_exactly_once(w, JOBS)
-            assert w.proc.poll() is None, "the worker died"
-        finally:
-            stop_worker(w.proc)
-            producer.close()
-
-
 def test_redis_restart_mid_burst_loses_nothing(
     own_redis: OwnRedis,
     worker_env: Callable[..., dict[str, str]],
@@ -162,7 +114,7 @@ def test_redis_restart_mid_burst_loses_nothing(
         time.sleep(1)
         own_redis.start()
 
-    _burst(
+    burst_through_outage(
         worker_env, make_job, pg_engine, tmp_path, restart,
         broker_url=own_redis.url + "/0",
         REFLECTION_REDIS_URL=own_redis.url + "/1",
@@ -198,4 +150,4 @@ def test_postgres_restart_mid_burst_loses_nothing(
         time.sleep(3)
         ctl("start")
 
-    _burst(worker_env, make_job, pg_engine, tmp_path, restart)
+    burst_through_outage(worker_env, make_job, pg_engine, tmp_path, restart)
