@@ -110,21 +110,24 @@ def test_killed_worker_task_comes_back_at_once_on_rabbitmq(
         assert w.llm_calls() == 2  # the killed run's answer never arrived
 
 
+@pytest.mark.parametrize("cap", ["4", "1"], ids=["threads", "threads-with-deferred-runs"])
 def test_rabbitmq_restart_mid_burst_loses_nothing(
     worker_env: Callable[..., dict[str, str]],
     amqp_broker: str,
     make_job: Any,
     pg_engine: Engine,
     tmp_path: Path,
+    cap: str,
 ) -> None:
     """RabbitMQ restarts (its application stopped and started, as in an upgrade) while
-    the recommended threads pool has runs in flight: the worker reconnects, takes the
-    requeued and the waiting tasks, and every job ends applied exactly once.
+    the recommended threads pool has runs in flight (and, with one run per user at a
+    time, deferred runs held as countdowns): the worker reconnects, takes the requeued
+    and the waiting tasks, and every job ends applied exactly once.
 
     The rest of the burst takes a few seconds. With Celery's prefetch reduction after a
     reconnect on (celeryconfig.py, `worker_enable_prefetch_count_reduction`), this
-    worker took two tasks and then stalled for 90 s or more, the rest of the queue
-    ready, in each of three runs."""
+    worker took two tasks and then stalled, the rest of the queue ready, in six of
+    eight runs."""
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         if IN_CI:
@@ -139,4 +142,5 @@ def test_rabbitmq_restart_mid_burst_loses_nothing(
     burst_through_outage(
         worker_env, make_job, pg_engine, tmp_path, restart, broker_url=amqp_broker,
         worker_args=("--pool", "threads", "--concurrency", "8"), recover_within=60,
+        REFLECTION_USER_MAX_IN_FLIGHT=cap,
     )  # fmt: skip
