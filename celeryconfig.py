@@ -6,13 +6,10 @@ the effect exactly-once (claims, journal, fencing); see the README, "Delivery".
 
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.settings import get_settings
-from tasks.transport import transport_for
 
 _s = get_settings()
 
 broker_url = _s.broker_url
-# On Redis, kombu's transport with one fix: a lost broker no longer stops the worker.
-broker_transport = transport_for(broker_url)
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     # A message not acked within this many seconds is handed to another worker; it must

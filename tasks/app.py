@@ -2,5 +2,8 @@
 
 from celery import Celery
 
+from tasks import transport
+
+transport.install()  # on Redis, kombu's transport with one fix (tasks/transport.py)
 app = Celery("reflection")
 app.config_from_object("celeryconfig")

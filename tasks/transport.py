@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from kombu.transport import TRANSPORT_ALIASES, _transport_cache
 from kombu.transport import redis as kombu_redis
 
 
@@ -30,8 +31,9 @@ class RedisTransport(kombu_redis.Transport):
     Channel = _Channel
 
 
-def transport_for(broker_url: str) -> str | None:
-    """The transport to name in Celery's `broker_transport` for this URL (None: the one
-    its scheme names)."""
-    scheme = broker_url.split("://", 1)[0].lower()
-    return f"{__name__}:RedisTransport" if scheme in ("redis", "rediss") else None
+def install() -> None:
+    """Make `redis://` and `rediss://` broker URLs use `RedisTransport` in this process,
+    however the URL is given (settings, `celery -b`, `app.conf.broker_url`)."""
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:RedisTransport"
+        _transport_cache.pop(scheme, None)  # kombu caches a resolved alias
