@@ -157,7 +157,6 @@ def burst_through_outage(
     pg_engine: Engine,
     tmp_path: Path,
     outage: Callable[[], None],
-    broker_url: str | None = None,
     worker_args: tuple[str, ...] = ("--concurrency", "4"),
     recover_within: float = 150,
     **env_overrides: str,
@@ -169,8 +168,6 @@ def burst_through_outage(
         make_job(job, user_id=user)
     with ScriptedLlmServer(script_for(list(BURST_JOBS), delay=1.0), require_key=API_KEY) as llm:
         env = worker_env(llm.base_url, **env_overrides)
-        if broker_url:
-            env["REFLECTION_BROKER_URL"] = broker_url
         log = tmp_path / "worker.log"
         proc = start_worker(env, log, *worker_args)
         producer = make_producer(env["REFLECTION_BROKER_URL"])

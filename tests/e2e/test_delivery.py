@@ -128,7 +128,8 @@ def test_redis_restart_mid_burst_loses_nothing(
 
     burst_through_outage(
         worker_env, make_job, pg_engine, tmp_path, restart,
-        broker_url=own_redis.url + "/0", worker_args=worker_args,
+        worker_args=worker_args,
+        REFLECTION_BROKER_URL=own_redis.url + "/0",
         REFLECTION_REDIS_URL=own_redis.url + "/1",
         REFLECTION_BROKER_VISIBILITY_TIMEOUT="10",
         REFLECTION_USER_MAX_IN_FLIGHT=cap,

@@ -140,7 +140,7 @@ def test_rabbitmq_restart_mid_burst_loses_nothing(
         subprocess.run([ctl, "-q", "start_app"], check=True, capture_output=True, timeout=60)
 
     burst_through_outage(
-        worker_env, make_job, pg_engine, tmp_path, restart, broker_url=amqp_broker,
+        worker_env, make_job, pg_engine, tmp_path, restart,
         worker_args=("--pool", "threads", "--concurrency", "8"), recover_within=60,
-        REFLECTION_USER_MAX_IN_FLIGHT=cap,
+        REFLECTION_BROKER_URL=amqp_broker, REFLECTION_USER_MAX_IN_FLIGHT=cap,
     )  # fmt: skip
