@@ -1,8 +1,10 @@
 """The `reflect` task: a thin adapter from Celery to `reflection.pipeline`.
 
 It validates nothing itself and decides only one thing: retry or not. Retryable errors
-(lock busy, Redis/Postgres/disk down) are retried with jittered backoff, capped well
-below the broker's visibility timeout; anything else ends `failed` with a metrics row.
+are retried with jittered backoff, capped well below the broker's visibility timeout:
+an outage (Redis, Postgres or disk down) and another delivery's claim on the job for as
+long as they last, a busy or lost user lock `MAX_RETRIES` times. Anything else ends
+`failed` with a metrics row.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
     BadRequestError,
+    ClaimBusyError,
     InfrastructureError,
     InternalError,
     ReflectionError,
@@ -34,6 +37,9 @@ from tasks.resources import get_deps
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 12
+# These end on their own: the service comes back; the other delivery finishes (this one
+# then ends `duplicate`) or its claim's lease lapses. Dropping the run would lose it.
+UNTIL_CLEARED = (InfrastructureError, ClaimBusyError)
 REQUEUE_PAUSE_SECONDS = 10.0  # the longest a slot waits before handing back a delivery
 
 
@@ -55,9 +61,12 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
         raise _defer(self, e, e.delay) from None
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
-        if self.request.retries < MAX_RETRIES:
-            log.warning("reflect %s retrying (%s): %s", task_id, error.code, e)
-            raise _retry(self, e, _countdown(self.request.retries)) from e
+        retries = self.request.retries
+        if retries < MAX_RETRIES or isinstance(error, UNTIL_CLEARED):
+            level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
+            log.log(level, "reflect %s retrying (%s, retry %d): %s", task_id, error.code,
+                    retries + 1, e)  # fmt: skip
+            raise _retry(self, e, _countdown(retries)) from e
         return _fail(self, deps, kwargs, error)
     except BadRequestError as e:
         return _fail(self, deps, kwargs, e)

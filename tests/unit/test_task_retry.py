@@ -1,5 +1,6 @@
 """How the task re-sends itself: a retry Celery cannot publish hands the delivery back
-instead of dropping it, and a deferral is a cheap retry that counts none.
+instead of dropping it, a deferral is a cheap retry that counts none, and what ends on
+its own (an outage, another delivery's claim) is retried for as long as it lasts.
 
 Celery's own `Task.retry` runs here (the broker is refused at its publish): it turns the
 failure into `Reject(requeue=False)`, which would ack the delivery and lose the run.
@@ -17,8 +18,15 @@ import pytest
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry
 
-from reflection.errors import InfrastructureError, UserBusyError
-from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
+from reflection.errors import (
+    ClaimBusyError,
+    InfrastructureError,
+    LockBusyError,
+    LockLostError,
+    ReflectionError,
+    UserBusyError,
+)
+from tasks.reflect import MAX_RETRIES, REQUEUE_PAUSE_SECONDS, _retry, reflect
 
 reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
 
@@ -102,3 +110,74 @@ def test_a_deferral_is_a_retry_without_a_chained_traceback(
     [sig] = published
     assert sig.options["retries"] == 2  # unchanged: waiting for a turn is no failure
     assert sig.options["countdown"] == 6.5  # the time booked for it (reflection.fairness)
+
+
+@pytest.fixture
+def failures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The codes of the runs the task ends `failed`, kept instead of recorded."""
+    codes: list[str] = []
+
+    def record(deps: Any, *, reflection_job_id: str, kwargs: Any, error: Any) -> Any:
+        codes.append(error.code)
+        return SimpleNamespace(outcome=SimpleNamespace(value="failed"))
+
+    monkeypatch.setattr(reflect_module, "get_deps", SimpleNamespace)
+    monkeypatch.setattr(reflect_module, "record_failure", record)
+    return codes
+
+
+def _run_at_retry(retries: int, error: Exception, monkeypatch: pytest.MonkeyPatch) -> Any:
+    def fail(*a: Any, **k: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(reflect_module, "run_reflection", fail)
+    reflect.push_request(
+        id="task-1", retries=retries, args=[], kwargs=KWARGS, is_eager=False, called_directly=False
+    )
+    try:
+        return reflect.run(**KWARGS)
+    finally:
+        reflect.pop_request()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [InfrastructureError("postgres down"), OSError(28, "No space left on device"),
+     ClaimBusyError("job j1 is being reflected by another delivery")],
+    ids=["outage", "disk", "claim-busy"],
+)  # fmt: skip
+def test_what_ends_on_its_own_is_retried_past_the_retry_budget(
+    error: Exception,
+    failures: list[str],
+    published: list[Signature],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outage ends when the service is back, another delivery's claim when it ends or
+    its lease lapses: a run is never dropped for outliving them, only logged louder."""
+    with pytest.raises(Retry):
+        _run_at_retry(MAX_RETRIES + 40, error, monkeypatch)
+    [sig] = published
+    assert sig.options["retries"] == MAX_RETRIES + 41
+    assert 1.0 <= sig.options["countdown"] <= 120.0
+    assert failures == []
+    [line] = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert line.levelname == "ERROR" and f"retry {MAX_RETRIES + 41}" in line.getMessage()
+
+
+@pytest.mark.parametrize(
+    "error", [LockBusyError("user alice is locked"), LockLostError("the lock expired")]
+)
+def test_a_busy_or_lost_lock_is_retried_within_the_budget_then_fails(
+    error: ReflectionError,
+    failures: list[str],
+    published: list[Signature],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(Retry):
+        _run_at_retry(MAX_RETRIES - 1, error, monkeypatch)
+    assert [r.levelname for r in caplog.records if "retrying" in r.getMessage()] == ["WARNING"]
+    assert _run_at_retry(MAX_RETRIES, error, monkeypatch) == "failed"
+    assert failures == [error.code]
+    assert len(published) == 1
