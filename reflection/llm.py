@@ -69,10 +69,7 @@ class _Tally:
             return math.inf
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _with_attempts(
-                TimeLimitError("the run's time budget ran out while asking the LLM"),
-                self.attempts,
-            )
+            raise _spent(TimeLimitError("the run's time budget ran out while asking the LLM"), self)
         return left
 
     def add(self, completion: ChatCompletion) -> None:
@@ -205,7 +202,7 @@ class LlmClient:
             return completion, text, parse_decision(text)
         except DecisionParseError as err:
             message = f"the LLM's answer did not validate, even after one repair round-trip: {err}"
-            raise _with_attempts(LlmInvalidOutputError(message), tally.attempts) from err
+            raise _spent(LlmInvalidOutputError(message), tally) from err
 
     def _call(
         self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
@@ -283,14 +280,14 @@ class LlmClient:
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"
         log.error("%s; endpoint %s", message, self._endpoint)
-        return _with_attempts(LlmAuthError(message), tally.attempts)
+        return _spent(LlmAuthError(message), tally)
 
     def _rejected(self, e: openai.APIStatusError, tally: _Tally) -> LlmUnavailableError:
         return self._unavailable(tally, f"rejected the request ({_describe_api_error(e)})")
 
     def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
         message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
-        return _with_attempts(LlmUnavailableError(message), tally.attempts)
+        return _spent(LlmUnavailableError(message), tally)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -345,7 +342,9 @@ def _without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def _with_attempts(error: _E, attempts: int) -> _E:
-    """Attach the request count; the pipeline records it (`getattr(error, "attempts", 0)`)."""
-    error.attempts = attempts  # type: ignore[attr-defined]
+def _spent(error: _E, tally: _Tally) -> _E:
+    """Attach what the failed decide() spent, its requests and tokens, for the failure's
+    metrics row (`reflection.pipeline`)."""
+    error.attempts = tally.attempts  # type: ignore[attr-defined]
+    error.usage = Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out)  # type: ignore[attr-defined]
     return error

@@ -47,7 +47,14 @@ from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
 from reflection.memory import load_memory
-from reflection.models import Decision, LlmResult, Outcome, ReflectionInputs, ReflectRequest
+from reflection.models import (
+    Decision,
+    LlmResult,
+    Outcome,
+    ReflectionInputs,
+    ReflectRequest,
+    Usage,
+)
 from reflection.paths import UserPaths
 from reflection.prompt import Prompt, fit_prompt
 from reflection.request import parse_request, safe_id
@@ -105,6 +112,14 @@ class _Run:
         self.piece_name = safe_id(kwargs.get("piece_name", "?"))
         self.t0 = time.monotonic()
         self.stages: dict[str, int] = {}  # milliseconds, for the run's one INFO line
+        self.llm: dict[str, Any] = {}  # what the LLM cost, for a failure's metrics row
+
+    def spent(self, usage: Usage | None, attempts: int, model: str | None = None) -> None:
+        """Note the LLM's cost so far: a run that fails after the LLM answered (or while
+        asking it) still records the tokens it paid for."""
+        if usage is not None:
+            self.llm = {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
+                        "llm_attempts": attempts, "model": model}  # fmt: skip
 
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
@@ -138,6 +153,7 @@ class _Run:
             "piece_name": self.piece_name,
             "outcome": outcome.value,
             "duration_ms": self.ms(),
+            **self.llm,
             **kw,
         }
 
@@ -204,6 +220,7 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             result = LlmResult.model_validate(claim.decision)
         else:
             result = _consult(deps, run, request, paths, claim.fence)
+        run.spent(result.usage, result.attempts, result.model)
         return _apply(deps, run, request, paths, claim.fence, result)
     except RetryableError:
         # Leaving cleanly to be retried is not a crash; only crashes count toward poison.
@@ -428,10 +445,15 @@ def record_failure(
 
 def _fail(deps: Deps, run: _Run, error: ReflectionError) -> RunReport:
     run.log(logging.ERROR, "failed", "code=%s %s", error.code, error)
+    if (usage := getattr(error, "usage", None)) is not None:  # failed asking the LLM
+        run.spent(usage, getattr(error, "attempts", 0))
     storage.record_metrics(
-        engine=deps.engine,
-        row=run.metrics_row(
-            Outcome.FAILED, error_code=error.code, llm_attempts=getattr(error, "attempts", 0)
-        ),
+        engine=deps.engine, row=run.metrics_row(Outcome.FAILED, error_code=error.code)
     )
-    return run.report(Outcome.FAILED, error_code=error.code, detail=str(error)[:500])
+    return run.report(
+        Outcome.FAILED,
+        error_code=error.code,
+        detail=str(error)[:500],
+        tokens_in=run.llm.get("tokens_in", 0),
+        tokens_out=run.llm.get("tokens_out", 0),
+    )

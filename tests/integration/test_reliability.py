@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,36 @@ def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
     assert report.error_code == "llm_unavailable"
     [row] = env.metrics()
     assert row["llm_attempts"] == env.deps.settings.llm_max_attempts == env.llm_calls()
+
+
+def test_an_answer_that_never_validates_records_the_tokens_it_cost(env: Env, make_job: Any) -> None:
+    make_job("job-junk")
+    usage = {"prompt_tokens": 100, "completion_tokens": 5}
+    env.script("job-junk", {"content": "not json", "usage": usage},
+               {"content": "still not json", "usage": usage})  # fmt: skip
+    assert env.run("job-junk").error_code == "llm_invalid_output"
+    [row] = env.metrics()
+    assert row["llm_attempts"] == 2 == env.llm_calls()
+    assert (row["tokens_in"], row["tokens_out"]) == (200, 10)
+
+
+def test_a_run_that_fails_after_the_llm_answered_records_its_tokens(
+    env: Env, make_job: Any, tmp_path: Path
+) -> None:
+    """A symlink planted where the snapshot goes is found only when the run plans its
+    writes: the run fails `input_invalid`, and its row still says what the LLM cost."""
+    make_job("job-planted")
+    usage = {"prompt_tokens": 120, "completion_tokens": 30}
+    env.script("job-planted", {"content": decision("x", [PYTEST_ENTRY]), "usage": usage})
+    (tmp_path / "elsewhere").mkdir()
+    home = env.deps.settings.user_folder_root / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "reflections").symlink_to(tmp_path / "elsewhere")
+    assert env.run("job-planted").error_code == "input_invalid"
+    [row] = env.metrics()
+    assert (row["tokens_in"], row["tokens_out"]) == (120, 30)
+    assert row["model"] == "scripted-1" and row["llm_attempts"] == 1
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_rate_limited_then_answered_counts_attempts(env: Env, make_job: Any) -> None:
