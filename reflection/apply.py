@@ -358,19 +358,23 @@ def roll_forward(
         atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
         return False
     fault_point("after_journal")
-    # Ownership is checked before each group of writes (files, then snapshot and rows):
-    # each check is a Redis round trip, and the commit's fence is the final judge anyway.
+    # Ownership is confirmed with Redis before each group of writes (files, then snapshot
+    # and rows), and before each write once it has not been for a while (a paused run);
+    # the commit's fence is the final judge anyway.
     lock.ensure_owned()
     for n, change in enumerate(journal.files):
         if n:
             fault_point("between_writes")
+            lock.before_write()
         target = paths.home / change.path  # the rooted I/O below refuses any way out
         if change.after is None:
             atomic_delete(target, root=paths.home)
         elif read_or_none(paths, target) != change.after:
             atomic_write(target, change.after, root=paths.home)
     fault_point("after_files")
-    write_snapshot(paths, journal.meta, journal.snapshot, recovering=recovering)
+    write_snapshot(
+        paths, journal.meta, journal.snapshot, recovering=recovering, before_write=lock.before_write
+    )
     fault_point("after_snapshot")
     lock.ensure_owned()
     committed = True

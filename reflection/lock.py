@@ -2,8 +2,12 @@
 
 The holder checks the lock before each group of writes (the journal, the files, the
 snapshot and rows) with `ensure_owned`, which also renews it: one atomic EXTEND that
-fails unless this holder still owns the key. A run keeps its lock for as long as it
-keeps writing, and a killed worker's lock expires on its own. (python-redis-lock's
+fails unless this holder still owns the key. Before every single write it calls
+`before_write`, which asks Redis only once a third of the expiry has passed since the
+lock was last confirmed: a run paused mid-way (a stall, a stop signal) past its lease
+stops before its next write instead of overwriting what the lock's next holder wrote,
+at no cost to a run that keeps going. A run keeps its lock for as long as it keeps
+writing, and a killed worker's lock expires on its own. (python-redis-lock's
 auto-renewal starts a thread per acquisition, which a busy threads-pool worker paid
 for on every run, and it fails silently when Redis goes away, python-redis-lock#85.)
 Postgres' fencing token is the final judge at commit.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,17 +44,27 @@ _NO_TURNS = Turns(0)  # a caller outside the worker's turns waits holding none
 
 
 class UserLock:
-    """A held user lock; `ensure_owned()` (which renews it) before each group of writes."""
+    """A held user lock; `ensure_owned()` (which renews it) before each group of writes,
+    `before_write()` before each write."""
 
-    def __init__(self, lock: redis_lock.Lock, user_id: str) -> None:
+    def __init__(self, lock: redis_lock.Lock, user_id: str, *, expire: int, since: float) -> None:
         self._lock = lock
         self.user_id = user_id
+        self._fresh_for = expire / 3
+        self._confirmed = since  # time.monotonic() when this holder last knew it owned it
+
+    def before_write(self) -> None:
+        """`ensure_owned()` if the lock has not been confirmed for a third of its expiry."""
+        if time.monotonic() - self._confirmed > self._fresh_for:
+            self.ensure_owned()
 
     def ensure_owned(self) -> None:
         """Renew the lock for its full expiry; `LockLostError` unless this holder still
         owns it."""
+        asked = time.monotonic()  # the lease runs from the request, not from the answer
         try:
             self._lock.extend()
+            self._confirmed = asked
         except redis.RedisError as e:
             raise LockLostError(f"cannot confirm the lock of user {self.user_id}: {e}") from e
         except (redis_lock.NotAcquired, redis_lock.NotExpirable) as e:
@@ -63,19 +78,21 @@ def user_lock(
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
     A run that has to wait gives its CPU turn back meanwhile (`turns`)."""
     lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
+    asked = time.monotonic()
     try:
         acquired = lock.acquire(blocking=False)
         if not acquired and wait > 0:
             # python-redis-lock waits in whole seconds (BLPOP); the client's socket
             # timeout must exceed this wait.
             with turns.released():
+                asked = time.monotonic()
                 acquired = lock.acquire(blocking=True, timeout=max(1, math.ceil(wait)))
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e
     if not acquired:
         raise LockBusyError(f"user {user_id} is locked by another worker")
     try:
-        yield UserLock(lock, user_id)
+        yield UserLock(lock, user_id, expire=expire, since=asked)
     finally:
         try:
             lock.release()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +71,25 @@ def index_line(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_snapshot(
-    paths: UserPaths, meta: Mapping[str, Any], files: Mapping[str, str], *, recovering: bool
+    paths: UserPaths,
+    meta: Mapping[str, Any],
+    files: Mapping[str, str],
+    *,
+    recovering: bool,
+    before_write: Callable[[], None],
 ) -> Path:
-    """Write the snapshot folder (content first, meta.json last) and its index line."""
+    """Write the snapshot folder (content first, meta.json last) and its index line,
+    calling `before_write` (the user lock's check) before each write."""
     folder = paths.snapshot_dir(meta["snapshot_id"])
     for rel, text in files.items():
+        before_write()
         atomic_write(folder / rel, text, root=paths.home)  # refuses any way out
     meta_json = json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True)
+    before_write()
     atomic_write(folder / META, meta_json, root=paths.home)
     if not (recovering and _indexed(paths, meta["snapshot_id"])):
         line = json.dumps(index_line(meta), ensure_ascii=False)
+        before_write()
         append_line(paths.snapshot_index, line, root=paths.home)
     return folder
 

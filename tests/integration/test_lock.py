@@ -89,3 +89,25 @@ def test_a_run_waiting_for_a_busy_user_gives_its_cpu_turn_back(
     assert got.is_set()
     assert (turns.free, turns.overflows) == (1, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_before_a_write_redis_is_asked_only_once_a_third_of_the_expiry_has_gone(
+    redis_client: redis.Redis,
+) -> None:
+    """A run that keeps going pays no round trip per write; one paused for a third of the
+    lock's expiry since it last confirmed the lock asks Redis again, and stops if lost."""
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+    with user_lock(redis_client, "alice", expire=3, wait=0) as lock:
+        redis_client.set(key, "someone-else")
+        lock.before_write()  # confirmed a moment ago: no round trip, nothing noticed
+        time.sleep(1.1)
+        with pytest.raises(LockLostError):
+            lock.before_write()
+    redis_client.delete(key)
+    with user_lock(redis_client, "alice", expire=3, wait=0) as lock:
+        time.sleep(1.1)
+        lock.before_write()  # asked Redis, still ours: renewed for the whole expiry
+        assert redis_client.ttl(key) == 3
+        redis_client.set(key, "someone-else")
+        lock.before_write()  # and confirmed just now
+    redis_client.delete(key)

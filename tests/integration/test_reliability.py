@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -98,6 +99,44 @@ def test_a_lost_lock_stops_the_run_before_its_next_write(
     assert len(index_lines(env)) == 1
     assert [r["outcome"] for r in env.metrics()] == ["applied"]
     assert env.llm_calls() == 1
+
+
+def test_a_run_paused_past_its_lease_between_two_files_writes_neither_more(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused between its memory file and MEMORY.md for longer than the lock's expiry
+    (and the lock taken meanwhile), the run finds out before its next write, not at its
+    commit: it must not overwrite what the lock's next holder wrote."""
+    import reflection.apply as apply_mod
+    import reflection.lock as lock_mod
+
+    make_job("job-paused")
+    env.script("job-paused", {"content": decision("x", [PYTEST_ENTRY])})
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+    paused = [0.0]
+    real_fault_point = apply_mod.fault_point
+
+    def pause(name: str) -> None:
+        if name == "between_writes":
+            paused[0] = env.deps.settings.lock_expire_seconds + 1.0
+            env.deps.redis.set(key, "another-worker")
+        real_fault_point(name)
+
+    clock = SimpleNamespace(monotonic=lambda: time.monotonic() + paused[0])
+    monkeypatch.setattr(lock_mod, "time", clock)
+    monkeypatch.setattr(apply_mod, "fault_point", pause)
+    with pytest.raises(LockLostError):
+        env.run("job-paused", reflection_job_id="rid-paused")
+    home = env.user("alice")
+    assert home.memory_file("prefers-pytest").exists()
+    assert not home.memory_index.exists()  # the next write did not happen
+    assert index_lines(env) == [] and env.metrics() == []
+
+    env.deps.redis.delete(key)
+    monkeypatch.setattr(apply_mod, "fault_point", real_fault_point)
+    assert env.run("job-paused", reflection_job_id="rid-paused").outcome is Outcome.APPLIED
+    assert "prefers-pytest" in home.memory_index.read_text()
+    assert len(index_lines(env)) == 1 and env.llm_calls() == 1
 
 
 def test_stale_writer_commits_nothing_and_its_work_lands_once(
