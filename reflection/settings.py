@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     # Locks and delivery.
     lock_expire_seconds: int = Field(default=20, ge=3)
-    lock_wait_seconds: int = Field(default=5, ge=0, le=60)
+    # Below the expiry (python-redis-lock refuses a longer wait) and the lock client's
+    # 10 s socket timeout (the wait is one blocking Redis call).
+    lock_wait_seconds: int = Field(default=5, ge=0, le=8)
     claim_lease_seconds: int = Field(default=900, ge=10)
     broker_visibility_timeout: int = Field(default=3600, ge=3)
     task_time_limit: int = Field(default=900, ge=10)
@@ -80,6 +82,15 @@ class Settings(BaseSettings):
         prefork pool, the pipeline's own deadline in any pool (30 s before the hard
         limit, or half of it for short limits)."""
         return max(self.task_time_limit - 30, self.task_time_limit // 2)
+
+    @model_validator(mode="after")
+    def _wait_below_expiry(self) -> Settings:
+        if self.lock_wait_seconds >= self.lock_expire_seconds:
+            raise ValueError(
+                f"REFLECTION_LOCK_WAIT_SECONDS ({self.lock_wait_seconds}) must be below "
+                f"REFLECTION_LOCK_EXPIRE_SECONDS ({self.lock_expire_seconds})"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
