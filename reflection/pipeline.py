@@ -222,8 +222,9 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             result = _consult(deps, run, request, paths, claim.fence)
         run.spent(result.usage, result.attempts, result.model)
         return _apply(deps, run, request, paths, claim.fence, result)
-    except RetryableError:
-        # Leaving cleanly to be retried is not a crash; only crashes count toward poison.
+    except (RetryableError, OSError, redis.RedisError):
+        # Leaving cleanly to be retried (an outage too) is not a crash; only crashes count
+        # toward poison.
         with contextlib.suppress(InfrastructureError):
             storage.reset_deliveries(
                 engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence

@@ -368,7 +368,10 @@ def release_failed(*, engine: Engine, original_job_id: str, fence: int) -> None:
         conn.execute(
             update(reflection_claims)
             .where(c.original_job_id == original_job_id, c.fence == fence, c.state == "running")
-            .values(state="failed", decision=None, outcome="failed", updated_at=_now())
+            # A clean failure is no crash: a later publish starts the poison count anew.
+            .values(
+                state="failed", decision=None, outcome="failed", deliveries=0, updated_at=_now()
+            )
         )
 
 

@@ -187,6 +187,34 @@ def test_poison_after_too_many_crashed_deliveries(env: Env, make_job: Any) -> No
     assert env.llm_calls() == 0
 
 
+def test_clean_failures_and_outages_are_not_counted_as_crashes(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Poison is for deliveries that crash. A job that failed cleanly and was published
+    again (`reflection backfill`), or whose runs met a full disk, is not poison."""
+    import reflection.pipeline as pipeline_mod
+
+    make_job("job-again")
+    env.settings(max_deliveries=2)
+    env.script("job-again", *[{"status": 503, "error": "overloaded"}] * 12)
+    for n in range(3):
+        assert env.run("job-again", reflection_job_id=f"rid-{n}").error_code == "llm_unavailable"
+
+    make_job("job-disk")
+    env.script("job-disk", {"content": decision("x", [PYTEST_ENTRY])})
+
+    def full_disk(*a: Any, **k: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline_mod, "write_journal", full_disk)
+    for _ in range(3):  # the task retries these (same id) until the disk has room
+        with pytest.raises(OSError):
+            env.run("job-disk", reflection_job_id="rid-disk")
+    monkeypatch.undo()
+    assert env.run("job-disk", reflection_job_id="rid-disk").outcome is Outcome.APPLIED
+    assert env.llm_calls() == 3 * env.deps.settings.llm_max_attempts + 1
+
+
 def test_a_user_at_its_cap_is_deferred_before_any_claim(
     env: Env, make_job: Any, redis_client: redis.Redis
 ) -> None:
