@@ -98,6 +98,19 @@ def read_or_none(paths: UserPaths, path: Path) -> str | None:
         return None
 
 
+def _replaceable(paths: UserPaths, path: Path) -> str | None:
+    """`read_or_none` for a file the run rewrites whole (MEMORY.md, a journal's target):
+    one that is no longer UTF-8 or over the size limit (edited by hand) is treated as
+    absent and replaced, rather than failing every run that changes memory."""
+    try:
+        return read_or_none(paths, path)
+    except UnsafePathError:
+        raise
+    except ValueError as e:
+        log.warning("%s cannot be read (%s); it is rewritten whole", path, e)
+        return None
+
+
 def outcome_of(decisions: tuple[Decision, ...]) -> Outcome:
     """applied (≥1 accepted), abstained (nothing proposed), rejected (none accepted)."""
     if not decisions:
@@ -142,7 +155,7 @@ def plan(
         final = {**state.memory, **verdict.targets}
         index = render_index(e for e in final.values() if e is not None)
         index_path = paths.writable(paths.memory_index)
-        files.append(_change(paths, index_path, read_or_none(paths, index_path), index))
+        files.append(_change(paths, index_path, _replaceable(paths, index_path), index))
     if piece_after is not None:
         copy = paths.piece_copy(request.piece_name)
         before = read_or_none(paths, paths.writable(copy))
@@ -369,7 +382,7 @@ def roll_forward(
         target = paths.home / change.path  # the rooted I/O below refuses any way out
         if change.after is None:
             atomic_delete(target, root=paths.home)
-        elif read_or_none(paths, target) != change.after:
+        elif _replaceable(paths, target) != change.after:
             atomic_write(target, change.after, root=paths.home)
     fault_point("after_files")
     write_snapshot(

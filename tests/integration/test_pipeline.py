@@ -304,3 +304,15 @@ def test_runs_wait_on_the_llm_without_a_cpu_turn(
     assert (turns.free, turns.queued, turns.overflows) == (1, 0, 0)
     done = [m for r in caplog.records if (m := r.getMessage()).startswith("done ")]
     assert len(done) == n and any("queued:" in line for line in done)
+
+
+def test_a_memory_index_edited_into_another_encoding_is_rewritten(env: Env, make_job: Any) -> None:
+    """MEMORY.md is ours to rewrite: a hand-edited Latin-1 copy is replaced whole, not a
+    reason to fail every run that changes memory."""
+    index = env.user("alice").memory_index
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_bytes("caf\xe9 notes\n".encode("latin-1"))
+    make_job("job-latin1")
+    env.script("job-latin1", {"content": decision("x", [PYTEST_ENTRY])})
+    assert env.run("job-latin1").outcome is Outcome.APPLIED
+    assert "prefers-pytest" in index.read_text(encoding="utf-8")
