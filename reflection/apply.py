@@ -380,9 +380,15 @@ def roll_forward(
             fault_point("between_writes")
             lock.before_write()
         target = paths.home / change.path  # the rooted I/O below refuses any way out
-        if change.after is None:
+        current = _replaceable(paths, target)
+        if recovering and current not in (change.before, change.after):
+            # Written since the killed run stopped (by `reflection protect`, `approve` or
+            # `revert`, which do not finish journals): the later write stands.
+            log.warning("journal %s: %s changed since; left as it is", journal.snapshot_id,
+                        change.path)  # fmt: skip
+        elif change.after is None:
             atomic_delete(target, root=paths.home)
-        elif _replaceable(paths, target) != change.after:
+        elif current != change.after:
             atomic_write(target, change.after, root=paths.home)
     fault_point("after_files")
     write_snapshot(

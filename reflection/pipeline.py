@@ -235,6 +235,17 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
         )
         return _fail(deps, run, e)
+    except Exception:
+        # A bug or the soft time limit: the task records `failed`. End the claim's lease
+        # now, keeping its decision (and any journal), so that a republish need not wait
+        # for the lease and finishes a half-applied run without asking the LLM again.
+        with contextlib.suppress(InfrastructureError):
+            storage.release_lease(
+                engine=deps.engine,
+                original_job_id=request.original_job_id,
+                reflection_job_id=run.reflection_job_id,
+            )
+        raise
 
 
 def load_stage(
@@ -433,6 +444,17 @@ def _duplicate(deps: Deps, run: _Run) -> RunReport:
     run.log(logging.INFO, "claim", "already reflected; nothing to do")
     storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.DUPLICATE))
     return run.report(Outcome.DUPLICATE)
+
+
+def journal_pending(deps: Deps, kwargs: Mapping[str, Any]) -> bool:
+    """Whether the job's run wrote its journal and was stopped before finishing it: then
+    it is to be completed (by a retry, which only rolls the journal forward), not failed."""
+    try:
+        request = parse_request(kwargs)
+    except PermanentError:
+        return False
+    paths = UserPaths(deps.settings.user_folder_root, request.user_id)
+    return has_pending_journal(paths, request.original_job_id)
 
 
 def record_failure(

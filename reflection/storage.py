@@ -166,6 +166,20 @@ def _insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
     return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
+@functools.cache
+def _insert_over_failed(dialect_name: str) -> Any:
+    """A run's metrics row, replacing a `failed` row of the same run: the task recorded
+    a failure (a soft time limit, a bug) after the run had written its journal, and the
+    journal was completed later. Any other row stays (a replay writes nothing)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(reflection_metrics)
+    return stmt.on_conflict_do_update(
+        index_elements=["reflection_job_id"],
+        set_={c.name: stmt.excluded[c.name] for c in reflection_metrics.c if not c.primary_key},
+        where=reflection_metrics.c.outcome == "failed",
+    )
+
+
 def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> None:
     """Insert `row` unless a row with the same `key` exists (a replay writes nothing)."""
     conn.execute(_insert_ignoring(conn.dialect.name, table, key), row)
@@ -441,5 +455,5 @@ def commit_run(
             insert_row(conn, piece_edits, "reflection_job_id", piece_edit)
         if proposal is not None:
             insert_row(conn, piece_proposals, "reflection_job_id", proposal)
-        insert_row(conn, reflection_metrics, "reflection_job_id", metrics)
+        conn.execute(_insert_over_failed(conn.dialect.name), metrics)
         return True

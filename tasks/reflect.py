@@ -30,7 +30,7 @@ from reflection.errors import (
     TimeLimitError,
     UserBusyError,
 )
-from reflection.pipeline import record_failure, run_reflection
+from reflection.pipeline import journal_pending, record_failure, run_reflection
 from tasks.app import app
 from tasks.resources import get_deps
 
@@ -71,7 +71,12 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     except BadRequestError as e:
         return _fail(self, deps, kwargs, e)
     except SoftTimeLimitExceeded:
-        return _fail(self, deps, kwargs, TimeLimitError("the task hit its soft time limit"))
+        limit = TimeLimitError("the task hit its soft time limit")
+        if self.request.retries < MAX_RETRIES and journal_pending(deps, kwargs):
+            log.warning("reflect %s hit its soft time limit while applying; retrying to "
+                        "finish it", task_id)  # fmt: skip
+            raise _retry(self, limit, 1.0) from None
+        return _fail(self, deps, kwargs, limit)
     except Exception as e:
         log.exception("reflect %s hit a bug", task_id)
         return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))

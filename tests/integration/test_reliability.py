@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,8 +13,9 @@ import redis
 from sqlalchemy import select, update
 
 from reflection.constants import USER_LOCK_PREFIX, USER_SLOTS_PREFIX
-from reflection.errors import LockLostError, UserBusyError
+from reflection.errors import InternalError, LockLostError, UserBusyError
 from reflection.models import Outcome
+from reflection.pipeline import record_failure
 from reflection.storage import reflection_claims
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, index_lines
@@ -213,6 +215,54 @@ def test_clean_failures_and_outages_are_not_counted_as_crashes(
     monkeypatch.undo()
     assert env.run("job-disk", reflection_job_id="rid-disk").outcome is Outcome.APPLIED
     assert env.llm_calls() == 3 * env.deps.settings.llm_max_attempts + 1
+
+
+def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_corrected(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (or the soft time limit) stops a run after its journal: the task records it
+    `failed`, and the claim's lease ends at once. The user's next run finishes the
+    journal, leaves a file written since as it is, and the failed row becomes the run's
+    real one."""
+    import reflection.apply as apply_mod
+
+    make_job("job-stopped")
+    env.script("job-stopped", {"content": decision("x", [PYTEST_ENTRY])})
+    real_fault_point = apply_mod.fault_point
+
+    def stop(name: str) -> None:
+        if name == "after_journal":
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(apply_mod, "fault_point", stop)
+    with pytest.raises(RuntimeError):
+        env.run("job-stopped", reflection_job_id="rid-stopped")
+    kwargs = {"original_job_id": "job-stopped", "user_id": "alice", "piece_name": "default",
+              "outcome": "succeeded"}  # fmt: skip
+    record_failure(env.deps, reflection_job_id="rid-stopped", kwargs=kwargs,
+                   error=InternalError("RuntimeError: a bug"))  # fmt: skip
+    with env.engine.connect() as conn:
+        lease = conn.execute(
+            select(reflection_claims.c.lease_expires_at).where(
+                reflection_claims.c.original_job_id == "job-stopped"
+            )
+        ).scalar_one()
+    assert lease <= datetime.now(UTC)  # a republish need not wait for it
+    home = env.user("alice")
+    entry = home.memory_file("prefers-pytest")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text("written by hand since\n")
+
+    monkeypatch.setattr(apply_mod, "fault_point", real_fault_point)
+    make_job("job-next")
+    env.script("job-next", {"content": decision("nothing")})
+    assert env.run("job-next").outcome is Outcome.ABSTAINED
+    assert entry.read_text() == "written by hand since\n"
+    assert "prefers-pytest" in home.memory_index.read_text()
+    rows = {r["reflection_job_id"]: r for r in env.metrics()}
+    assert rows["rid-stopped"]["outcome"] == "applied"
+    assert rows["rid-stopped"]["error_code"] is None
+    assert len(index_lines(env)) == 2
 
 
 def test_a_user_at_its_cap_is_deferred_before_any_claim(

@@ -16,7 +16,7 @@ from typing import Any
 import kombu.exceptions
 import pytest
 from celery.canvas import Signature
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from reflection.errors import (
     ClaimBusyError,
@@ -181,3 +181,23 @@ def test_a_busy_or_lost_lock_is_retried_within_the_budget_then_fails(
     assert _run_at_retry(MAX_RETRIES, error, monkeypatch) == "failed"
     assert failures == [error.code]
     assert len(published) == 1
+
+
+@pytest.mark.parametrize("pending", [True, False], ids=["journal-pending", "no-journal"])
+def test_the_soft_time_limit_after_the_journal_is_retried_to_finish_it(
+    pending: bool,
+    failures: list[str],
+    published: list[Signature],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run stopped by the soft time limit once its journal is written is to be
+    finished (the retry only rolls the journal forward), not failed `time_limit`."""
+    monkeypatch.setattr(reflect_module, "journal_pending", lambda deps, kwargs: pending)
+    if pending:
+        with pytest.raises(Retry):
+            _run_at_retry(0, SoftTimeLimitExceeded(), monkeypatch)
+        assert [sig.options["countdown"] for sig in published] == [1.0]
+        assert failures == []
+    else:
+        assert _run_at_retry(0, SoftTimeLimitExceeded(), monkeypatch) == "failed"
+        assert failures == ["time_limit"] and published == []
