@@ -10,6 +10,7 @@ was written) or a journal that the next holder of the user's lock completes exac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -100,13 +101,17 @@ def read_or_none(paths: UserPaths, path: Path) -> str | None:
 
 def _replaceable(paths: UserPaths, path: Path) -> str | None:
     """`read_or_none` for a file the run rewrites whole (MEMORY.md, a journal's target):
-    one that is no longer UTF-8 or over the size limit (edited by hand) is treated as
-    absent and replaced, rather than failing every run that changes memory."""
+    one that is no longer UTF-8 or over the size limit (edited by hand), or a link
+    planted in its place (an atomic write replaces the link, never follows it), is
+    treated as absent and replaced, rather than failing every run that changes memory.
+    A link on the way to it is still refused (UnsafePathError)."""
     try:
         return read_or_none(paths, path)
     except UnsafePathError:
         raise
-    except ValueError as e:
+    except (ValueError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ELOOP:
+            raise
         log.warning("%s cannot be read (%s); it is rewritten whole", path, e)
         return None
 

@@ -9,6 +9,7 @@ long as they last, a busy or lost user lock `MAX_RETRIES` times. Anything else e
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Any
@@ -39,7 +40,13 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 12
 # These end on their own: the service comes back; the other delivery finishes (this one
 # then ends `duplicate`) or its claim's lease lapses. Dropping the run would lose it.
-UNTIL_CLEARED = (InfrastructureError, ClaimBusyError)
+UNTIL_CLEARED = (InfrastructureError, ClaimBusyError, redis.RedisError, SQLAlchemyError)
+# A file error is an outage only with these (a full, failing or read-only disk, a stale
+# network mount, no descriptors left); others (a permission, a link where a file should
+# be) are a mistake to fix and get the retry budget like a busy lock.
+DISK_OUTAGES = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE,
+                          errno.ENOMEM, errno.EAGAIN, errno.EBUSY, errno.EMFILE,
+                          errno.ENFILE})  # fmt: skip
 REQUEUE_PAUSE_SECONDS = 10.0  # the longest a slot waits before handing back a delivery
 
 
@@ -62,7 +69,7 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
         error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
         retries = self.request.retries
-        if retries < MAX_RETRIES or isinstance(error, UNTIL_CLEARED):
+        if retries < MAX_RETRIES or _clears_on_its_own(e):
             level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
             log.log(level, "reflect %s retrying (%s, retry %d): %s", task_id, error.code,
                     retries + 1, e)  # fmt: skip
@@ -80,6 +87,12 @@ def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     except Exception as e:
         log.exception("reflect %s hit a bug", task_id)
         return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+
+
+def _clears_on_its_own(e: Exception) -> bool:
+    if isinstance(e, OSError):
+        return isinstance(e, (ConnectionError, TimeoutError)) or e.errno in DISK_OUTAGES
+    return isinstance(e, UNTIL_CLEARED)
 
 
 def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:

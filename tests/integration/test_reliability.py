@@ -265,6 +265,33 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
     assert len(index_lines(env)) == 2
 
 
+def test_a_link_planted_where_a_journal_writes_is_replaced_not_followed(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Planted after the run checked its paths, a link at a file it is about to write
+    is replaced by the file (an atomic rename never follows it); what it points at is
+    untouched, and the run is neither failed nor retried for it."""
+    import reflection.apply as apply_mod
+
+    make_job("job-link")
+    env.script("job-link", {"content": decision("x", [PYTEST_ENTRY])})
+    outside = tmp_path / "outside.md"
+    outside.write_text("not the user's\n")
+    entry = env.user("alice").memory_file("prefers-pytest")
+    real_fault_point = apply_mod.fault_point
+
+    def plant(name: str) -> None:
+        if name == "after_journal":
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            entry.symlink_to(outside)
+        real_fault_point(name)
+
+    monkeypatch.setattr(apply_mod, "fault_point", plant)
+    assert env.run("job-link").outcome is Outcome.APPLIED
+    assert not entry.is_symlink() and "pytest fixtures" in entry.read_text()
+    assert outside.read_text() == "not the user's\n"
+
+
 def test_a_user_at_its_cap_is_deferred_before_any_claim(
     env: Env, make_job: Any, redis_client: redis.Redis
 ) -> None:

@@ -8,6 +8,7 @@ failure into `Reject(requeue=False)`, which would ack the delivery and lose the 
 
 from __future__ import annotations
 
+import errno
 import importlib
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from typing import Any
 
 import kombu.exceptions
 import pytest
+import redis
 from celery.canvas import Signature
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
@@ -23,7 +25,6 @@ from reflection.errors import (
     InfrastructureError,
     LockBusyError,
     LockLostError,
-    ReflectionError,
     UserBusyError,
 )
 from tasks.reflect import MAX_RETRIES, REQUEUE_PAUSE_SECONDS, _retry, reflect
@@ -142,9 +143,10 @@ def _run_at_retry(retries: int, error: Exception, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize(
     "error",
-    [InfrastructureError("postgres down"), OSError(28, "No space left on device"),
+    [InfrastructureError("postgres down"), OSError(errno.ENOSPC, "No space left on device"),
+     redis.ConnectionError("Connection refused"),
      ClaimBusyError("job j1 is being reflected by another delivery")],
-    ids=["outage", "disk", "claim-busy"],
+    ids=["outage", "full-disk", "redis-down", "claim-busy"],
 )  # fmt: skip
 def test_what_ends_on_its_own_is_retried_past_the_retry_budget(
     error: Exception,
@@ -166,10 +168,16 @@ def test_what_ends_on_its_own_is_retried_past_the_retry_budget(
 
 
 @pytest.mark.parametrize(
-    "error", [LockBusyError("user alice is locked"), LockLostError("the lock expired")]
-)
-def test_a_busy_or_lost_lock_is_retried_within_the_budget_then_fails(
-    error: ReflectionError,
+    ("error", "code"),
+    [(LockBusyError("user alice is locked"), "lock_busy"),
+     (LockLostError("the lock expired"), "lock_lost"),
+     (PermissionError(errno.EACCES, "Permission denied"), "infrastructure"),
+     (OSError(errno.ELOOP, "Too many levels of symbolic links"), "infrastructure")],
+    ids=["lock-busy", "lock-lost", "permission", "planted-link"],
+)  # fmt: skip
+def test_what_may_not_clear_is_retried_within_the_budget_then_fails(
+    error: Exception,
+    code: str,
     failures: list[str],
     published: list[Signature],
     monkeypatch: pytest.MonkeyPatch,
@@ -179,7 +187,7 @@ def test_a_busy_or_lost_lock_is_retried_within_the_budget_then_fails(
         _run_at_retry(MAX_RETRIES - 1, error, monkeypatch)
     assert [r.levelname for r in caplog.records if "retrying" in r.getMessage()] == ["WARNING"]
     assert _run_at_retry(MAX_RETRIES, error, monkeypatch) == "failed"
-    assert failures == [error.code]
+    assert failures == [code]
     assert len(published) == 1
 
 
