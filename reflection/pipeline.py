@@ -462,7 +462,16 @@ def record_failure(
 ) -> RunReport:
     """End a run `failed` with the error's code: a log line and a metrics row.
 
-    For the task adapter, when a retryable error outlived its retries."""
+    For the task adapter, when a retryable error outlived its retries (or the run hit a
+    bug or its time limit). A claim the run still holds has its lease ended, keeping its
+    decision: a republish takes it over at once instead of waiting out the lease."""
+    with contextlib.suppress(PermanentError):
+        request = parse_request(kwargs)
+        storage.release_lease(
+            engine=deps.engine,
+            original_job_id=request.original_job_id,
+            reflection_job_id=safe_id(reflection_job_id),
+        )
     return _fail(deps, _Run(reflection_job_id, kwargs), error)
 
 

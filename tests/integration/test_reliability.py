@@ -13,7 +13,13 @@ import redis
 from sqlalchemy import select, update
 
 from reflection.constants import USER_LOCK_PREFIX, USER_SLOTS_PREFIX
-from reflection.errors import InternalError, LockLostError, UserBusyError
+from reflection.errors import (
+    InternalError,
+    LockBusyError,
+    LockLostError,
+    ReflectionError,
+    UserBusyError,
+)
 from reflection.models import Outcome
 from reflection.pipeline import record_failure
 from reflection.storage import reflection_claims
@@ -21,6 +27,14 @@ from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, index_lines
 
 pytestmark = pytest.mark.integration
+
+
+def task_records_failure(env: Env, job_id: str, rid: str, error: ReflectionError) -> None:
+    """What the task does when a run ends `failed` outside the pipeline (a bug, the
+    time limit, a retry budget spent)."""
+    kwargs = {"original_job_id": job_id, "user_id": "alice", "piece_name": "default",
+              "outcome": "succeeded"}  # fmt: skip
+    record_failure(env.deps, reflection_job_id=rid, kwargs=kwargs, error=error)
 
 
 def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
@@ -237,10 +251,7 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
     monkeypatch.setattr(apply_mod, "fault_point", stop)
     with pytest.raises(RuntimeError):
         env.run("job-stopped", reflection_job_id="rid-stopped")
-    kwargs = {"original_job_id": "job-stopped", "user_id": "alice", "piece_name": "default",
-              "outcome": "succeeded"}  # fmt: skip
-    record_failure(env.deps, reflection_job_id="rid-stopped", kwargs=kwargs,
-                   error=InternalError("RuntimeError: a bug"))  # fmt: skip
+    task_records_failure(env, "job-stopped", "rid-stopped", InternalError("RuntimeError: a bug"))
     with env.engine.connect() as conn:
         lease = conn.execute(
             select(reflection_claims.c.lease_expires_at).where(
@@ -290,6 +301,23 @@ def test_a_link_planted_where_a_journal_writes_is_replaced_not_followed(
     assert env.run("job-link").outcome is Outcome.APPLIED
     assert not entry.is_symlink() and "pytest fixtures" in entry.read_text()
     assert outside.read_text() == "not the user's\n"
+
+
+def test_a_run_failed_after_its_retries_hands_its_claim_on_at_once(env: Env, make_job: Any) -> None:
+    """A lock held elsewhere past every retry: the task records the failure, and the
+    claim's lease ends with it. A republish is not `claim_busy` for the rest of the
+    lease; it takes the claim over and reuses the stored decision."""
+    make_job("job-held")
+    env.script("job-held", {"content": decision("x", [PYTEST_ENTRY])})
+    key = "lock:" + USER_LOCK_PREFIX + "alice"
+    env.deps.redis.set(key, "another-worker", ex=60)
+    with pytest.raises(LockBusyError):
+        env.run("job-held", reflection_job_id="rid-held")
+    task_records_failure(env, "job-held", "rid-held", LockBusyError("user alice is locked"))
+    env.deps.redis.delete(key)
+    assert env.run("job-held", reflection_job_id="rid-again").outcome is Outcome.APPLIED
+    assert env.llm_calls() == 1
+    assert [r["outcome"] for r in env.metrics()] == ["failed", "applied"]
 
 
 def test_a_user_at_its_cap_is_deferred_before_any_claim(
