@@ -69,6 +69,9 @@ class Journal(BaseModel):
     metrics: dict[str, Any]
     piece_edit: dict[str, Any] | None
     proposal: dict[str, Any] | None = None  # a piece edit staged for review, not written
+    # An operator's change (a revert) has no run to commit: its metrics row, recorded
+    # before the journal is removed so that a crash cannot lose it.
+    record: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +353,27 @@ def pending_journals(paths: UserPaths) -> list[Journal]:
     return found
 
 
+def finish_pending_journals(
+    *, paths: UserPaths, lock: UserLock, engine: Engine, duration_ms: int = 0
+) -> list[Journal]:
+    """Complete the journals killed writers left for this user (call under the user's
+    lock, before anything else is read for a change or written): a change planned on
+    files a journal has still to write would be undone by its roll-forward."""
+    done = []
+    for pending in pending_journals(paths):
+        log.warning("user %s: rolling forward journal %s", paths.user_id, pending.snapshot_id)
+        roll_forward(
+            paths=paths,
+            journal=pending,
+            lock=lock,
+            engine=engine,
+            duration_ms=duration_ms,
+            recovering=True,
+        )
+        done.append(pending)
+    return done
+
+
 def has_pending_journal(paths: UserPaths, original_job_id: str) -> bool:
     """Whether a killed run of this job left a journal (it must be completed, not dropped)."""
     return any(j.original_job_id == original_job_id for j in pending_journals(paths))
@@ -387,8 +411,8 @@ def roll_forward(
         target = paths.home / change.path  # the rooted I/O below refuses any way out
         current = _replaceable(paths, target)
         if recovering and current not in (change.before, change.after):
-            # Written since the killed run stopped (by `reflection protect`, `approve` or
-            # `revert`, which do not finish journals): the later write stands.
+            # Written since the killed run stopped (by hand, or by an operator command of
+            # a release that did not finish journals first): the later write stands.
             log.warning("journal %s: %s changed since; left as it is", journal.snapshot_id,
                         change.path)  # fmt: skip
         elif change.after is None:
@@ -411,6 +435,8 @@ def roll_forward(
             piece_edit=journal.piece_edit,
             proposal=journal.proposal,
         )
+    elif journal.record:
+        storage.record_metrics(engine=engine, row=journal.record)
     fault_point("after_commit")
     if committed or recovering:
         atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)

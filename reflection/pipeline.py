@@ -26,8 +26,8 @@ from reflection import storage
 from reflection.apply import (
     Journal,
     State,
+    finish_pending_journals,
     has_pending_journal,
-    pending_journals,
     plan,
     roll_forward,
     write_journal,
@@ -338,19 +338,8 @@ def _state(
 def _recover(deps: Deps, run: _Run, paths: UserPaths, lock: UserLock) -> dict[str, Journal]:
     """Complete the journals killed runs left for this user, before anything else is
     written for them; returns them by original job id."""
-    done = {}
-    for pending in pending_journals(paths):
-        run.log(logging.WARNING, "recover", "rolling forward journal %s", pending.snapshot_id)
-        roll_forward(
-            paths=paths,
-            journal=pending,
-            lock=lock,
-            engine=deps.engine,
-            duration_ms=run.ms(),
-            recovering=True,
-        )
-        done[pending.original_job_id] = pending
-    return done
+    done = finish_pending_journals(paths=paths, lock=lock, engine=deps.engine, duration_ms=run.ms())
+    return {j.original_job_id: j for j in done}
 
 
 def _apply(

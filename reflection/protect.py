@@ -3,7 +3,10 @@ protected entry (code `protected`)."""
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from reflection import constants as c
+from reflection.apply import finish_pending_journals
 from reflection.errors import InputError
 from reflection.frontmatter import FrontmatterError, parse_entry, render_entry
 from reflection.fsio import atomic_write, read_text_limited
@@ -17,11 +20,15 @@ class EntryNotFoundError(InputError):
     code = "not_found"
 
 
-def set_protected(paths: UserPaths, name: str, protected: bool, *, lock: UserLock) -> bool:
+def set_protected(
+    paths: UserPaths, name: str, protected: bool, *, lock: UserLock, engine: Engine
+) -> bool:
     """Set the entry's `protected` flag (call under the user's lock); atomic write.
 
     Returns False when it already had that value. Raises `EntryNotFoundError`, or
-    `InputError` for a malformed entry (left untouched)."""
+    `InputError` for a malformed entry (left untouched). A killed run's journal is
+    completed first, so that its roll-forward cannot overwrite the flag later."""
+    finish_pending_journals(paths=paths, lock=lock, engine=engine)
     path = paths.writable(paths.memory_file(name))
     try:
         text = read_text_limited(path, c.MAX_MEMORY_FILE_BYTES, root=paths.home)

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from reflection import storage
 from reflection.apply import (
     FileChange,
     Journal,
+    finish_pending_journals,
     read_or_none,
     roll_forward,
     snapshot_id_for,
@@ -40,8 +40,12 @@ def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange]
     conflicts: list[str] = []
 
     def restore(target: Path, after: str | None, before: str | None) -> None:
-        current = read_or_none(paths, target)
         rel = str(target.relative_to(paths.home))
+        try:
+            current = read_or_none(paths, target)
+        except ValueError:  # edited by hand into something not UTF-8 or too large
+            conflicts.append(f"{rel} (unreadable)")
+            return
         if current != after:
             conflicts.append(rel)
         changes.append(FileChange(path=rel, before=current, after=before))
@@ -87,8 +91,18 @@ def revert_snapshot(
     *, paths: UserPaths, snapshot_id: str, lock: UserLock, engine: Engine, now: datetime
 ) -> Path:
     """Restore `snapshot_id`'s before state (call under the user's lock); returns the
-    revert's own snapshot folder. Raises `RevertConflictError` listing changed files."""
+    revert's own snapshot folder. Raises `RevertConflictError` listing changed files.
+
+    A killed run's journal is completed first: compared with files it has still to
+    write, the revert would be undone by its roll-forward."""
+    finish_pending_journals(paths=paths, lock=lock, engine=engine)
     changes, conflicts = _planned_files(paths, snapshot_id)
+    settled = all(ch.before == ch.after for ch in changes)  # each file at its before
+    if conflicts and settled and set(conflicts) <= {ch.path for ch in changes}:
+        raise RevertConflictError(
+            f"nothing to revert: the files of {snapshot_id} already hold their before state "
+            "(already reverted?)"
+        )
     if conflicts:
         raise RevertConflictError(
             f"cannot revert {snapshot_id}: changed since: {', '.join(sorted(conflicts))}"
@@ -140,13 +154,13 @@ def revert_snapshot(
         meta=meta,
         metrics={},
         piece_edit=None,
+        record=_metrics_row(meta, reverted),
     )
     lock.ensure_owned()
     write_journal(paths, journal)
     roll_forward(
         paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
     )
-    storage.record_metrics(engine=engine, row=_metrics_row(meta, reverted))
     return paths.snapshot_dir(sid)
 
 

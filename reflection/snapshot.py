@@ -45,9 +45,11 @@ def snapshot_files(
     for name, text in memory_after.items():
         if text is not None:
             files[f"after/{name}.md"] = text
+    # `piece_before` is given only for a piece edit; an edit whose after is None (a
+    # revert that removes the user's copy) still keeps its before, for its own revert.
+    if piece_before is not None:
+        files[PIECE_BEFORE] = piece_before
     if piece_after is not None:
-        if piece_before is not None:
-            files[PIECE_BEFORE] = piece_before
         files[PIECE_AFTER] = piece_after
     return files
 

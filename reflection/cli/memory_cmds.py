@@ -21,7 +21,7 @@ def _set(user: str, name: str, protected: bool, json_: bool) -> None:
         with user_lock(
             svc.redis, user, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
         ) as lock:
-            changed = set_protected(paths, name, protected, lock=lock)
+            changed = set_protected(paths, name, protected, lock=lock, engine=svc.engine)
     if json_:
         emit_json({"user": user, "name": name, "protected": protected, "changed": changed})
         return
