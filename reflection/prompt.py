@@ -7,10 +7,12 @@ user prompt carries the job's data in blocks that open with `<<<NAME` and close 
 close its block or open a fake one. Credentials in the data are masked before anything
 reaches the model.
 
-`fit_prompt` estimates tokens conservatively (UTF-8 bytes / 3, no tokenizer) and, when the
-prompt is over budget, first shrinks the activity log (down to nothing), then cuts memory
-bodies, longest first (down to a short stub); if that is still too much it raises
-ContextOverflowError before any call is made.
+`fit_prompt` counts tokens without a tokenizer (the model's is unknown): a prompt whose
+UTF-8 bytes fit the budget fits, since no tokenizer spends more than a token per byte;
+a larger one is estimated (`estimate_tokens`). When the prompt is over budget, it first
+shrinks the activity log (down to nothing), then cuts memory bodies, longest first (down
+to a short stub); if that is still too much it raises ContextOverflowError before any
+call is made.
 """
 
 from __future__ import annotations
@@ -48,9 +50,46 @@ def _template(name: str) -> Template:
     return Template(text)
 
 
+# The pieces a BPE tokenizer rarely merges across: runs without spaces (base64, hashes,
+# ids), words (split at case changes), 1-3 digits, punctuation, other scripts, line
+# breaks, runs of blanks, and a space before digits.
+_PIECES: Final = re.compile(
+    r"[A-Za-z0-9+/=_-]{20,}|[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]{1,3}"
+    r"|[^\sA-Za-z0-9\x80-\U0010ffff]+|[\x80-\U0010ffff]+|\n+|[ \t]{2,}| (?=[0-9])"
+)
+
+
 def estimate_tokens(text: str) -> int:
-    """A conservative token count: one token per 3 UTF-8 bytes, rounded up."""
-    return (len(text.encode("utf-8", errors="surrogatepass")) + 2) // 3
+    """An upper estimate of the tokens `text` costs, without a tokenizer.
+
+    Measured against tiktoken's cl100k on prose, code, YAML, logs of hashes and UUIDs,
+    base64, JSON lines, digits, CJK, Cyrillic and emoji, it gave 1.0 to 2.9 times the
+    real count (random printable ASCII: 0.96); bytes / 3 gave 0.4 to 1.5. About 3 ms per
+    20 KB, so the guard asks for it only when the bytes alone do not fit."""
+    tokens = 0
+    for m in _PIECES.finditer(text):
+        piece = m.group()
+        first, size = piece[0], len(piece)
+        if first > "\x7f":  # another script or emoji: up to a token per UTF-8 byte
+            tokens += len(piece.encode("utf-8", errors="surrogatepass"))
+        elif size >= 20 and not first.isspace():  # random-looking: 1.3 characters a token
+            tokens += (size * 3 + 3) // 4
+        elif size > 6 and first.isalpha():
+            tokens += 2
+        elif size > 1 and not first.isspace() and not first.isalnum():
+            tokens += (size * 2 + 2) // 3
+        else:
+            tokens += 1
+    return tokens
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogatepass"))
+
+
+@cache
+def _system_tokens(system: str) -> int:
+    return estimate_tokens(system)  # the same few texts, run after run
 
 
 @cache
@@ -216,7 +255,7 @@ class Prompt:
 
     system: str
     user: str
-    est_tokens: int
+    est_tokens: int  # the guard's count: the UTF-8 bytes when they fit, else the estimate
     log_bytes_in_prompt: int
     memory_bodies_trimmed: int
     memory_bodies_omitted: int = 0
@@ -236,8 +275,10 @@ def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
                     "error": mask_secrets(job.error) if job.error else job.error,
                 }
             ),
-            "activity": inputs.activity.model_copy(
-                update={"text": mask_secrets(inputs.activity.text)}
+            # A mask can be longer than its secret: the log keeps the size it was cut to.
+            "activity": shrink_activity(
+                inputs.activity.model_copy(update={"text": mask_secrets(inputs.activity.text)}),
+                _utf8_size(inputs.activity.text),
             ),
             "memory": tuple(
                 e.model_copy(
@@ -285,8 +326,14 @@ class _Guard:
     def render(self) -> int:
         """Rebuild the user prompt; the bytes still to cut (≤ 0 once it fits)."""
         self.user = build_user_prompt(self.inputs, activity_text=self.log.text, memory=self.memory)
-        self.tokens = estimate_tokens(self.system) + estimate_tokens(self.user)
-        return (self.tokens - self.budget) * 3
+        size = _utf8_size(self.system) + _utf8_size(self.user)
+        if size <= self.budget:  # a token is at least a byte: it fits whatever the tokenizer
+            self.tokens = size
+            return size - self.budget
+        self.tokens = _system_tokens(self.system) + estimate_tokens(self.user)
+        if self.tokens <= self.budget:
+            return self.tokens - self.budget
+        return -(-(self.tokens - self.budget) * size // self.tokens)  # at this text's density
 
     def trim_log(self, over: int) -> int:
         while over > 0 and self.log.text:

