@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
 
 
@@ -33,16 +33,21 @@ class MaskSecrets(logging.Filter):
         masked = mask_secrets(msg)
         if masked != msg:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:  # a traceback quotes values too
+            # Formatters print a record's exc_text when it is set.
+            record.exc_text = mask_secrets(_PLAIN.formatException(record.exc_info))
         return True
+
+
+_PLAIN = logging.Formatter()
+OWN_LOGGERS = ("reflection", "tasks")  # the worker's modules, and its Celery task module
 
 
 def configure_logging(
     fmt: str = "text", level: int = logging.INFO, stream: TextIO | None = None
 ) -> None:
     """Attach one handler, writing to `stream` (default `sys.stderr` at the time of the
-    call), to the `reflection` logger (idempotent)."""
-    logger = logging.getLogger("reflection")
-    logger.setLevel(level)
+    call), to the `reflection` and `tasks` loggers (idempotent)."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         JsonFormatter()
@@ -50,5 +55,16 @@ def configure_logging(
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     handler.addFilter(MaskSecrets())
-    logger.handlers = [handler]
-    logger.propagate = False
+    for name in OWN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers = [handler]
+        logger.propagate = False
+
+
+def mask_handlers(logger: logging.Logger) -> None:
+    """Mask credentials in whatever `logger`'s handlers write (Celery's own lines quote
+    a task's exception and arguments)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, MaskSecrets) for f in handler.filters):
+            handler.addFilter(MaskSecrets())

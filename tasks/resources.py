@@ -13,10 +13,16 @@ import sys
 import threading
 
 import redis
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from reflection.llm import LlmClient
-from reflection.logs import configure_logging
+from reflection.logs import configure_logging, mask_handlers
 from reflection.pipeline import Deps
 from reflection.settings import get_settings
 from reflection.storage import make_engine
@@ -67,6 +73,12 @@ def _init_process(**_: object) -> None:
         warm_up(s)
     except Exception:  # an optimisation only: the runs build it themselves
         log.warning("warm-up failed; the first runs will be slower", exc_info=True)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _mask_celery_logs(logger: logging.Logger, **_: object) -> None:
+    mask_handlers(logger)
 
 
 @worker_process_shutdown.connect

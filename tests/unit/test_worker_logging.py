@@ -1,35 +1,92 @@
 """The worker's log level comes from REFLECTION_LOG_LEVEL: INFO is one line per run,
-DEBUG one per stage."""
+DEBUG one per stage. Every line it writes, its task module's and Celery's included, has
+credentials masked."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+from celery.signals import after_setup_logger
 from pydantic import ValidationError
 
+from reflection.logs import OWN_LOGGERS, configure_logging
 from reflection.settings import Settings, get_settings
 from tasks.resources import _init_process
+
+TOKEN = "ghp_Zq4T8vLw2NcR7yXb5KmP1sHd9GfJ3aEuQ0Wx"
+
+
+@pytest.fixture(autouse=True)
+def own_loggers() -> Iterator[None]:
+    """Leave the worker's loggers as they were (other tests capture them)."""
+    saved = [
+        (lg, lg.level, lg.handlers[:], lg.propagate)
+        for lg in map(logging.getLogger, (*OWN_LOGGERS, "redis_lock"))
+    ]
+    yield
+    for lg, level, handlers, propagate in saved:
+        lg.setLevel(level)
+        lg.handlers, lg.propagate = handlers, propagate
+
+
+def buffered(fmt: str) -> io.StringIO:
+    buf = io.StringIO()
+    configure_logging(fmt, stream=buf)
+    return buf
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "WARNING"])
 def test_the_worker_sets_the_configured_level(level: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    logger, lock_logger = logging.getLogger("reflection"), logging.getLogger("redis_lock")
-    saved = logger.level, logger.handlers[:], logger.propagate, lock_logger.level
     monkeypatch.setenv("REFLECTION_LOG_LEVEL", level)
     get_settings.cache_clear()
     try:
         _init_process()
-        assert logger.level == getattr(logging, level)
+        for name in OWN_LOGGERS:
+            assert logging.getLogger(name).level == getattr(logging, level)
         # python-redis-lock's per-run INFO lines only at DEBUG
-        assert lock_logger.level == (logging.DEBUG if level == "DEBUG" else logging.WARNING)
+        assert logging.getLogger("redis_lock").level == (
+            logging.DEBUG if level == "DEBUG" else logging.WARNING
+        )
     finally:
         get_settings.cache_clear()
-        logger.setLevel(saved[0])
-        logger.handlers, logger.propagate = saved[1], saved[2]
-        lock_logger.setLevel(saved[3])
 
 
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValidationError, match="log_level"):
         Settings(log_level="LOUD", _env_file=None)  # type: ignore[arg-type, call-arg]
+
+
+def test_the_task_modules_lines_are_formatted_and_masked() -> None:
+    buf = buffered("json")
+    logging.getLogger("tasks.reflect").warning("reflect t1 retrying: password=%s", TOKEN)
+    [line] = buf.getvalue().splitlines()
+    doc = json.loads(line)
+    assert doc["logger"] == "tasks.reflect" and "[REDACTED:" in doc["msg"]
+    assert TOKEN not in line
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_traceback_is_masked_too(fmt: str) -> None:
+    buf = buffered(fmt)
+    try:
+        raise RuntimeError(f"connect failed with token {TOKEN}")
+    except RuntimeError:
+        logging.getLogger("reflection.pipeline").exception("a bug")
+    assert "RuntimeError" in buf.getvalue() and TOKEN not in buf.getvalue()
+
+
+def test_celerys_own_log_handlers_are_masked() -> None:
+    """Celery's lines (a task's retry or failure, with its exception) go through handlers
+    it sets up itself; the worker masks them when Celery announces them."""
+    buf = io.StringIO()
+    logger = logging.Logger("celery-root-standin")
+    logger.addHandler(logging.StreamHandler(buf))
+    after_setup_logger.send(
+        sender=None, logger=logger, loglevel=logging.INFO, logfile=None, format="", colorize=False
+    )
+    logger.error("Task reflect[t1] raised: OperationalError(%r)", f"token {TOKEN}")
+    assert "Task reflect[t1]" in buf.getvalue() and TOKEN not in buf.getvalue()
