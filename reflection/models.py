@@ -43,6 +43,7 @@ class Code(StrEnum):
     PIECE_INVALID = "piece_invalid"
     PIECE_ESCALATION = "piece_escalation"
     PIECE_UNCHANGED = "piece_unchanged"
+    PIECE_STALE = "piece_stale"  # approval only: the piece changed since the proposal
 
 
 class Frozen(BaseModel):

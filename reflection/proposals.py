@@ -1,16 +1,23 @@
 """Piece edits staged for review (`REFLECTION_PIECE_EDIT_MODE=review`): list, approve, reject.
 
 A run in review mode judges a piece edit as usual; an accepted one is inserted into
-`piece_proposals` in the run's own commit instead of being written. Approval re-judges it
-against the piece as it is *now* (cooldown, secrets, escalation, validity), then, under the
-user lock, writes the user's copy through a journal (crash-safe, snapshotted with
-`kind: approval`, revertible) and records the `piece_edits` row and the approval in one
-transaction. A refused approval leaves the proposal pending with the refusal's code.
+`piece_proposals` in the run's own commit instead of being written. Approval, under the
+user lock (after completing any journal a killed writer left), re-judges it against the
+piece as it is *now* (cooldown, secrets, escalation, validity), refuses it if that piece is
+no longer the one the proposal was made against (`piece_stale`), then writes the user's
+copy through a journal (crash-safe, snapshotted with `kind: approval`, revertible) and
+records the `piece_edits` row and the approval in one transaction. A refused approval
+leaves the proposal pending with the refusal's code.
+
+Rejection takes the same user lock, so it cannot land between an approval's write and its
+record; and it refuses a proposal whose interrupted approval already wrote the piece (its
+journal or its `kind: approval` snapshot exists): `approve` completes that one.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +30,8 @@ from reflection import storage
 from reflection.apply import (
     FileChange,
     Journal,
+    finish_pending_journals,
+    pending_journals,
     read_or_none,
     roll_forward,
     snapshot_id_for,
@@ -35,7 +44,7 @@ from reflection.lock import UserLock, user_lock
 from reflection.models import Code, Decision, Piece, PieceEdit
 from reflection.paths import UserPaths
 from reflection.settings import Settings
-from reflection.snapshot import snapshot_files
+from reflection.snapshot import iter_index, read_meta, snapshot_files
 from reflection.storage import piece_proposals
 
 _P = piece_proposals.c
@@ -113,11 +122,42 @@ def _decide(
         return True
 
 
-def reject_proposal(*, engine: Engine, proposal_id: int, reason: str, now: datetime) -> None:
-    """Mark a pending proposal rejected; nothing is written to the user's folder."""
-    _pending(engine, proposal_id)
-    if not _decide(engine, proposal_id, "rejected", reason or "rejected by an operator", now):
-        raise ProposalError(f"proposal {proposal_id} was decided meanwhile")
+def _locked(
+    settings: Settings, redis_client: redis.Redis, user_id: str
+) -> AbstractContextManager[UserLock]:
+    return user_lock(
+        redis_client, user_id, expire=settings.lock_expire_seconds, wait=settings.lock_wait_seconds
+    )
+
+
+def reject_proposal(
+    *,
+    settings: Settings,
+    engine: Engine,
+    redis_client: redis.Redis,
+    proposal_id: int,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Mark a pending proposal rejected; nothing is written to the user's folder.
+
+    Under the user lock, as approval is: a rejection cannot slip in between an approval's
+    write and its record. Refused (`ProposalError`) when an interrupted approval of this
+    proposal already wrote (or will write, from its journal) the piece: `approve` then
+    completes it, and reverting its snapshot undoes it."""
+    prop = _pending(engine, proposal_id)
+    paths = UserPaths(settings.user_folder_root, prop["user_id"])
+    with _locked(settings, redis_client, prop["user_id"]) as lock:
+        prop = _pending(engine, proposal_id)
+        if _approval_journal(paths, prop) or _approval_in_effect(paths, settings, prop):
+            raise ProposalError(
+                f"an interrupted approval of proposal {proposal_id} already wrote the piece; "
+                f"run `reflection approve {proposal_id}` to complete it (then revert its "
+                "snapshot to undo it)"
+            )
+        lock.ensure_owned()  # still ours: no approval can have started since the check
+        if not _decide(engine, proposal_id, "rejected", reason or "rejected by an operator", now):
+            raise ProposalError(f"proposal {proposal_id} was decided meanwhile")
 
 
 def _note_refusal(engine: Engine, proposal_id: int, detail: str) -> None:
@@ -125,12 +165,53 @@ def _note_refusal(engine: Engine, proposal_id: int, detail: str) -> None:
         conn.execute(update(piece_proposals).where(_P.id == proposal_id).values(detail=detail))
 
 
+def _approval_journal(paths: UserPaths, prop: dict[str, Any]) -> bool:
+    """Whether a killed approval of this proposal left its journal (to be rolled forward)."""
+    return any(
+        j.meta.get("kind") == "approval" and j.meta.get("proposal_id") == prop["id"]
+        for j in pending_journals(paths)
+    )
+
+
+def _approval_snapshot(paths: UserPaths, prop: dict[str, Any]) -> str | None:
+    """The snapshot an approval of this very proposal wrote (the latest), if any."""
+    found = None
+    for item in iter_index(paths):
+        sid = item.get("snapshot_id")
+        if (
+            item.get("kind") != "approval"
+            or item.get("reflection_job_id") != prop["reflection_job_id"]
+            or not isinstance(sid, str)
+        ):
+            continue
+        try:
+            meta = read_meta(paths, sid)
+        except (OSError, ValueError):  # a garbled or planted line: no evidence
+            continue
+        if meta.get("proposal_id") == prop["id"]:
+            found = sid
+    return found
+
+
+def _approval_in_effect(
+    paths: UserPaths, settings: Settings, prop: dict[str, Any], current: Piece | None = None
+) -> str | None:
+    """The snapshot of this proposal's own interrupted approval (files and snapshot
+    written, rows not) if the user's copy still holds the proposal; else None."""
+    sid = _approval_snapshot(paths, prop)
+    if sid is None:
+        return None
+    if current is None:
+        current = load_piece(paths, settings.pieces_dir, prop["piece_name"])
+    return sid if current.user_copy and current.yaml == prop["yaml"] else None
+
+
 @dataclass(frozen=True)
 class Approval:
-    """An approved proposal: its snapshot folder (None when a crashed approval was completed)."""
+    """An approved proposal and its snapshot folder (`kind: approval`)."""
 
     proposal_id: int
-    snapshot_dir: Path | None
+    snapshot_dir: Path
     decision: Decision
 
 
@@ -146,17 +227,18 @@ def approve_proposal(
     the user lock), snapshot it and record it. Raises `ProposalRefusedError` otherwise."""
     prop = _pending(engine, proposal_id)
     paths = UserPaths(settings.user_folder_root, prop["user_id"])
-    with user_lock(
-        redis_client,
-        prop["user_id"],
-        expire=settings.lock_expire_seconds,
-        wait=settings.lock_wait_seconds,
-    ) as lock:
+    with _locked(settings, redis_client, prop["user_id"]) as lock:
         prop = _pending(engine, proposal_id)
+        # A killed writer's journal is completed before the piece is read: planned on
+        # files it has still to write, the approval would be undone by its roll-forward.
+        finish_pending_journals(paths=paths, lock=lock, engine=engine)
         current = load_piece(paths, settings.pieces_dir, prop["piece_name"])
         edit = PieceEdit(yaml=prop["yaml"], summary=prop["summary"])
-        if current.user_copy and current.yaml == edit.yaml:
-            # A crashed approval wrote the copy (and its snapshot) but not the rows.
+        sid = _approval_in_effect(paths, settings, prop, current)
+        if sid is not None:
+            # This proposal's own approval wrote the copy and its snapshot, then stopped
+            # before its rows: record them. (A copy that merely equals the proposal, as a
+            # second run proposing the same edit finds it, is judged below: unchanged.)
             decision = Decision(
                 kind="piece",
                 name=prop["piece_name"],
@@ -165,8 +247,8 @@ def approve_proposal(
                 code=Code.OK,
                 detail="completed an interrupted approval",
             )
-            _record(engine, prop, current.yaml, now)
-            return Approval(proposal_id, None, decision)
+            _record(engine, prop, prop["before_sha256"], now)
+            return Approval(proposal_id, paths.snapshot_dir(sid), decision)
         decision = judge_piece_edit(
             edit,
             piece_name=prop["piece_name"],
@@ -177,21 +259,32 @@ def approve_proposal(
             now=now,
             cooldown_hours=settings.piece_edit_cooldown_hours,
         )
+        if decision.accepted and _sha(current.yaml) != prop["before_sha256"]:
+            # The proposal is a whole new piece written against its base: applied over
+            # another (a later approval, a revert, a hand edit) it would silently undo it.
+            decision = decision.model_copy(
+                update={
+                    "accepted": False,
+                    "code": Code.PIECE_STALE,
+                    "detail": "the piece changed since this proposal was made; reject it "
+                    "and let the next run propose again",
+                }
+            )
         if not decision.accepted:
             _note_refusal(engine, proposal_id, f"{decision.code.value}: {decision.detail}")
             raise ProposalRefusedError(decision)
         folder = _write(paths, lock, engine, prop, current, decision, now)
-        _record(engine, prop, current.yaml, now)
+        _record(engine, prop, _sha(current.yaml), now)
     return Approval(proposal_id, folder, decision)
 
 
-def _record(engine: Engine, prop: dict[str, Any], before_yaml: str, now: datetime) -> None:
+def _record(engine: Engine, prop: dict[str, Any], before_sha256: str, now: datetime) -> None:
     row = {
         "user_id": prop["user_id"],
         "piece_name": prop["piece_name"],
         "reflection_job_id": prop["reflection_job_id"],
         "original_job_id": prop["original_job_id"],
-        "before_sha256": _sha(before_yaml),
+        "before_sha256": before_sha256,
         "after_sha256": _sha(prop["yaml"]),
         "created_at": now,
     }

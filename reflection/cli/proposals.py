@@ -115,11 +115,19 @@ def reject(
     reason: Annotated[str, typer.Option(help="Why (kept on the proposal).")] = "",
     json_: JsonOpt = False,
 ) -> None:
-    """Reject a pending proposal; nothing is written."""
+    """Reject a pending proposal; nothing is written.
+
+    Takes the user lock, as approve does; refused if an interrupted approval of this
+    proposal already wrote the piece (approve it to complete that, then revert)."""
     with services() as svc:
         require_db(svc.engine)
         reject_proposal(
-            engine=svc.engine, proposal_id=proposal_id, reason=reason, now=datetime.now(UTC)
+            settings=svc.settings,
+            engine=svc.engine,
+            redis_client=svc.redis,
+            proposal_id=proposal_id,
+            reason=reason,
+            now=datetime.now(UTC),
         )
     if json_:
         emit_json({"id": proposal_id, "rejected": True})
