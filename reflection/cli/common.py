@@ -50,8 +50,9 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
 ]
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes: `:x:` in a name, a detail or an error message is printed as it is.
+out = Console(highlight=False, soft_wrap=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 @dataclass
@@ -292,6 +293,16 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
 
 def mark(ok: bool) -> Text:
     return Text("✔", style="green") if ok else Text("✘", style="red")
+
+
+def plain(value: object) -> Text:
+    """Data (a name, a detail, the LLM's text) as it is: Rich never reads it as markup."""
+    return Text("" if value is None else str(value))
+
+
+def labelled(label: str, value: object) -> Text:
+    """`label: value`, the label in bold, the value as it is."""
+    return Text.assemble((label, "bold"), ": ", plain(value))
 
 
 def require_db(engine: Engine) -> None:

@@ -18,7 +18,16 @@ from alembic.script import ScriptDirectory
 from rich.table import Table
 from sqlalchemy import create_engine, inspect, text
 
-from reflection.cli.common import EXIT_FAILED, JsonOpt, emit_json, handled, mark, out, safe_url
+from reflection.cli.common import (
+    EXIT_FAILED,
+    JsonOpt,
+    emit_json,
+    handled,
+    mark,
+    out,
+    plain,
+    safe_url,
+)
 from reflection.constants import QUEUE_NAME
 from reflection.llm import PLACEHOLDER_KEY
 from reflection.pieces import PieceError, load_piece_file, parse_piece_yaml, validate_piece
@@ -244,7 +253,7 @@ def doctor(json_: JsonOpt = False) -> None:
         for col in ("", "check", "detail", "what to do"):
             table.add_column(col)
         for r in results:
-            table.add_row(mark(r.ok), r.name, r.detail, r.fix)
+            table.add_row(mark(r.ok), r.name, plain(r.detail), plain(r.fix))
         out.print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)

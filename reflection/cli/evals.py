@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from reflection.cli.common import (
     EXIT_FAILED,
@@ -21,7 +22,9 @@ from reflection.cli.common import (
     err,
     fail,
     handled,
+    labelled,
     out,
+    plain,
     safe_url,
 )
 from reflection.errors import LlmAuthError
@@ -75,7 +78,7 @@ def print_scorecard(report: dict[str, Any]) -> None:
     for col in ("category", "passed", "rate"):
         cats.add_column(col)
     for cat, c in report["categories"].items():
-        cats.add_row(cat, f"{c['passed']}/{c['runs']}", _pct(c["pass_rate"]))
+        cats.add_row(plain(cat), f"{c['passed']}/{c['runs']}", _pct(c["pass_rate"]))
     out.print(cats)
     rows = Table(title="scenarios")
     for col in ("scenario", "category", "pass", "tokens in/out", "latency ms", "failed checks"):
@@ -84,12 +87,12 @@ def print_scorecard(report: dict[str, Any]) -> None:
         failed = sorted({f["check"] for r in s["runs"] for f in r["failed_checks"]})
         passed = sum(r["passed"] for r in s["runs"])
         rows.add_row(
-            s["id"],
-            s["category"],
+            plain(s["id"]),
+            plain(s["category"]),
             f"{passed}/{len(s['runs'])}",
             f"{s['tokens_in']}/{s['tokens_out']}",
             str(s["latency_ms"]),
-            ", ".join(failed),
+            plain(", ".join(failed)),
         )
     out.print(rows)
     failures = [
@@ -101,18 +104,25 @@ def print_scorecard(report: dict[str, Any]) -> None:
     if failures:
         out.rule("failed decisions")
         for sid, repeat, f in failures:
-            out.print(f"[bold]{sid}[/bold] #{repeat + 1} {f['check']}: ", end="")
-            out.print(f["detail"], markup=False)
+            out.print(
+                Text.assemble(
+                    (str(sid), "bold"), f" #{repeat + 1} {f['check']}: ", plain(f["detail"])
+                )
+            )
     s = report["summary"]
+    out.print()
     out.print(
-        f"\n[bold]{report.get('model')}[/bold]: {s['passed']}/{s['runs']} runs passed "
-        f"({_pct(s['pass_rate'])}); tokens in {s['tokens_in']}, out {s['tokens_out']}; "
-        f"latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms"
+        labelled(
+            str(report.get("model")),
+            f"{s['passed']}/{s['runs']} runs passed "
+            f"({_pct(s['pass_rate'])}); tokens in {s['tokens_in']}, out {s['tokens_out']}; "
+            f"latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms",
+        )
     )
 
 
 def print_comparison(diff: dict[str, Any]) -> None:
-    table = Table(title=f"A: {diff['a']['model']}  →  B: {diff['b']['model']}")
+    table = Table(title=plain(f"A: {diff['a']['model']}  →  B: {diff['b']['model']}"))
     for col in ("category", "A", "B", "change"):
         table.add_column(col)
 
@@ -123,16 +133,16 @@ def print_comparison(diff: dict[str, Any]) -> None:
         return f"{points:+d} pts" if points else "="
 
     for cat, (a, b) in [("overall", diff["overall"]), *diff["categories"].items()]:
-        table.add_row(cat, _pct(a), _pct(b), change(a, b))
+        table.add_row(plain(cat), _pct(a), _pct(b), change(a, b))
     out.print(table)
     for label in ("regressed", "improved", "only_in_a", "only_in_b"):
         if diff[label]:
-            out.print(f"[bold]{label.replace('_', ' ')}[/bold]: {', '.join(diff[label])}")
+            out.print(labelled(label.replace("_", " "), ", ".join(diff[label])))
     cost = Table(title="cost")
     for col in ("", "A", "B"):
         cost.add_column(col)
     for k, (a, b) in diff["cost"].items():
-        cost.add_row(k, str(a), str(b))
+        cost.add_row(plain(k), plain(a), plain(b))
     cost.add_row("runs", *map(str, diff["runs"]))
     out.print(cost)
 
@@ -225,7 +235,7 @@ def eval_(
         emit_json(report)
     else:
         print_scorecard(report)
-        out.print(f"report: {path}")
+        out.print(f"report: {path}", markup=False)
     if results and all(r.outcome in UNREACHABLE for r in results):
         fail(f"the LLM at {safe_url(settings.llm_endpoint)} answered no run", EXIT_UNAVAILABLE)
     if fail_under is not None and report["summary"]["pass_rate"] < fail_under:

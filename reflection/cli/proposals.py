@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -15,6 +15,7 @@ from reflection.cli.common import (
     err,
     handled,
     out,
+    plain,
     print_diff,
     require_db,
     services,
@@ -36,7 +37,9 @@ IdArg = Annotated[int, typer.Argument(help="The proposal id, as `reflection prop
 @handled
 def proposals(
     user: Annotated[str | None, typer.Option(help="Only this user's proposals.")] = None,
-    status: Annotated[str, typer.Option(help="pending, approved, rejected or all.")] = "pending",
+    status: Annotated[
+        Literal["pending", "approved", "rejected", "all"], typer.Option(help="Which proposals.")
+    ] = "pending",
     diff: Annotated[
         int | None, typer.Option(help="Show this proposal's diff against the current piece.")
     ] = None,
@@ -70,12 +73,9 @@ def proposals(
         table.add_row(
             str(r["id"]),
             str(r["created_at"])[:19],
-            r["user_id"],
-            r["piece_name"],
-            r["original_job_id"],
-            r["status"],
-            r["summary"],
-            r["detail"] or "",
+            *(plain(r[k]) for k in ("user_id", "piece_name", "original_job_id", "status")),
+            plain(r["summary"]),
+            plain(r["detail"]),
         )
     out.print(table)
 

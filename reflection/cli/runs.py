@@ -26,8 +26,10 @@ from reflection.cli.common import (
     emit_json,
     fail,
     handled,
+    labelled,
     out,
     parse_since,
+    plain,
     services,
     unified_diff,
 )
@@ -117,10 +119,10 @@ def _print_run(summary: dict[str, Any]) -> None:
         "tokens_out",
     ):
         if summary.get(k) not in (None, ""):
-            out.print(f"[bold]{k}[/bold]: {summary[k]}", highlight=False)
+            out.print(labelled(k, summary[k]))
     if summary.get("reasoning"):
         out.rule("reasoning")
-        out.print(summary["reasoning"], markup=False)
+        out.print(plain(summary["reasoning"]))
     if summary["outcome"] not in ("failed", "duplicate"):
         print_decisions(summary["decisions"])
     print_file_diffs(summary["diffs"])

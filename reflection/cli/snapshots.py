@@ -9,14 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from reflection import constants as c
 from reflection.apply import read_or_none
 from reflection.cli.common import (
     JsonOpt,
     emit_json,
     fail,
     handled,
+    labelled,
     mark,
     out,
+    plain,
     print_diff,
     require_db,
     services,
@@ -50,11 +53,38 @@ def load_snapshot(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
     except UnsafePathError:
         fail(f"{snapshot_id!r} is not a snapshot id", 2)
     try:
-        return read_meta(paths, snapshot_id)
+        meta = read_meta(paths, snapshot_id)
     except FileNotFoundError:
         fail(f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)")
     except ValueError as e:
         fail(f"snapshot {snapshot_id}: meta.json is unreadable ({e})")
+    problem = meta_problem(meta, snapshot_id)
+    if problem is not None:
+        fail(f"snapshot {snapshot_id}: meta.json is malformed ({problem})")
+    return meta
+
+
+DECISION_KEYS = ("accepted", "kind", "op", "name", "code")
+
+
+def meta_problem(meta: Mapping[str, Any], snapshot_id: str) -> str | None:
+    """What makes a meta.json unusable by show, revert or stats (None when it is fine)."""
+    if "snapshot_id" not in meta:
+        return "no snapshot_id"
+    if meta["snapshot_id"] != snapshot_id:
+        # its diffs would be read from that other snapshot's folder
+        return f"its snapshot_id is {meta['snapshot_id']!r}"
+    files = meta.get("memory_files", {})
+    if not isinstance(files, dict) or not all(c.SLUG_RE.fullmatch(n) for n in files):
+        return "memory_files is not an object of memory names"
+    decisions = meta.get("decisions", [])
+    if not isinstance(decisions, list) or not all(
+        isinstance(d, dict) and all(k in d for k in DECISION_KEYS) for d in decisions
+    ):
+        return f"decisions is not a list of objects with {', '.join(DECISION_KEYS)}"
+    if meta.get("piece_edited") and not isinstance(meta.get("piece_name"), str):
+        return "piece_edited without a piece_name"
+    return None
 
 
 def snapshot_diffs(paths: UserPaths, meta: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -85,7 +115,8 @@ def print_decisions(decisions: Iterable[Mapping[str, Any]]) -> None:
         table.add_column(col)
     for d in decisions:
         table.add_row(
-            mark(bool(d["accepted"])), d["kind"], d["op"], d["name"], d["code"], d.get("detail", "")
+            mark(bool(d["accepted"])),
+            *(plain(d.get(k)) for k in ("kind", "op", "name", "code", "detail")),
         )
     if table.row_count:
         out.print(table)
@@ -95,11 +126,14 @@ def print_decisions(decisions: Iterable[Mapping[str, Any]]) -> None:
 
 def print_file_diffs(diffs: Sequence[Mapping[str, str]]) -> None:
     for d in diffs:
-        out.rule(d["path"])
+        out.rule(plain(d["path"]))
         if d["diff"]:
             print_diff(d["diff"])
         else:
             out.print("(no difference)")
+
+
+HISTORY_KEYS = ("snapshot_id", "kind", "outcome", "original_job_id", "piece_name", "memory_changes")
 
 
 @handled
@@ -119,22 +153,17 @@ def history(
         emit_json(rows)
         return
     if not rows:
-        out.print(f"no snapshots for user {user}")
+        out.print(f"no snapshots for user {user}", markup=False)
         return
-    table = Table(title=f"snapshots of {user}")
+    table = Table(title=plain(f"snapshots of {user}"))
     table.add_column("snapshot", no_wrap=True)  # its id starts with its time (UTC)
     for col in ("kind", "outcome", "job", "piece", "mem", "piece edit", "rej"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            str(r.get("snapshot_id", "")),
-            str(r.get("kind", "")),
-            str(r.get("outcome", "")),
-            str(r.get("original_job_id", "")),
-            str(r.get("piece_name", "")),
-            str(r.get("memory_changes", "")),
+            *(plain(r.get(k)) for k in HISTORY_KEYS),
             "yes" if r.get("piece_edited") else "",
-            str(r.get("rejected", "")),
+            plain(r.get("rejected")),
         )
     out.print(table)
 
@@ -165,10 +194,10 @@ def show(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
     )
     for k in keys:
         if k in meta:
-            out.print(f"[bold]{k}[/bold]: {meta[k]}", markup=True, highlight=False)
+            out.print(labelled(k, meta[k]))
     if meta.get("reasoning"):
         out.rule("reasoning")
-        out.print(meta["reasoning"], markup=False)
+        out.print(plain(meta["reasoning"]))
     if "decisions" in meta:
         print_decisions(meta["decisions"])
     print_file_diffs(diffs)

@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 from sqlalchemy import ColumnElement, Engine, func, select
 
-from reflection.cli.common import JsonOpt, emit_json, handled, out, parse_since, services
+from reflection.cli.common import JsonOpt, emit_json, handled, out, parse_since, plain, services
+from reflection.cli.snapshots import meta_problem
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.snapshot import read_meta
 from reflection.storage import reflection_metrics
@@ -120,7 +121,9 @@ def _rejection_codes(engine: Engine, f: Filters, root: Path) -> dict[str, int]:
             meta = read_meta(UserPaths(root, user_id), snapshot_id)
         except (OSError, ValueError, UnsafePathError):
             continue  # a snapshot removed by hand: its codes are unknown
-        codes.update(d["code"] for d in meta.get("decisions", []) if not d.get("accepted"))
+        if meta_problem(meta, snapshot_id) is not None:
+            continue  # edited by hand into something else: as unknown
+        codes.update(str(d["code"]) for d in meta.get("decisions", []) if not d["accepted"])
     return dict(codes.most_common(10))
 
 
@@ -142,7 +145,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(plain(v) for v in row))
     return table
 
 
