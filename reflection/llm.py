@@ -1,15 +1,20 @@
 """The LLM stage: ask an OpenAI-compatible endpoint for a decision and validate it.
 
 Output modes, best first: `response_format` JSON schema, then JSON mode, then plain text
-(the object is extracted from the prose). The client remembers which mode worked. A reply
-that does not validate gets exactly one repair round-trip. Timeouts, connection errors,
-408, 429 and 5xx are retried with backoff (honouring `Retry-After`); 401/403 fail at once.
-The API key never appears in a log line or in an error we raise.
+(the object is extracted from the prose). A fallback the endpoint forced (400/404/422 on a
+format) is remembered for `MODE_DOWNGRADE_SECONDS`, then the best mode is tried again. A
+reply that does not validate gets exactly one repair round-trip, which repeats at most a
+bounded head of the broken answer. Timeouts, connection errors, 408, 429, 5xx and an HTTP
+200 that carries no chat completion (a proxy's HTML page, an error object) are retried
+with backoff (honouring `Retry-After`); 401/403 fail at once; an endpoint's "context
+length exceeded" fails `context_overflow` at once, without a fallback. The API key never
+appears in a log line or in an error we raise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import threading
@@ -22,17 +27,20 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import openai
 from openai import DefaultHttpxClient, OpenAI
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
+from openai.types.chat.chat_completion import Choice
 
 from reflection.backoff import compute_backoff, retry_after_seconds
 from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
 from reflection.errors import (
+    ContextOverflowError,
     LlmAuthError,
     LlmInvalidOutputError,
     LlmUnavailableError,
     TimeLimitError,
 )
 from reflection.models import LlmDecision, LlmResult, Usage
+from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,14 +48,36 @@ log = logging.getLogger(__name__)
 Mode = Literal["json_schema", "json_object", "text"]
 MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
 PLACEHOLDER_KEY = "not-set"  # the SDK insists on a key; a keyless endpoint ignores it
+# How long a fallback to a weaker output mode is remembered before the best mode is tried
+# again: a refusal that was not about the format cannot pin a worker to a weaker mode.
+MODE_DOWNGRADE_SECONDS = 600.0
 
 _FALLBACK_ERRORS = (openai.BadRequestError, openai.NotFoundError, openai.UnprocessableEntityError)
 _AUTH_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError)
 _RETRY_STATUSES = frozenset({408, 429})
+# An endpoint's "the request exceeds the context window" (OpenAI, vLLM, llama.cpp, LiteLLM,
+# Anthropic and Bedrock wordings), matched on the error's code or its lower-cased message.
+_CONTEXT_CODES = frozenset(
+    {"context_length_exceeded", "context_window_exceeded", "exceed_context_size_error"}
+)
+_CONTEXT_PHRASES = (
+    "context length",  # "This model's maximum context length is 8192 tokens"
+    "context_length",
+    "context window",
+    "contextwindowexceeded",
+    "context size",
+    "too many tokens",
+    "prompt is too long",
+    "input is too long",
+)
 _REPAIR_PROMPT = (
     "Your previous answer was not a valid decision: {error}\n"
     "Answer again with only the corrected JSON object: no prose, no code fence."
 )
+# The most of a broken answer a repair request repeats. The prompt guard budgeted one
+# output: a cut-off answer echoed whole would take a second one's room in the window.
+_ECHO_MAX_CHARS = 1000
+_SNIPPET_CHARS = 200  # of an unusable answer, for the log and the error
 _E = TypeVar("_E", bound=Exception)
 
 
@@ -97,16 +127,34 @@ class LlmClient:
     and response (py-spy: 13 % of a threads-pool worker's time with 100 in flight).
     """
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._sleep = sleep
+        self._clock = clock  # for the downgrade's expiry only
         self._key = settings.llm_api_key.get_secret_value()
         self._endpoint = _without_userinfo(settings.llm_endpoint)
-        self.mode: Mode = "json_schema"
+        # (mode, until `clock()`) after the endpoint refused a better mode; else None. One
+        # attribute holding an immutable tuple: threads read and replace it without a lock.
+        self._downgrade: tuple[Mode, float] | None = None
         self._tls = httpx2.create_ssl_context()  # loading the CA bundle costs ~20 ms
         self._local = threading.local()
         self._clients: list[OpenAI] = []
         self._clients_lock = threading.Lock()
+
+    @property
+    def mode(self) -> Mode:
+        """The output mode the next decide() starts in: the best one, unless the endpoint
+        refused it less than `MODE_DOWNGRADE_SECONDS` ago."""
+        downgrade = self._downgrade
+        if downgrade is not None and self._clock() < downgrade[1]:
+            return downgrade[0]
+        return MODES[0]
 
     def _openai(self) -> OpenAI:
         """This thread's client, built on its first request (or its first after close())."""
@@ -143,8 +191,9 @@ class LlmClient:
             decision = parse_decision(text)
         except DecisionParseError as err:
             log.warning("the LLM's reply did not validate (%s); asking for a repair", err)
-            messages.append({"role": "assistant", "content": text})
-            messages.append({"role": "user", "content": _repair_prompt(err, completion)})
+            echo, prompt = _repair_turn(text, err, completion)
+            messages.append({"role": "assistant", "content": echo})
+            messages.append({"role": "user", "content": prompt})
             completion, text, decision = self._repair(messages, mode, user_id, tally)
             repaired = True
         return LlmResult(
@@ -174,21 +223,34 @@ class LlmClient:
         self, messages: list[ChatCompletionMessageParam], user_id: str, tally: _Tally
     ) -> tuple[ChatCompletion, Mode]:
         """Call in the remembered mode, falling back while the endpoint refuses the format."""
-        modes = MODES[MODES.index(self.mode) :]
+        start = self.mode
+        modes = MODES[MODES.index(start) :]
         for mode in modes[:-1]:
             try:
                 completion = self._call(messages, mode, user_id, tally)
             except _FALLBACK_ERRORS as e:
                 log.info("the LLM endpoint refused output mode %s (HTTP %d)", mode, e.status_code)
                 continue
-            self.mode = mode
+            self._remember(start, mode)
             return completion, mode
         try:
             completion = self._call(messages, modes[-1], user_id, tally)
         except _FALLBACK_ERRORS as e:
             raise self._rejected(e, tally) from e
-        self.mode = modes[-1]
+        self._remember(start, modes[-1])
         return completion, modes[-1]
+
+    def _remember(self, start: Mode, mode: Mode) -> None:
+        """After a fallback from `start` to `mode`, start there for a while. Staying in a
+        remembered mode does not extend it, so the best mode is tried again in time."""
+        if mode != start:
+            self._downgrade = (mode, self._clock() + MODE_DOWNGRADE_SECONDS)
+            log.info(
+                "the LLM endpoint answered in output mode %s; using it for the next %.0f s",
+                mode, MODE_DOWNGRADE_SECONDS,
+            )  # fmt: skip
+        elif mode == MODES[0] and self._downgrade is not None:
+            self._downgrade = None  # expired, and the best mode works again
 
     def _repair(
         self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
@@ -207,29 +269,31 @@ class LlmClient:
     def _call(
         self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
     ) -> ChatCompletion:
-        """One request, retried on transient failures; 400/404/422 propagate to the caller."""
+        """One request, retried on transient failures; 400/404/422 propagate to the caller
+        (a context-length error as ContextOverflowError)."""
         attempts = self._settings.llm_max_attempts
-        last: openai.APIError | None = None
+        last: Exception | None = None
         for attempt in range(1, attempts + 1):
             timeout = min(self._settings.llm_timeout_seconds, tally.remaining())
             tally.attempts += 1
             try:
                 completion = self._request(messages, mode, user_id, timeout)
-            except _AUTH_ERRORS as e:
-                raise self._auth_error(e, tally) from e
-            except _FALLBACK_ERRORS:
-                raise
             except openai.APIStatusError as e:
-                if e.status_code not in _RETRY_STATUSES and e.status_code < 500:
-                    raise self._rejected(e, tally) from e
-                last = e
+                last = self._retryable(e, tally)
             except openai.APIConnectionError as e:  # timeouts included
                 last = e
             except openai.OpenAIError as e:
                 raise self._unavailable(tally, f"failed ({type(e).__name__}: {e})") from e
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a 200 with a broken body
+                body = e.doc if isinstance(e, json.JSONDecodeError) else e.object
+                last = self._unusable_answer("a body that is not JSON", body)
             else:
-                tally.add(completion)
-                return completion
+                # A few isinstance checks: the good answer is not parsed a second time.
+                problem = _unusable(completion)
+                if problem is None:
+                    tally.add(completion)
+                    return completion
+                last = self._unusable_answer(problem, completion)
             if attempt < attempts:
                 self._wait(attempt, last, tally)
         what = f"failed after {tally.attempts} attempts (last: {_describe_api_error(last)})"
@@ -262,7 +326,21 @@ class LlmClient:
             cast_to=ChatCompletion,
         )
 
-    def _wait(self, attempt: int, error: openai.APIError | None, tally: _Tally) -> None:
+    def _retryable(self, e: openai.APIStatusError, tally: _Tally) -> openai.APIStatusError:
+        """`e` when it is worth retrying (408, 429, 5xx); else raises what decide() should:
+        401/403 as LlmAuthError, a context-length error as ContextOverflowError, 400/404/422
+        as they are (for the output mode fallback), any other as LlmUnavailableError."""
+        if e.status_code in _RETRY_STATUSES or e.status_code >= 500:
+            return e
+        if isinstance(e, _AUTH_ERRORS):
+            raise self._auth_error(e, tally) from e
+        if _is_context_overflow(e):
+            raise self._overflow(e, tally) from e
+        if isinstance(e, _FALLBACK_ERRORS):
+            raise e
+        raise self._rejected(e, tally) from e
+
+    def _wait(self, attempt: int, error: Exception | None, tally: _Tally) -> None:
         s = self._settings
         delay = compute_backoff(
             attempt, base=s.llm_backoff_base_seconds, cap=s.llm_backoff_max_seconds
@@ -281,6 +359,26 @@ class LlmClient:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"
         log.error("%s; endpoint %s", message, self._endpoint)
         return _spent(LlmAuthError(message), tally)
+
+    def _overflow(self, e: openai.APIStatusError, tally: _Tally) -> ContextOverflowError:
+        message = (
+            f"the LLM endpoint {self._endpoint} refused the request as longer than the "
+            f"model's context window ({_describe_api_error(e)}); set "
+            "REFLECTION_LLM_CONTEXT_LIMIT_TOKENS to the model's real window"
+        )
+        return _spent(ContextOverflowError(self._redact(message)[:600]), tally)
+
+    def _unusable_answer(self, problem: str, answer: object) -> _UnusableAnswerError:
+        """The error for an HTTP 200 we cannot read, quoting the start of what came back
+        (the worker's key and anything that looks like a credential masked)."""
+        return _UnusableAnswerError(f"HTTP 200 with {problem}: {self._snippet(answer)}")
+
+    def _snippet(self, answer: object) -> str:
+        text = _as_text(answer)[: _SNIPPET_CHARS + 300]  # room to mask a secret at the cut
+        text = " ".join(mask_secrets(self._redact(text)).split())
+        if len(text) > _SNIPPET_CHARS:
+            text = text[:_SNIPPET_CHARS] + "…"
+        return repr(text)
 
     def _rejected(self, e: openai.APIStatusError, tally: _Tally) -> LlmUnavailableError:
         return self._unavailable(tally, f"rejected the request ({_describe_api_error(e)})")
@@ -304,15 +402,92 @@ _RESPONSE_FORMATS: dict[Mode, dict[str, object] | None] = {
 }
 
 
+class _UnusableAnswerError(Exception):
+    """An HTTP 200 that carries no chat completion we can read: retried like a 5xx."""
+
+
+def _unusable(answer: object) -> str | None:
+    """None when `answer` is a chat completion with a readable first choice; else what it is.
+
+    The SDK does not validate a 200: a proxy's HTML page comes back as a str, a JSON
+    `{"error": ...}` or `{"choices": null}` as a ChatCompletion without choices."""
+    if not isinstance(answer, ChatCompletion):
+        if isinstance(answer, str):  # the SDK's answer when the body is not JSON
+            return "a body that is not JSON"
+        return f"a JSON {type(answer).__name__} instead of a chat completion"
+    if answer.model_extra and answer.model_extra.get("error"):
+        return "an error instead of a chat completion"
+    choices = answer.choices
+    if not choices or not isinstance(choices, list):
+        return "a chat completion without choices"
+    choice = choices[0]
+    if not isinstance(choice, Choice) or not isinstance(choice.message, ChatCompletionMessage):
+        return "a chat completion whose choice has no message"
+    content = choice.message.content
+    if content is not None and not isinstance(content, str):
+        return "a chat completion whose message content is not text"
+    return None
+
+
+def _as_text(answer: object) -> str:
+    """What came back, as text, for a log line: never raises."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, bytes):
+        return answer.decode("utf-8", errors="replace")
+    try:
+        if isinstance(answer, ChatCompletion):
+            answer = answer.model_dump(mode="json", exclude_unset=True, warnings=False)
+        return json.dumps(answer, ensure_ascii=False, default=repr)
+    except Exception:  # a description must not fail the run
+        return repr(answer)
+
+
 def _content(completion: ChatCompletion) -> str:
     return (completion.choices[0].message.content or "") if completion.choices else ""
 
 
-def _repair_prompt(err: DecisionParseError, completion: ChatCompletion) -> str:
+def _repair_turn(text: str, err: DecisionParseError, completion: ChatCompletion) -> tuple[str, str]:
+    """The assistant turn that repeats the broken answer, and the repair request.
+
+    A cut-off or long answer is repeated only up to `_ECHO_MAX_CHARS` (and as many UTF-8
+    bytes): the repair request then costs about what the first one did, which the prompt
+    guard budgeted with room for one answer."""
     error = str(err)
-    if completion.choices and completion.choices[0].finish_reason == "length":
-        error = f"it was cut off at the output token limit, so answer more briefly ({error})"
-    return _REPAIR_PROMPT.format(error=error)
+    cut = bool(completion.choices) and completion.choices[0].finish_reason == "length"
+    echo = _head(text) if cut or len(text) > _ECHO_MAX_CHARS else text
+    omitted = ""
+    if len(echo) < len(text):
+        omitted = (
+            f"; only its first {len(echo)} of {len(text)} characters are repeated above, "
+            "so write the whole object again"
+        )
+    if cut:
+        error = (
+            "it was cut off at the output token limit, so answer more briefly: fewer "
+            f"changes, shorter reasoning and bodies{omitted} ({error})"
+        )
+    elif omitted:
+        error = f"{error}{omitted}"
+    return echo, _REPAIR_PROMPT.format(error=error)
+
+
+def _head(text: str) -> str:
+    """At most `_ECHO_MAX_CHARS` characters of `text` and as many UTF-8 bytes."""
+    head = text[:_ECHO_MAX_CHARS]
+    if not head.isascii():
+        raw = head.encode("utf-8", errors="surrogatepass")[:_ECHO_MAX_CHARS]
+        head = raw.decode("utf-8", errors="ignore")
+    return head
+
+
+def _is_context_overflow(e: openai.APIStatusError) -> bool:
+    """Whether the endpoint refused the request as longer than the model's context window."""
+    code = e.code
+    if isinstance(code, str) and code.lower() in _CONTEXT_CODES:
+        return True
+    message = _error_message(e).lower()
+    return any(phrase in message for phrase in _CONTEXT_PHRASES)
 
 
 def _error_message(e: openai.APIStatusError) -> str:
@@ -324,7 +499,9 @@ def _error_message(e: openai.APIStatusError) -> str:
     return e.message
 
 
-def _describe_api_error(e: openai.APIError | None) -> str:
+def _describe_api_error(e: Exception | None) -> str:
+    if isinstance(e, _UnusableAnswerError):
+        return str(e)
     if isinstance(e, openai.APIStatusError):
         return f"HTTP {e.status_code}: {_error_message(e)[:200]}"
     if isinstance(e, openai.APITimeoutError):

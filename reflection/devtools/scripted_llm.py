@@ -20,8 +20,11 @@ Script (a dict, or a JSON/YAML file):
 A rule's replies are served in order, the last one repeating. A reply is
 `{"content": str | object (JSON-dumped), "status": 200, "delay": seconds,
 "jitter": seconds, "headers": {...}, "error": "message", "usage": {...} | null,
-"finish_reason": "stop"}`; with `jitter` each answer waits a delay drawn uniformly
-from delay ± jitter (never below 0), as a real model's latency varies.
+"finish_reason": "stop", "body": str | object}`; with `jitter` each answer waits a delay
+drawn uniformly from delay ± jitter (never below 0), as a real model's latency varies.
+With `body` the response is that body instead of a completion or an error (a str sent
+as is, `text/html` unless `headers` set a Content-Type; an object JSON-dumped), with
+`status`: a proxy's HTML page or an `{"error": ...}` object under HTTP 200.
 Without a default, an abstaining decision is answered.
 
 Control endpoints: GET /_requests, POST /_script (body: a script), POST /_reset.
@@ -55,6 +58,7 @@ ABSTAIN: dict[str, Any] = {
 }
 _REPLY_KEYS = {
     "content", "status", "delay", "jitter", "headers", "error", "usage", "finish_reason",
+    "body",
 }  # fmt: skip
 _ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -305,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status = int(reply.get("status", 200))
         headers = {str(k): str(v) for k, v in (reply.get("headers") or {}).items()}
+        if "body" in reply:
+            self._send_body(status, reply["body"], headers)
+            return
         if status != 200:
             self._error(status, str(reply.get("error") or f"scripted HTTP {status}"), headers)
             return
@@ -384,11 +391,27 @@ class _Handler(BaseHTTPRequestHandler):
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         self._send(status, body, headers)
 
+    def _send_body(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        """A scripted body as is: a str (text/html by default), else JSON."""
+        if isinstance(body, str):
+            data, content_type = body.encode("utf-8"), "text/html; charset=utf-8"
+        else:
+            data, content_type = json.dumps(body).encode("utf-8"), "application/json"
+        rest = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        content_type = next(
+            (v for k, v in headers.items() if k.lower() == "content-type"), content_type
+        )
+        self._send_bytes(status, data, content_type, rest)
+
     def _send(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(obj).encode("utf-8")
+        self._send_bytes(status, json.dumps(obj).encode("utf-8"), "application/json", headers)
+
+    def _send_bytes(
+        self, status: int, data: bytes, content_type: str, headers: Mapping[str, str] | None
+    ) -> None:
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)

@@ -12,8 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ import pytest
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.errors import (
+    ContextOverflowError,
     LlmAuthError,
     LlmInvalidOutputError,
     LlmUnavailableError,
     TimeLimitError,
 )
-from reflection.llm import LlmClient
+from reflection.llm import MODE_DOWNGRADE_SECONDS, LlmClient
 from reflection.models import Usage
 from reflection.settings import Settings
 
@@ -55,7 +57,7 @@ class Harness:
     sleeps: list[float] = field(default_factory=list)
     clients: list[LlmClient] = field(default_factory=list)
 
-    def client(self, **overrides: Any) -> LlmClient:
+    def client(self, clock: Callable[[], float] = time.monotonic, **overrides: Any) -> LlmClient:
         values: dict[str, Any] = {
             "llm_endpoint": self.srv.base_url,
             "llm_api_key": API_KEY,
@@ -66,7 +68,8 @@ class Harness:
             "llm_backoff_base_seconds": 0.01,
             "llm_backoff_max_seconds": 0.05,
         }
-        client = LlmClient(Settings(**(values | overrides)), sleep=self.sleeps.append)
+        settings = Settings(**(values | overrides))
+        client = LlmClient(settings, sleep=self.sleeps.append, clock=clock)
         self.clients.append(client)
         return client
 
@@ -226,6 +229,127 @@ def test_second_invalid_reply_fails_invalid_output(h: Harness) -> None:
     assert "memory_changes.0.op" in str(info.value)
     assert getattr(info.value, "attempts", None) == 2
     assert len(h.calls()) == 2
+
+
+def test_a_cut_off_answer_is_not_echoed_whole_in_the_repair(h: Harness) -> None:
+    """The repair after a reply cut off at max_tokens repeats a bounded head of it, not the
+    whole answer: the request stays about as large as the first, which the guard budgeted."""
+    cut = '{"reasoning": "' + "the user wants shorter answers and " * 300
+    h.script({"content": cut, "finish_reason": "length"}, OK)
+    result = decide(h.client(llm_max_output_tokens=2048))
+    assert (result.repaired, result.attempts) == (True, 2)
+    first, repair = (c["json"] for c in h.calls())
+    assert repair["max_tokens"] == first["max_tokens"] == 2048
+    echo, ask = repair["messages"][2]["content"], repair["messages"][3]["content"]
+    assert cut.startswith(echo) and len(echo) <= 1000 < len(cut)
+    assert "cut off at the output token limit" in ask and "first 1000 of" in ask
+    grown = len(json.dumps(repair["messages"])) - len(json.dumps(first["messages"]))
+    assert grown < 1700
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_fallback_is_remembered_for_a_while_then_the_best_mode_is_tried_again(
+    h: Harness,
+) -> None:
+    """A refused json_schema moves the client to JSON mode for MODE_DOWNGRADE_SECONDS only:
+    then it asks with the schema again (a one-off refusal cannot pin it forever)."""
+    h.script(OK, reject_response_format=["json_schema"])
+    clock = _Clock()
+    client = h.client(clock=clock)
+    assert decide(client).mode == "json_object"
+    clock.now += MODE_DOWNGRADE_SECONDS - 1
+    assert decide(client).mode == "json_object"
+    clock.now += 1
+    h.script(OK)  # the endpoint takes the schema again
+    assert decide(client).mode == "json_schema"
+    assert decide(client).mode == "json_schema"
+    formats = [(c["json"].get("response_format") or {}).get("type") for c in h.calls()]
+    assert formats == ["json_schema", "json_object", "json_object", "json_schema", "json_schema"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_a_context_length_error_fails_context_overflow_without_a_fallback(
+    h: Harness, status: int
+) -> None:
+    """An endpoint's "maximum context length" is not a format refusal: the run fails
+    context_overflow after one request, and the client keeps its best output mode."""
+    message = "This model's maximum context length is 8192 tokens, you requested 9000"
+    h.script({"status": status, "error": message}, OK)
+    client = h.client()
+    with pytest.raises(ContextOverflowError) as info:
+        decide(client)
+    assert info.value.code == "context_overflow"
+    assert "maximum context length" in str(info.value) and API_KEY not in str(info.value)
+    assert getattr(info.value, "attempts", None) == 1 and h.sleeps == []
+    assert client.mode == "json_schema"
+    assert decide(client).mode == "json_schema"
+    assert [c["json"]["response_format"]["type"] for c in h.calls()] == ["json_schema"] * 2
+
+
+def test_a_context_length_error_on_the_repair_is_context_overflow(h: Harness) -> None:
+    h.script({"content": "not json"}, {"status": 400, "error": "prompt is too long"})
+    with pytest.raises(ContextOverflowError):
+        decide(h.client())
+    assert len(h.calls()) == 2
+
+
+UNUSABLE: list[tuple[str, dict[str, Any], str]] = [
+    ("html", {"body": "<html><body>502 Bad gateway</body></html>"}, "502 Bad gateway"),
+    ("error-object", {"body": {"error": {"message": "upstream overloaded", "code": 503}}},
+     "upstream overloaded"),
+    ("no-choices", {"body": {"id": "x", "object": "chat.completion", "choices": None}},
+     "without choices"),
+    ("broken-json", {"body": '{"choices": [', "headers": {"Content-Type": "application/json"}},
+     "not JSON"),
+    ("empty", {"body": ""}, "not JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "reply", "said"), UNUSABLE, ids=[u[0] for u in UNUSABLE])
+def test_a_200_without_a_completion_is_retried_like_an_outage(
+    h: Harness, case: str, reply: dict[str, Any], said: str
+) -> None:
+    """A 200 that carries no chat completion (a proxy's page, an error object) is retried
+    with backoff; once a real answer comes, the decision arrives."""
+    h.script(reply, OK)
+    result = decide(h.client())
+    assert (result.attempts, result.repaired) == (2, False)
+    assert len(h.sleeps) == 1
+
+
+@pytest.mark.parametrize(("case", "reply", "said"), UNUSABLE, ids=[u[0] for u in UNUSABLE])
+def test_a_200_without_a_completion_every_time_fails_unavailable(
+    h: Harness, caplog: pytest.LogCaptureFixture, case: str, reply: dict[str, Any], said: str
+) -> None:
+    """Only such answers: llm_unavailable after llm_max_attempts, the log and the error
+    saying what came back, never the key."""
+    caplog.set_level(logging.DEBUG)
+    h.script(reply)
+    with pytest.raises(LlmUnavailableError) as info:
+        decide(h.client(llm_max_attempts=3))
+    message = str(info.value)
+    assert "3 attempts" in message and "HTTP 200" in message and said in message
+    assert getattr(info.value, "attempts", None) == 3 and len(h.calls()) == 3
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2 and all(said in r for r in retries)
+    assert API_KEY not in caplog.text and API_KEY not in message
+
+
+def test_the_key_echoed_by_a_proxy_page_is_not_logged(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    h.script({"body": f"<pre>Authorization: Bearer {API_KEY}</pre>"})
+    with pytest.raises(LlmUnavailableError) as info:
+        decide(h.client(llm_max_attempts=2))
+    assert "Authorization" in caplog.text
+    assert API_KEY not in caplog.text and API_KEY not in str(info.value)
 
 
 @pytest.mark.parametrize(
