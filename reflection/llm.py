@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatComplet
 from openai.types.chat.chat_completion import Choice
 
 from reflection.backoff import compute_backoff, retry_after_seconds
+from reflection.constants import REPAIR_ECHO_MAX
 from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
 from reflection.errors import (
     ContextOverflowError,
@@ -76,7 +77,7 @@ _REPAIR_PROMPT = (
 )
 # The most of a broken answer a repair request repeats. The prompt guard budgeted one
 # output: a cut-off answer echoed whole would take a second one's room in the window.
-_ECHO_MAX_CHARS = 1000
+_ECHO_MAX_CHARS = REPAIR_ECHO_MAX
 _SNIPPET_CHARS = 200  # of an unusable answer, for the log and the error
 _E = TypeVar("_E", bound=Exception)
 

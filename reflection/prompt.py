@@ -35,6 +35,9 @@ from reflection.secrets import mask_secrets
 
 # Chat framing (roles, separators) on top of the two messages, in tokens.
 FRAMING_TOKENS: Final = 64
+# A repair round (llm.py) sends the prompt again with the broken answer's head (a token
+# a byte at most) and its request: room for it is kept, whatever the first answer was.
+REPAIR_TOKENS: Final = c.REPAIR_ECHO_MAX + 200
 # A memory body is never cut below this many bytes (marker included).
 BODY_STUB_BYTES: Final = 240
 # The job's result and error are summaries; a longer one is cut in the middle.
@@ -95,8 +98,8 @@ def _system_tokens(system: str) -> int:
 @cache
 def reserved_tokens() -> int:
     """Tokens the request spends besides the two messages: the response_format schema
-    (sent in the best output mode) and the chat framing."""
-    return estimate_tokens(json.dumps(decision_json_schema())) + FRAMING_TOKENS
+    (sent in the best output mode), the chat framing and a repair round's additions."""
+    return estimate_tokens(json.dumps(decision_json_schema())) + FRAMING_TOKENS + REPAIR_TOKENS
 
 
 def build_system_prompt(*, max_changes: int, max_body_bytes: int) -> str:

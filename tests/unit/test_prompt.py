@@ -427,3 +427,37 @@ def test_memory_budget_keeps_the_bodies_related_to_the_job() -> None:
     assert prompt.memory_bodies_omitted == 2 and prompt.memory_bodies_trimmed == 0
     assert "Invoices are rounded" in prompt.user and prompt.user.count("not shown") == 2
     assert '"to fit the context" marker is incomplete' in prompt.system
+
+
+@pytest.mark.parametrize("kind", ["base64", "digits", "hashes", "emoji"])
+def test_the_repair_round_fits_too(kind: str) -> None:
+    """A prompt at the guard's limit, then a repair after an answer cut off at the output
+    limit (its head repeated): the second request fits the window by cl100k's count."""
+    from openai.types.chat import ChatCompletion
+
+    from reflection import llm
+    from reflection.decision import DecisionParseError
+
+    content, context, output = _corpora()[kind], 8000, 2048
+    size = max(
+        n for n in range(500, 20000, 250)
+        if _fits(make_inputs(task=content[:n], log="", log_max=256), context, output)
+    )  # fmt: skip
+    prompt = fit(make_inputs(task=content[:size], log="", log_max=256), context, output=output)
+    broken = '{"reasoning": "' + _corpora()["base64"]  # the densest echo
+    cut = ChatCompletion.model_validate(
+        {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+         "choices": [{"index": 0, "finish_reason": "length",
+                      "message": {"role": "assistant", "content": broken}}]}
+    )  # fmt: skip
+    echo, request = llm._repair_turn(broken, DecisionParseError("not valid JSON"), cut)
+    sent = _cl100k().encode_ordinary(prompt.system + prompt.user + echo + request)
+    assert len(sent) + output <= context
+
+
+def _fits(inputs: ReflectionInputs, context: int, output: int) -> bool:
+    try:
+        fit(inputs, context, output=output)
+    except ContextOverflowError:
+        return False
+    return True
