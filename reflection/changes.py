@@ -54,6 +54,12 @@ def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
     # Any line break (\r, \u2028, ...) would make an unreadable frontmatter.
     if ch.description.strip().splitlines() != [ch.description.strip()]:
         return Code.MISSING_FIELD, "description must be one non-empty line"
+    size = len(ch.description.encode("utf-8"))
+    if size > c.MAX_DESCRIPTION_BYTES:  # it goes into the frontmatter and MEMORY.md
+        return (
+            Code.DESCRIPTION_TOO_LARGE,
+            f"description is {size} bytes, limit {c.MAX_DESCRIPTION_BYTES}",
+        )
     size = len(ch.body.encode("utf-8"))
     if size > limits.max_body_bytes:
         return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
@@ -125,8 +131,13 @@ def judge_memory_changes(
         else:
             codes.append(_judge_one(ch, current, unreadable, limits))
         seen.add(ch.name)
-    _reject_missing_merge_targets(changes, codes, current)
-    _reject_overflow(changes, codes, current, limits)
+    while True:  # each pass only rejects, so this ends
+        before = list(codes)
+        _reject_missing_merge_targets(changes, codes, current)
+        # An add rejected here may be a remove's merge target: check those again.
+        _reject_overflow(changes, codes, current, limits)
+        if codes == before:
+            break
     targets: dict[str, MemoryEntry | None] = {}
     for ch, (code, _) in zip(changes, codes, strict=True):
         if code is Code.OK:

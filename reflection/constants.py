@@ -43,6 +43,7 @@ MAX_PIECE_BYTES: Final = 256 * 1024
 MAX_MEMORY_FILE_BYTES: Final = 256 * 1024
 MAX_LLM_REPLY_CHARS: Final = 512 * 1024
 MAX_REASONING_CHARS: Final = 8000
+MAX_DESCRIPTION_BYTES: Final = 1024  # a memory entry's one-line description
 MAX_ID_IN_METRICS: Final = 128
 # A repair round repeats at most this much (characters, and as many UTF-8 bytes) of a
 # broken answer; the prompt guard keeps room for it.

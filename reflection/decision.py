@@ -76,6 +76,10 @@ def _load_object(text: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             pass  # prose after the object, or not JSON at all: look for the object
     candidate = extract_json_object(stripped)
+    if candidate is None or not _is_json(candidate):
+        # A stray quote in the prose before it (`2" margins`) hides the object from the
+        # string-aware scan: try each opening brace instead.
+        candidate = _object_at_some_brace(stripped) or candidate
     if candidate is None:
         raise DecisionParseError("no JSON object found in the reply; answer with one JSON object")
     try:
@@ -100,8 +104,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in out:
             raise DecisionParseError(f"duplicate key {key[:60]!r}: each key may appear once")
-        out[key] = value
+        out[key] = _writable(value) if isinstance(value, str) else value
     return out
+
+
+def _writable(text: str) -> str:
+    """`text` with any lone surrogate (legal JSON, "\\ud800") replaced by "?": it cannot be
+    written as UTF-8, so a body, a piece or the reasoning holding one would fail the run."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
 
 
 def _as_object(value: Any) -> dict[str, Any]:
@@ -151,6 +167,22 @@ def _first_object(text: str) -> str | None:
             return text[start:end]
     start, end = spans[0]
     return text[start:end]
+
+
+def _object_at_some_brace(text: str) -> str | None:
+    """The first JSON object that starts at one of the first braces of `text`."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(_MAX_CANDIDATES):
+        if start < 0:
+            return None
+        try:
+            _, end = decoder.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        return text[start:end]
+    return None
 
 
 def _is_json(candidate: str) -> bool:

@@ -92,7 +92,11 @@ def load_memory(
 ) -> tuple[tuple[MemoryEntry, ...], tuple[Malformed, ...]]:
     """Every valid entry (sorted by name) and every skipped file (sorted by path).
 
-    A missing memory folder means no entries. Never raises, never deletes anything.
+    A missing memory folder means no entries; a link in its place is reported. A folder
+    that exists but cannot be opened or listed (EIO, EMFILE, EACCES) raises OSError: the
+    run is retried, never planned on an empty memory (an add would overwrite an entry it
+    could not see, protected or not). A file's own error is reported and skipped. Never
+    deletes anything.
     """
     try:
         # Opened from the home without following a link (one planted mid-run included):
@@ -100,19 +104,16 @@ def load_memory(
         folder = open_folder(paths.memory_dir, paths.home)
     except FileNotFoundError:
         return (), ()
-    except (UnsafePathError, OSError) as e:
+    except UnsafePathError as e:
         return (), (_unreadable_folder(e),)
     try:
         return _load_all(folder, max_file_bytes)
-    except OSError as e:  # the listing (each file's own errors are reported one by one)
-        return (), (_unreadable_folder(e),)
     finally:
         os.close(folder)
 
 
-def _unreadable_folder(e: Exception) -> Malformed:
-    reason = f"unreadable: {e.strerror}" if isinstance(e, OSError) else str(e)
-    return Malformed(path=f"{c.MEMORY_DIR}/", reason=reason)
+def _unreadable_folder(e: UnsafePathError) -> Malformed:
+    return Malformed(path=f"{c.MEMORY_DIR}/", reason=str(e))
 
 
 def _load_all(

@@ -31,6 +31,7 @@ class Code(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     MISSING_FIELD = "missing_field"
     BODY_TOO_LARGE = "body_too_large"
+    DESCRIPTION_TOO_LARGE = "description_too_large"
     EXISTS = "exists"
     NOT_FOUND = "not_found"
     DUPLICATE_IN_BATCH = "duplicate_in_batch"

@@ -150,7 +150,7 @@ def _validate_movement(movement: object, index: int) -> str:
     if "edit" in movement and not isinstance(movement["edit"], bool):
         raise PieceError(f"{where}.edit must be true or false, got {movement['edit']!r}")
     mode = movement.get("required_permission_mode", _DEFAULT_MODE)
-    if mode not in _MODE_RANK:
+    if not isinstance(mode, str) or mode not in _MODE_RANK:
         raise PieceError(
             f"{where}.required_permission_mode must be one of "
             f"{', '.join(c.PERMISSION_MODES)}, got {mode!r}"
