@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reflection import constants as c
+from reflection.frontmatter import MAX_FRONTMATTER_BYTES
+
 
 class Settings(BaseSettings):
     """All worker settings with their defaults (the README lists them)."""
@@ -47,7 +50,11 @@ class Settings(BaseSettings):
     # Memory bodies in one prompt, in all (0: no limit); the entries least related to
     # the job show only name, type and description beyond it.
     prompt_memory_max_bytes: int = Field(default=6144, ge=0)
-    max_entry_body_bytes: int = Field(default=8192, ge=64)
+    # A longer body would make its file larger than memory loading reads (it would be
+    # skipped as malformed): the file's limit less the frontmatter's.
+    max_entry_body_bytes: int = Field(
+        default=8192, ge=64, le=c.MAX_MEMORY_FILE_BYTES - MAX_FRONTMATTER_BYTES - 16
+    )
     max_changes_per_run: int = Field(default=8, ge=1)
     max_memory_entries: int = Field(default=200, ge=1)
     piece_edit_cooldown_hours: float = Field(default=24, ge=0)

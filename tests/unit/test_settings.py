@@ -24,3 +24,10 @@ def test_a_lock_wait_as_long_as_the_expiry_is_refused() -> None:
 def test_a_lock_wait_past_the_lock_clients_socket_timeout_is_refused() -> None:
     with pytest.raises(ValidationError, match="lock_wait_seconds"):
         Settings(_env_file=None, lock_expire_seconds=60, lock_wait_seconds=9)  # type: ignore[call-arg]
+
+
+def test_a_body_limit_past_what_memory_loading_reads_is_refused() -> None:
+    """Entries written under it would be skipped as malformed when memory is loaded."""
+    with pytest.raises(ValidationError, match="max_entry_body_bytes"):
+        Settings(max_entry_body_bytes=256 * 1024, _env_file=None)  # type: ignore[call-arg]
+    Settings(max_entry_body_bytes=200 * 1024, _env_file=None)  # type: ignore[call-arg]
