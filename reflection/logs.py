@@ -29,7 +29,10 @@ class MaskSecrets(logging.Filter):
     """Mask credentials in every message, whatever put them there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format call: the handler reports it, as without us
+            return True
         masked = mask_secrets(msg)
         if masked != msg:
             record.msg, record.args = masked, None

@@ -270,6 +270,7 @@ def prompt_stage(s: Settings, inputs: ReflectionInputs) -> Prompt:
         max_changes=s.max_changes_per_run,
         max_body_bytes=s.max_entry_body_bytes,
         memory_max_bytes=s.prompt_memory_max_bytes,
+        log_max_bytes=s.activity_log_max_bytes,
     )
 
 
@@ -339,6 +340,8 @@ def _recover(deps: Deps, run: _Run, paths: UserPaths, lock: UserLock) -> dict[st
     """Complete the journals killed runs left for this user, before anything else is
     written for them; returns them by original job id."""
     done = finish_pending_journals(paths=paths, lock=lock, engine=deps.engine, duration_ms=run.ms())
+    for journal in done:
+        run.log(logging.WARNING, "recover", "rolled forward journal %s", journal.snapshot_id)
     return {j.original_job_id: j for j in done}
 
 

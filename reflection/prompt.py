@@ -65,10 +65,11 @@ _PIECES: Final = re.compile(
 def estimate_tokens(text: str) -> int:
     """An upper estimate of the tokens `text` costs, without a tokenizer.
 
-    Measured against tiktoken's cl100k on prose, code, YAML, logs of hashes and UUIDs,
-    base64, JSON lines, digits, CJK, Cyrillic and emoji, it gave 1.0 to 2.9 times the
-    real count (random printable ASCII: 0.96); bytes / 3 gave 0.4 to 1.5. About 3 ms per
-    20 KB, so the guard asks for it only when the bytes alone do not fit."""
+    Measured against tiktoken's cl100k on English, French, German and Indonesian prose,
+    code, YAML, logs of hashes, UUIDs and pod ids, base64, JSON lines, digits, CJK,
+    Cyrillic and emoji, it gave 1.0 to 2.9 times the real count (random printable ASCII
+    and letter soup: 0.92 to 0.96); bytes / 3 gave 0.4 to 1.5. About 3 ms per 20 KB, so
+    the guard asks for it only when the bytes alone do not fit."""
     tokens = 0
     for m in _PIECES.finditer(text):
         piece = m.group()
@@ -77,8 +78,8 @@ def estimate_tokens(text: str) -> int:
             tokens += len(piece.encode("utf-8", errors="surrogatepass"))
         elif size >= 20 and not first.isspace():  # random-looking: 1.3 characters a token
             tokens += (size * 3 + 3) // 4
-        elif size > 6 and first.isalpha():
-            tokens += 2
+        elif size > 4 and first.isalpha():  # a rare or foreign word: two letters a token
+            tokens += (size + 1) // 2
         elif size > 1 and not first.isspace() and not first.isalnum():
             tokens += (size * 2 + 2) // 3
         else:
@@ -264,7 +265,7 @@ class Prompt:
     memory_bodies_omitted: int = 0
 
 
-def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
+def _masked(inputs: ReflectionInputs, log_max_bytes: int) -> ReflectionInputs:
     """`inputs` with credentials masked everywhere, the piece YAML included (an edit of a
     piece that holds a credential is refused, so the masked copy never replaces it)."""
     job = inputs.job
@@ -278,10 +279,11 @@ def _masked(inputs: ReflectionInputs) -> ReflectionInputs:
                     "error": mask_secrets(job.error) if job.error else job.error,
                 }
             ),
-            # A mask can be longer than its secret: the log keeps the size it was cut to.
+            # A mask can be longer than its secret: past the limit, the log is cut again
+            # (to the size it had, which the limit allowed).
             "activity": shrink_activity(
                 inputs.activity.model_copy(update={"text": mask_secrets(inputs.activity.text)}),
-                _utf8_size(inputs.activity.text),
+                max(log_max_bytes, _utf8_size(inputs.activity.text)),
             ),
             "memory": tuple(
                 e.model_copy(
@@ -372,14 +374,17 @@ def fit_prompt(
     max_changes: int,
     max_body_bytes: int,
     memory_max_bytes: int = 0,
+    log_max_bytes: int = 0,
 ) -> Prompt:
     """The system and user prompts, cut to fit `context_limit_tokens` minus the output and a
     reserve: the activity log first (down to nothing), then memory bodies, longest first
     (down to a stub). Raises ContextOverflowError when even that is too much.
 
-    Before that, memory bodies are held to `memory_max_bytes` in all (`budget_memory`).
+    Before that, memory bodies are held to `memory_max_bytes` in all (`budget_memory`),
+    and the activity log, its credentials masked, to `log_max_bytes`
+    (`activity_log_max_bytes`; 0: to the size it had).
     """
-    safe = _masked(inputs)
+    safe = _masked(inputs, log_max_bytes)
     budgeted = budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
     omitted = sum(a.body != b.body for a, b in zip(safe.memory, budgeted, strict=True))
     safe = safe.model_copy(update={"memory": budgeted})

@@ -76,6 +76,8 @@ def load_strict(text: str, *, max_depth: int) -> Any:
         raise UnsafeYamlError(f"not valid YAML: {_problem(e)}") from e
     except yaml.YAMLError as e:
         raise UnsafeYamlError(f"not valid YAML: {_problem(e)}") from e
+    except UnsafeYamlError:
+        raise
     except (ValueError, OverflowError, RecursionError) as e:  # 2001-02-30, a 5,000-digit int
         raise UnsafeYamlError(f"not valid YAML: {str(e)[:200]}") from e
     finally:

