@@ -502,3 +502,13 @@ def _fits(inputs: ReflectionInputs, context: int, output: int) -> bool:
     except ContextOverflowError:
         return False
     return True
+
+
+@pytest.mark.parametrize("name", list(_corpora()))
+def test_counting_by_lines_never_counts_less(name: str) -> None:
+    """No piece spans a line break: the cached line-by-line count is the whole text's,
+    or more where blank lines follow one another."""
+    from reflection.prompt import _piece_tokens
+
+    text = _corpora()[name] + "\n\n\nend"
+    assert estimate_tokens(text) >= _piece_tokens(text)
