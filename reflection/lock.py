@@ -19,7 +19,8 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 import redis
 import redis_lock
@@ -27,6 +28,9 @@ import redis_lock
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import InfrastructureError, LockBusyError, LockLostError
 from reflection.turns import Turns
+
+if TYPE_CHECKING:
+    from reflection.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +105,12 @@ def user_lock(
         except redis.RedisError as e:
             # The key expires on its own; nothing deadlocks when Redis comes back.
             log.warning("could not release the lock of user %s: %s", user_id, e)
+
+
+def operator_lock(
+    settings: Settings, client: redis.Redis, user_id: str
+) -> AbstractContextManager[UserLock]:
+    """`user_lock` with the configured expiry and wait, for an operator command."""
+    return user_lock(
+        client, user_id, expire=settings.lock_expire_seconds, wait=settings.lock_wait_seconds
+    )

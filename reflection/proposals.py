@@ -17,7 +17,6 @@ journal or its `kind: approval` snapshot exists): `approve` completes that one.
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ from reflection.apply import (
 from reflection.changes import judge_piece_edit
 from reflection.errors import PermanentError
 from reflection.inputs import load_piece
-from reflection.lock import UserLock, user_lock
+from reflection.lock import UserLock, operator_lock
 from reflection.models import Code, Decision, Piece, PieceEdit
 from reflection.paths import UserPaths
 from reflection.settings import Settings
@@ -122,14 +121,6 @@ def _decide(
         return True
 
 
-def _locked(
-    settings: Settings, redis_client: redis.Redis, user_id: str
-) -> AbstractContextManager[UserLock]:
-    return user_lock(
-        redis_client, user_id, expire=settings.lock_expire_seconds, wait=settings.lock_wait_seconds
-    )
-
-
 def reject_proposal(
     *,
     settings: Settings,
@@ -147,7 +138,7 @@ def reject_proposal(
     completes it, and reverting its snapshot undoes it."""
     prop = _pending(engine, proposal_id)
     paths = UserPaths(settings.user_folder_root, prop["user_id"])
-    with _locked(settings, redis_client, prop["user_id"]) as lock:
+    with operator_lock(settings, redis_client, prop["user_id"]) as lock:
         prop = _pending(engine, proposal_id)
         if _approval_journal(paths, prop) or _approval_in_effect(paths, settings, prop):
             raise ProposalError(
@@ -227,7 +218,7 @@ def approve_proposal(
     the user lock), snapshot it and record it. Raises `ProposalRefusedError` otherwise."""
     prop = _pending(engine, proposal_id)
     paths = UserPaths(settings.user_folder_root, prop["user_id"])
-    with _locked(settings, redis_client, prop["user_id"]) as lock:
+    with operator_lock(settings, redis_client, prop["user_id"]) as lock:
         prop = _pending(engine, proposal_id)
         # A killed writer's journal is completed before the piece is read: planned on
         # files it has still to write, the approval would be undone by its roll-forward.

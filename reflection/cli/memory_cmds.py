@@ -8,7 +8,7 @@ import typer
 
 from reflection.cli.common import JsonOpt, emit_json, handled, out, services
 from reflection.cli.snapshots import UserArg, user_paths
-from reflection.lock import user_lock
+from reflection.lock import operator_lock
 from reflection.protect import set_protected
 
 NameArg = Annotated[str, typer.Argument(help="The memory entry's name (its file's stem).")]
@@ -16,12 +16,8 @@ NameArg = Annotated[str, typer.Argument(help="The memory entry's name (its file'
 
 def _set(user: str, name: str, protected: bool, json_: bool) -> None:
     paths = user_paths(user)
-    with services() as svc:
-        s = svc.settings
-        with user_lock(
-            svc.redis, user, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
-        ) as lock:
-            changed = set_protected(paths, name, protected, lock=lock, engine=svc.engine)
+    with services() as svc, operator_lock(svc.settings, svc.redis, user) as lock:
+        changed = set_protected(paths, name, protected, lock=lock, engine=svc.engine)
     if json_:
         emit_json({"user": user, "name": name, "protected": protected, "changed": changed})
         return

@@ -25,7 +25,7 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
-from reflection.lock import user_lock
+from reflection.lock import operator_lock
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.revert import revert_snapshot
 from reflection.settings import get_settings
@@ -215,11 +215,8 @@ def revert(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None
     if not meta.get("memory_files") and not meta.get("piece_edited"):
         fail(f"snapshot {snapshot} changed no file; there is nothing to revert")
     with services() as svc:
-        s = svc.settings
         require_db(svc.engine)  # the revert's metrics row must be recordable
-        with user_lock(
-            svc.redis, user, expire=s.lock_expire_seconds, wait=s.lock_wait_seconds
-        ) as lock:
+        with operator_lock(svc.settings, svc.redis, user) as lock:
             folder = revert_snapshot(
                 paths=paths,
                 snapshot_id=snapshot,

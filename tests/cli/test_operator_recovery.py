@@ -44,14 +44,19 @@ def outcomes(env: Env) -> list[str]:
     return sorted(r["outcome"] for r in rows(env.engine, storage.reflection_metrics))
 
 
+def killed_update(env: Env, make_job: Any, point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run updating billing-db (Postgres 15 -> 16), killed at `point`."""
+    write_entry(env, "billing-db", body="Postgres 15.")
+    make_job("job-killed")
+    env.script("job-killed", {"content": decision("x", [UPDATE])})
+    with killed_at(point, monkeypatch), pytest.raises(Killed):
+        env.run("job-killed")
+
+
 def test_revert_of_a_killed_run_is_not_undone_by_its_recovery(
     cli: Cli, make_job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_entry(cli.env, "billing-db", body="Postgres 15.")
-    make_job("job-q")
-    cli.env.script("job-q", {"content": decision("x", [UPDATE])})
-    with killed_at("after_snapshot", monkeypatch), pytest.raises(Killed):
-        cli.env.run("job-q")
+    killed_update(cli.env, make_job, "after_snapshot", monkeypatch)
     assert list(cli.env.user().journal_dir.iterdir())  # files and snapshot written, no commit
     snap = cli.json("history", "alice")[0]["snapshot_id"]
     assert cli("revert", "alice", snap).exit_code == 0
@@ -106,11 +111,7 @@ def test_revert_over_an_unreadable_file_is_a_conflict(cli: Cli, make_job: Any) -
 def test_protect_finishes_a_killed_run_first(
     cli: Cli, make_job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_entry(cli.env, "billing-db", body="Postgres 15.")
-    make_job("job-p")
-    cli.env.script("job-p", {"content": decision("x", [UPDATE])})
-    with killed_at("after_journal", monkeypatch), pytest.raises(Killed):
-        cli.env.run("job-p")  # nothing written yet but the journal
+    killed_update(cli.env, make_job, "after_journal", monkeypatch)  # only its journal written
     assert cli("protect", "alice", "billing-db").exit_code == 0
     text = cli.env.user().memory_file("billing-db").read_text()
     assert "protected: true" in text and text.rstrip().endswith("Postgres 16.")
