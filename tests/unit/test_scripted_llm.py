@@ -17,6 +17,7 @@ from reflection.devtools.scripted_llm import ScriptedLlmServer, load_script, rep
 
 
 def test_delay_without_jitter_is_exact() -> None:
+    """Without jitter the reply waits exactly its delay (none by default)."""
     assert reply_delay({}) == 0.0
     assert reply_delay({"delay": 1.5}) == 1.5
 

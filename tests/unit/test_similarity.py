@@ -21,16 +21,14 @@ def test_the_table_is_large_enough_to_tune_on() -> None:
 
 
 def test_precision_and_recall_at_the_default_threshold() -> None:
-    """On the table the default has precision 0.944 (3 false hits among 60 distinct pairs)
-    and recall 0.962 (2 of 53 paraphrases missed), as docs/memory.md states."""
+    """At the default: precision 0.944 (3 false of 60), recall 0.962 (2 of 53 missed)."""
     c = confusion(TABLE, DEFAULT_THRESHOLD)
     assert (c.true_pos, c.false_pos, c.false_neg) == (51, 3, 2)
     assert c.precision >= 0.94 and c.recall >= 0.96
 
 
 def test_the_default_is_what_the_table_supports() -> None:
-    """No threshold in hundredths has a better F1 than the default, and SPEC's 0.8 would
-    miss more than half the paraphrases."""
+    """No threshold has a better F1 than the default; SPEC's 0.8 misses most paraphrases."""
     best = max(confusion(TABLE, step / 100).f1 for step in range(101))
     assert confusion(TABLE, DEFAULT_THRESHOLD).f1 == best
     assert confusion(TABLE, 0.8).recall < 0.5
@@ -151,8 +149,7 @@ def test_nearest_picks_the_most_similar_entry() -> None:
 
 
 def test_as_a_memory_nearest_names_the_restated_entry() -> None:
-    """With one entry per fact in memory, `nearest` at the default finds 51 of 53
-    paraphrases' own entries and makes 3 false hits on 60 distinct facts."""
+    """Through `nearest` over a memory: 51 of 53 paraphrases name their entry, 3 false hits."""
     c = memory_confusion(TABLE, DEFAULT_THRESHOLD)
     assert (c.true_pos, c.false_pos, c.false_neg) == (51, 3, 2)
 
