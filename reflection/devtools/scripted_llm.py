@@ -27,6 +27,12 @@ as is, `text/html` unless `headers` set a Content-Type; an object JSON-dumped), 
 `status`: a proxy's HTML page or an `{"error": ...}` object under HTTP 200.
 Without a default, an abstaining decision is answered.
 
+Usage. Unless a reply sets `usage` itself, the server counts tokens by characters (4 to
+a token, no tokenizer) and reports `usage.prompt_tokens_details.cached_tokens` the way
+OpenAI does: the longest prefix of this prompt that an earlier served prompt shared, in
+whole 128-token blocks from 1,024 tokens on, 0 below (`prompt_cache`). Every completion
+served is remembered, scripted usage or not; `reset` forgets them.
+
 Control endpoints: GET /_requests, POST /_script (body: a script), POST /_reset.
 Recorded header names are lower case. Nothing is redacted: this is a dev tool.
 """
@@ -49,6 +55,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
+
+from reflection.devtools.prompt_cache import CHARS_PER_TOKEN, PromptCache, message_texts
 
 DEFAULT_MODEL = "scripted-1"
 ABSTAIN: dict[str, Any] = {
@@ -127,18 +135,16 @@ def _check_reply(reply: Any) -> None:
 
 
 def _message_texts(body: Mapping[str, Any]) -> list[str]:
-    texts: list[str] = []
-    for message in body.get("messages") or []:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return texts
+    return [
+        text
+        for message in body.get("messages") or []
+        if isinstance(message, Mapping)
+        for text in message_texts(message)
+    ]
 
 
 def _tokens(chars: int) -> int:
-    return max(1, round(chars / 4))
+    return max(1, round(chars / CHARS_PER_TOKEN))
 
 
 class _State:
@@ -149,6 +155,7 @@ class _State:
         self.script = _normalized(script)
         self.cursors: dict[int, int] = {}
         self.requests: list[dict[str, Any]] = []
+        self.prompt_cache = PromptCache()
 
     def set_script(self, script: Any) -> None:
         normalized = _normalized(script)
@@ -160,6 +167,11 @@ class _State:
         with self.lock:
             self.requests.clear()
             self.cursors.clear()
+            self.prompt_cache.clear()
+
+    def cached_tokens(self, body: Mapping[str, Any], prompt_tokens: int) -> int:
+        with self.lock:
+            return self.prompt_cache.serve(body, prompt_tokens)
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -337,13 +349,20 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             ],
         }
+        prompt = _tokens(sum(len(t) for t in _message_texts(body)))
+        cached = self.server.state.cached_tokens(body, prompt)  # every served prompt is seen
         if "usage" not in reply:
-            prompt = sum(len(t) for t in _message_texts(body))
-            usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(len(text))}
-            completion["usage"] = {**usage, "total_tokens": sum(usage.values())}
+            out = _tokens(len(text))
+            completion["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": out,
+                "total_tokens": prompt + out,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            }
         elif reply["usage"] is not None:
             usage = dict(reply["usage"])
-            usage.setdefault("total_tokens", sum(int(v) for v in usage.values()))
+            counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            usage.setdefault("total_tokens", sum(v for v in counts if isinstance(v, int)))
             completion["usage"] = usage
         return completion
 
