@@ -9,12 +9,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 from reflection import constants as c
 from reflection.frontmatter import FrontmatterError, parse_entry
-from reflection.fsio import open_folder
+from reflection.fsio import NotRegularFileError, open_folder, open_regular_in, read_at_most
 from reflection.models import Malformed, MemoryEntry
 from reflection.paths import UnsafePathError, UserPaths
 
@@ -46,17 +46,19 @@ class _Skip(Exception):
 
 def _read(folder: int, name: str, max_file_bytes: int) -> str:
     """The text of the regular file `name` in the folder `folder` (not a symlink, a FIFO
-    or a device)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    or a device: opened without blocking and refused unless `fstat` says regular)."""
+    where = Path(c.MEMORY_DIR) / name
     try:
-        fd = os.open(name, flags, dir_fd=folder)
+        fd = open_regular_in(folder, name, os.O_RDONLY, path=where)
+    except NotRegularFileError as e:
+        raise _Skip(f"not a regular file (a {e.kind})") from e
     except OSError as e:
         link = e.errno == errno.ELOOP
         raise _Skip("is a symlink" if link else f"unreadable: {e.strerror}") from e
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Skip("not a regular file")
-        data = f.read(max_file_bytes + 1)
+    try:
+        data = read_at_most(fd, max_file_bytes + 1)
+    finally:
+        os.close(fd)
     if len(data) > max_file_bytes:
         raise _Skip(f"larger than {max_file_bytes} bytes")
     try:

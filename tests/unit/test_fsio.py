@@ -158,17 +158,16 @@ def test_under_a_root_no_read_goes_through_a_link(tmp_path: Path) -> None:
         fsio.read_text_limited(home / "jobs" / "j" / "activity.log", 100, root=home)
 
 
-def test_open_file_names_the_whole_path_when_it_refuses(tmp_path: Path) -> None:
+def test_open_regular_names_the_whole_path_when_it_refuses(tmp_path: Path) -> None:
     """A file that is itself a link (O_NOFOLLOW) or is missing fails as the OS says, with
     the whole path in the error, not just its name in the folder."""
     home = tmp_path / "home"
     (home / "reflections").mkdir(parents=True)
     index = home / "reflections" / "index.jsonl"
     index.symlink_to(tmp_path / "elsewhere")
-    flags = os.O_RDONLY | os.O_NOFOLLOW
     with pytest.raises(OSError, match="symbolic links") as linked:
-        fsio.open_file(index, flags, root=home)
+        fsio.open_regular(index, os.O_RDONLY, root=home)
     assert linked.value.filename == str(index)
     with pytest.raises(FileNotFoundError) as missing:
-        fsio.open_file(home / "reflections" / "meta.json", flags, root=home)
+        fsio.open_regular(home / "reflections" / "meta.json", os.O_RDONLY, root=home)
     assert missing.value.filename == str(home / "reflections" / "meta.json")
