@@ -16,52 +16,15 @@ import secrets
 import stat
 from pathlib import Path
 
-from reflection.errors import InputError
-from reflection.paths import UnsafePathError, components_below
+from reflection.paths import (
+    FolderInPlaceError,
+    UnsafePathError,
+    components_below,
+    not_regular_error,
+)
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
-
-
-class NotRegularFileError(InputError, ValueError):
-    """Raised when a FIFO, socket, device or folder stands where a regular file is
-    expected (code `input_invalid`); the message names the path and what is there.
-
-    Such a file is never read, appended to or deleted. A ValueError, like any other
-    unreadable file: a journal is left for an operator, an index the run rewrites whole
-    is replaced by the rename."""
-
-    def __init__(self, path: Path, kind: str, refusal: str = "refusing to open it") -> None:
-        super().__init__(f"{path} is a {kind}, not a regular file; {refusal}")
-        self.path = path
-        self.kind = kind
-
-
-class FolderInPlaceError(NotRegularFileError, UnsafePathError):
-    """Raised when a folder stands where a regular file is expected: no rename can
-    replace it, so even a file the run rewrites whole is refused (an UnsafePathError)."""
-
-    def __init__(self, path: Path, refusal: str = "refusing to open it") -> None:
-        super().__init__(path, "folder", refusal)
-
-
-_KINDS = (
-    (stat.S_ISDIR, "folder"),
-    (stat.S_ISFIFO, "FIFO"),
-    (stat.S_ISSOCK, "socket"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-)
-
-
-def _not_regular(
-    path: Path, mode: int, refusal: str = "refusing to open it"
-) -> NotRegularFileError:
-    """The error for the non-regular file of type `mode` at `path`."""
-    if stat.S_ISDIR(mode):
-        return FolderInPlaceError(path, refusal)
-    kind = next((k for test, k in _KINDS if test(mode)), "special file")
-    return NotRegularFileError(path, kind, refusal)
 
 
 def ensure_dir(path: Path) -> None:
@@ -156,12 +119,12 @@ def open_regular_in(folder: int, name: str, flags: int, *, path: Path) -> int:
         # EISDIR: a folder opened for writing; ENXIO: a socket, a FIFO opened for writing
         # with no reader, or a device without a driver.
         if e.errno in (errno.EISDIR, errno.ENXIO):
-            raise _not_regular(path, _mode_of(folder, name)) from e
+            raise not_regular_error(path, _mode_of(folder, name)) from e
         raise _named(e, path) from e
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
+            raise not_regular_error(path, mode)
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:

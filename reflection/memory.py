@@ -14,9 +14,9 @@ from pathlib import Path
 
 from reflection import constants as c
 from reflection.frontmatter import FrontmatterError, parse_entry
-from reflection.fsio import NotRegularFileError, open_folder, open_regular_in, read_at_most
+from reflection.fsio import open_folder, open_regular_in, read_at_most
 from reflection.models import Malformed, MemoryEntry
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import NotRegularFileError, UnsafePathError, UserPaths
 
 _SUFFIX = ".md"
 _LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))

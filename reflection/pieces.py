@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from reflection import constants as c
-from reflection.fsio import NotRegularFileError, open_regular, read_at_most
+from reflection.fsio import open_regular, read_at_most
 from reflection.models import Code
+from reflection.paths import NotRegularFileError
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
 

@@ -19,15 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from reflection.fsio import (
-    FolderInPlaceError,
-    NotRegularFileError,
-    append_line,
-    atomic_write,
-    open_regular,
-    read_text_limited,
-)
-from reflection.paths import UserPaths
+from reflection.fsio import append_line, atomic_write, open_regular, read_text_limited
+from reflection.paths import FolderInPlaceError, NotRegularFileError, UserPaths
 
 log = logging.getLogger(__name__)
 
