@@ -17,9 +17,10 @@ from reflection.frontmatter import FrontmatterError, parse_entry
 from reflection.fsio import open_folder, open_regular_in, read_at_most
 from reflection.models import Malformed, MemoryEntry
 from reflection.paths import NotRegularFileError, UnsafePathError, UserPaths
+from reflection.text import strip_unsafe
 
 _SUFFIX = ".md"
-_LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+_TO_SPACE = str.maketrans(dict.fromkeys("\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
 
 
 # Every run of a user parses the same, mostly unchanged, files twice (for the prompt and
@@ -143,9 +144,11 @@ def _load_all(
 
 def render_index(entries: Iterable[MemoryEntry]) -> str:
     """The text of `MEMORY.md`: a heading, then `- <name> (<type>): <description>` per entry,
-    sorted by name; the same entries always give the same text."""
+    sorted by name; the same entries always give the same text. A description's line
+    breaks and tabs become spaces; its control, bidi and tag characters are dropped (the index
+    is read by agents and by people in terminals)."""
     lines = [
-        f"- {e.name} ({e.type}): {e.description.translate(_LINE_BREAKS)}"
+        f"- {e.name} ({e.type}): {strip_unsafe(e.description.translate(_TO_SPACE))}"
         for e in sorted(entries, key=lambda e: e.name)
     ]
     return "\n".join(["# Memory index", *([""] if lines else []), *lines]) + "\n"
