@@ -37,7 +37,8 @@ def ensure_dir(path: Path) -> None:
         path.mkdir(mode=DIR_MODE)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_DIRECTORY already refuses a FIFO before it is opened; O_NONBLOCK is the second lock.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _open_dir(path: Path, *, create: bool) -> int:
