@@ -13,12 +13,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Final
 
 from reflection.errors import InfrastructureError, InputError
-from reflection.fsio import open_file
+from reflection.fsio import open_regular
 from reflection.models import ActivityLog
 
 _MARKER_FMT: Final = "\n[... {n} bytes of the activity log omitted ...]\n"
@@ -157,10 +156,10 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
 
 def _open(path: Path, root: Path | None) -> int | None:
     """A descriptor of the regular file at `path` (through no link below `root`), None if
-    it does not exist."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    it does not exist; a FIFO, socket, device or folder there is refused without
+    blocking (NotRegularFileError, an InputError naming the path)."""
     try:
-        fd = open_file(path, flags, root=root)
+        fd = open_regular(path, os.O_RDONLY, root=root)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -169,9 +168,6 @@ def _open(path: Path, root: Path | None) -> int | None:
         if isinstance(e, PermissionError | NotADirectoryError):
             raise InputError(f"activity log {path} is unreadable: {e.strerror}") from e
         raise InfrastructureError(f"activity log {path} could not be opened: {e}") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InputError(f"activity log {path} is not a regular file")
     return fd
 
 

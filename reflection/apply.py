@@ -177,7 +177,7 @@ def plan(
         paths.snapshot_dir(sid) / "meta.json",
         paths.snapshot_index,
     ):
-        paths.writable(target)
+        paths.writable_file(target)
     # A rejected name or detail may quote a credential; the snapshot keeps it masked.
     decisions = tuple(
         d.model_copy(update={"name": mask_secrets(d.name), "detail": mask_secrets(d.detail)})

@@ -1,4 +1,11 @@
-"""File I/O that never leaves a half-written file and never follows a link out of a folder."""
+"""File I/O that never leaves a half-written file, never follows a link out of a folder
+and never blocks on what a user planted in their folder.
+
+A thread blocked in the kernel cannot be stopped (SPEC section 14): a FIFO opened for
+reading waits for a writer forever, and a device may block or act when opened. So every
+file of a user's folder is opened with `open_regular` (O_NONBLOCK, O_NOFOLLOW, O_NOCTTY)
+and refused unless `fstat` on the opened descriptor says it is a regular file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,15 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 
-from reflection.paths import UnsafePathError, components_below
+from reflection.paths import (
+    FolderInPlaceError,
+    UnsafePathError,
+    components_below,
+    not_regular_error,
+)
 
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -24,7 +37,8 @@ def ensure_dir(path: Path) -> None:
         path.mkdir(mode=DIR_MODE)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_DIRECTORY already refuses a FIFO before it is opened; O_NONBLOCK is the second lock.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _open_dir(path: Path, *, create: bool) -> int:
@@ -81,17 +95,74 @@ def _open_child(fd: int, name: str, where: str) -> int:
         raise
 
 
-def open_file(path: Path, flags: int, *, root: Path | None = None, create: bool = False) -> int:
-    """`os.open(path, flags, FILE_MODE)` relative to `open_folder(path.parent, root,
-    create=create)`: with `root`, through no link below it."""
+def _named(e: OSError, path: Path) -> OSError:
+    """`e` again (same errno, so the same subclass), naming `path` rather than a
+    descriptor or a name in a folder; raise it `from e`."""
+    return OSError(e.errno, e.strerror or str(e), str(path))
+
+
+# What every open of a user's file adds: never wait (a FIFO), never follow a link at the
+# last component, never take a terminal as the controlling one, never leak to a child.
+_SAFE_FLAGS = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def open_regular_in(folder: int, name: str, flags: int, *, path: Path) -> int:
+    """The regular file `name` in the folder `folder`, opened with `flags` without
+    blocking; `path` names it in errors. O_NONBLOCK is cleared again before returning
+    (unless `flags` holds it), so reads of the descriptor behave as usual.
+
+    Raises NotRegularFileError (FolderInPlaceError for a folder) when `fstat` on the
+    opened descriptor, or the open itself, says it is not a regular file; OSError
+    (ELOOP for a symlink, FileNotFoundError, ...) naming `path` otherwise."""
+    try:
+        fd = os.open(name, flags | _SAFE_FLAGS, FILE_MODE, dir_fd=folder)
+    except OSError as e:
+        # EISDIR: a folder opened for writing; ENXIO: a socket, a FIFO opened for writing
+        # with no reader, or a device without a driver.
+        if e.errno in (errno.EISDIR, errno.ENXIO):
+            raise not_regular_error(path, _mode_of(folder, name)) from e
+        raise _named(e, path) from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular_error(path, mode)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _mode_of(folder: int, name: str) -> int:
+    """The file type bits of `name` in `folder` (0 if it cannot be told)."""
+    try:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode
+    except OSError:
+        return 0
+
+
+def open_regular(path: Path, flags: int, *, root: Path | None = None, create: bool = False) -> int:
+    """`open_regular_in` for `path` (with `root`, through no link below it; see
+    `open_folder`): the descriptor of a regular file, never a wait on a FIFO."""
     folder = open_folder(path.parent, root, create=create)
     try:
-        return os.open(path.name, flags, FILE_MODE, dir_fd=folder)
-    except OSError as e:
-        e.filename = str(path)  # not just its name in the folder: say which file it is
-        raise
+        return open_regular_in(folder, path.name, flags, path=path)
     finally:
         os.close(folder)
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes of `fd` from its current offset (fewer at its end)."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> None:
@@ -120,14 +191,32 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            _replace(folder, tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=folder)
             raise
-        os.fsync(folder)
+        _fsync_folder(folder, path)
     finally:
         os.close(folder)
+
+
+def _replace(folder: int, tmp: str, path: Path) -> None:
+    """Rename `tmp` over `path`'s name in `folder` (a FIFO or a socket there is replaced,
+    a folder refused); errors name `path`."""
+    try:
+        os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+    except OSError as e:
+        if e.errno == errno.EISDIR:
+            raise FolderInPlaceError(path, "refusing to replace it") from e
+        raise _named(e, path) from e
+
+
+def _fsync_folder(folder: int, path: Path) -> None:
+    try:
+        os.fsync(folder)
+    except OSError as e:
+        raise _named(e, path.parent) from e
 
 
 def atomic_delete(path: Path, *, root: Path | None = None) -> None:
@@ -141,7 +230,11 @@ def atomic_delete(path: Path, *, root: Path | None = None) -> None:
             os.unlink(path.name, dir_fd=folder)
         except FileNotFoundError:
             return
-        os.fsync(folder)
+        except OSError as e:
+            if e.errno in (errno.EISDIR, errno.EPERM) and stat.S_ISDIR(_mode_of(folder, path.name)):
+                raise FolderInPlaceError(path, "refusing to delete it") from e
+            raise _named(e, path) from e
+        _fsync_folder(folder, path)
     finally:
         os.close(folder)
 
@@ -150,27 +243,34 @@ def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
     """Append one line with a single write and fsync (O_APPEND keeps lines whole).
 
     A file whose last line was torn (no final newline) gets one first, so the new line
-    stays readable on its own. `root` as for writes."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = open_file(path, flags, root=root, create=True)
+    stays readable on its own. `root` as for writes. Raises NotRegularFileError when
+    `path` is not a regular file (a FIFO would block the write once full)."""
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, root=root, create=True)
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         os.write(fd, (("\n" if torn else "") + line.rstrip("\n") + "\n").encode("utf-8"))
         os.fsync(fd)
+    except OSError as e:
+        raise _named(e, path) from e
     finally:
         os.close(fd)
 
 
 def read_text_limited(path: Path, limit: int, *, root: Path | None = None) -> str:
     """Read a regular file (not a symlink) of at most `limit` bytes as UTF-8; with `root`,
-    through no link below it either (see `open_folder`).
+    through no link below it either (see `open_folder`). Never blocks (`open_regular`).
 
-    Raises ValueError when the file is too large, a link, or not UTF-8.
+    Raises ValueError when the file is too large or not UTF-8, NotRegularFileError (a
+    ValueError too) for a FIFO, socket, device or folder, OSError (ELOOP) for a link.
     """
-    fd = open_file(path, os.O_RDONLY | os.O_NOFOLLOW, root=root)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
+    fd = open_regular(path, os.O_RDONLY, root=root)
+    try:
+        data = read_at_most(fd, limit + 1)
+    except OSError as e:
+        raise _named(e, path) from e
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data.decode("utf-8")

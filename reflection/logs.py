@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from reflection.secrets import mask_secrets
+from reflection.text import escape_for_terminal
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,20 +26,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-class MaskSecrets(logging.Filter):
-    """Mask credentials in every message, whatever put them there."""
+class ScrubLines(logging.Filter):
+    """Mask credentials in every message, whatever put them there, and show control,
+    bidi and tag characters escaped (a log is read in a terminal, and a message may
+    quote a file name or a value from a user's folder)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
         except Exception:  # a bad format call: the handler reports it, as without us
             return True
-        masked = mask_secrets(msg)
-        if masked != msg:
-            record.msg, record.args = masked, None
+        scrubbed = escape_for_terminal(mask_secrets(msg))
+        if scrubbed != msg:
+            record.msg, record.args = scrubbed, None
         if record.exc_info and not record.exc_text:  # a traceback quotes values too
             # Formatters print a record's exc_text when it is set.
-            record.exc_text = mask_secrets(_PLAIN.formatException(record.exc_info))
+            trace = _PLAIN.formatException(record.exc_info)
+            record.exc_text = escape_for_terminal(mask_secrets(trace))
         return True
 
 
@@ -57,7 +61,7 @@ def configure_logging(
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    handler.addFilter(MaskSecrets())
+    handler.addFilter(ScrubLines())
     for name in OWN_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(level)
@@ -69,5 +73,5 @@ def mask_handlers(logger: logging.Logger) -> None:
     """Mask credentials in whatever `logger`'s handlers write (Celery's own lines quote
     a task's exception and arguments)."""
     for handler in logger.handlers:
-        if not any(isinstance(f, MaskSecrets) for f in handler.filters):
-            handler.addFilter(MaskSecrets())
+        if not any(isinstance(f, ScrubLines) for f in handler.filters):
+            handler.addFilter(ScrubLines())

@@ -9,17 +9,18 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 from reflection import constants as c
 from reflection.frontmatter import FrontmatterError, parse_entry
-from reflection.fsio import open_folder
+from reflection.fsio import open_folder, open_regular_in, read_at_most
 from reflection.models import Malformed, MemoryEntry
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import NotRegularFileError, UnsafePathError, UserPaths
+from reflection.text import strip_unsafe
 
 _SUFFIX = ".md"
-_LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+_TO_SPACE = str.maketrans(dict.fromkeys("\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
 
 
 # Every run of a user parses the same, mostly unchanged, files twice (for the prompt and
@@ -46,17 +47,19 @@ class _Skip(Exception):
 
 def _read(folder: int, name: str, max_file_bytes: int) -> str:
     """The text of the regular file `name` in the folder `folder` (not a symlink, a FIFO
-    or a device)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    or a device: opened without blocking and refused unless `fstat` says regular)."""
+    where = Path(c.MEMORY_DIR) / name
     try:
-        fd = os.open(name, flags, dir_fd=folder)
+        fd = open_regular_in(folder, name, os.O_RDONLY, path=where)
+    except NotRegularFileError as e:
+        raise _Skip(f"not a regular file (a {e.kind})") from e
     except OSError as e:
         link = e.errno == errno.ELOOP
         raise _Skip("is a symlink" if link else f"unreadable: {e.strerror}") from e
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Skip("not a regular file")
-        data = f.read(max_file_bytes + 1)
+    try:
+        data = read_at_most(fd, max_file_bytes + 1)
+    finally:
+        os.close(fd)
     if len(data) > max_file_bytes:
         raise _Skip(f"larger than {max_file_bytes} bytes")
     try:
@@ -141,9 +144,11 @@ def _load_all(
 
 def render_index(entries: Iterable[MemoryEntry]) -> str:
     """The text of `MEMORY.md`: a heading, then `- <name> (<type>): <description>` per entry,
-    sorted by name; the same entries always give the same text."""
+    sorted by name; the same entries always give the same text. A description's line
+    breaks and tabs become spaces; its control, bidi and tag characters are dropped (the index
+    is read by agents and by people in terminals)."""
     lines = [
-        f"- {e.name} ({e.type}): {e.description.translate(_LINE_BREAKS)}"
+        f"- {e.name} ({e.type}): {strip_unsafe(e.description.translate(_TO_SPACE))}"
         for e in sorted(entries, key=lambda e: e.name)
     ]
     return "\n".join(["# Memory index", *([""] if lines else []), *lines]) + "\n"

@@ -25,6 +25,47 @@ class UnsafePathError(InputError, ValueError):
     metrics row instead of crashing."""
 
 
+class NotRegularFileError(InputError, ValueError):
+    """Raised when a FIFO, socket, device or folder stands where a regular file is
+    expected (code `input_invalid`); the message names the path and what is there.
+
+    Such a file is never read, appended to or deleted. A ValueError, like any other
+    unreadable file: a journal is left for an operator, an index the run rewrites whole
+    is replaced by the rename."""
+
+    def __init__(self, path: Path, kind: str, refusal: str = "refusing to open it") -> None:
+        super().__init__(f"{path} is a {kind}, not a regular file; {refusal}")
+        self.path = path
+        self.kind = kind
+
+
+class FolderInPlaceError(NotRegularFileError, UnsafePathError):
+    """Raised when a folder stands where a regular file is expected: no rename can
+    replace it, so even a file the run rewrites whole is refused (an UnsafePathError)."""
+
+    def __init__(self, path: Path, refusal: str = "refusing to open it") -> None:
+        super().__init__(path, "folder", refusal)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "folder"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def not_regular_error(
+    path: Path, mode: int, refusal: str = "refusing to open it"
+) -> NotRegularFileError:
+    """The error for the file of type `mode` (not a regular one) found at `path`."""
+    if stat.S_ISDIR(mode):
+        return FolderInPlaceError(path, refusal)
+    kind = next((k for test, k in _KINDS if test(mode)), "special file")
+    return NotRegularFileError(path, kind, refusal)
+
+
 def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.fullmatch(value):
         raise UnsafePathError(f"{what} {value[:64]!r} is not a safe path component")
@@ -99,6 +140,18 @@ class UserPaths:
         may be a link (an operator's mount)."""
         if (link := self._first_link(components_below(self.home, path))) is not None:
             raise UnsafePathError(f"{link} is a symlink; refusing to write through it")
+        return path
+
+    def writable_file(self, path: Path) -> Path:
+        """`writable(path)`, and no folder stands at `path` (FolderInPlaceError): checked
+        before a run writes anything, so a planted folder fails it whole, not half-way."""
+        self.writable(path)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return path
+        if stat.S_ISDIR(mode):
+            raise FolderInPlaceError(path, "refusing to write it")
         return path
 
     # Plain strings and lstat rather than pathlib: a run checks a dozen paths, and

@@ -29,14 +29,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from reflection import constants as c
-from reflection.fsio import open_file
+from reflection.fsio import open_regular, read_at_most
 from reflection.models import Code
+from reflection.paths import NotRegularFileError
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
 
@@ -297,18 +297,16 @@ def load_piece_file(path: Path, *, root: Path | None = None) -> str:
     UTF-8, UnsafePathError for a link on the way; other OSErrors (I/O failures) propagate
     as the filesystem's problem.
     """
-    # O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a planted FIFO from hanging the open.
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = open_file(path, flags, root=root)
+        fd = open_regular(path, os.O_RDONLY, root=root)  # never waits on a planted FIFO
+    except NotRegularFileError as e:
+        raise PieceError(str(e)) from e
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise PieceError(f"{path} is a symlink; pieces are read only from regular files") from e
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PieceError(f"{path} is not a regular file")
-        raw = _read_at_most(fd, c.MAX_PIECE_BYTES + 1)
+        raw = read_at_most(fd, c.MAX_PIECE_BYTES + 1)
     finally:
         os.close(fd)
     if len(raw) > c.MAX_PIECE_BYTES:
@@ -317,15 +315,3 @@ def load_piece_file(path: Path, *, root: Path | None = None) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PieceError(f"{path} is not UTF-8 (byte {e.start})") from e
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, min(remaining, 64 * 1024))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)

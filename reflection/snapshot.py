@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from reflection.fsio import append_line, atomic_write, open_file, read_text_limited
-from reflection.paths import UserPaths
+from reflection.fsio import append_line, atomic_write, open_regular, read_text_limited
+from reflection.paths import FolderInPlaceError, NotRegularFileError, UserPaths
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,30 @@ def write_snapshot(
     if not (recovering and _indexed(paths, meta["snapshot_id"])):
         line = json.dumps(index_line(meta), ensure_ascii=False)
         before_write()
-        append_line(paths.snapshot_index, line, root=paths.home)
+        _append_index(paths, line)
     return folder
 
 
-def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
-    """Index lines, oldest first; a torn or garbled line is reported and skipped."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+def _append_index(paths: UserPaths, line: str) -> None:
+    """Append `line` to index.jsonl. A FIFO, socket or device planted there holds no
+    line to keep: it is replaced (by a rename) with an index holding this line. A
+    folder there is refused (FolderInPlaceError), like any folder where a file goes."""
     try:
-        f = os.fdopen(open_file(paths.snapshot_index, flags, root=paths.home), "rb")
+        append_line(paths.snapshot_index, line, root=paths.home)
+    except FolderInPlaceError:
+        raise
+    except NotRegularFileError as e:
+        log.warning("%s; replaced by a new index", e)
+        atomic_write(paths.snapshot_index, line + "\n", root=paths.home)
+
+
+def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
+    """Index lines, oldest first; a torn or garbled line is reported and skipped.
+
+    A missing index has no lines; one that is not a regular file raises
+    NotRegularFileError (never a wait on a planted FIFO)."""
+    try:
+        f = os.fdopen(open_regular(paths.snapshot_index, os.O_RDONLY, root=paths.home), "rb")
     except FileNotFoundError:
         return
     with f:
@@ -115,11 +130,17 @@ def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
 
 
 def _indexed(paths: UserPaths, snapshot_id: str) -> bool:
-    return any(item.get("snapshot_id") == snapshot_id for item in iter_index(paths))
+    try:
+        return any(item.get("snapshot_id") == snapshot_id for item in iter_index(paths))
+    except FolderInPlaceError:
+        raise
+    except NotRegularFileError:
+        return False  # a planted FIFO: replaced by the append that follows
 
 
 def read_meta(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
-    """A snapshot's meta.json (raises FileNotFoundError / ValueError)."""
+    """A snapshot's meta.json (raises FileNotFoundError / ValueError; a FIFO or another
+    special file there is NotRegularFileError, a ValueError, never a wait)."""
     meta = paths.snapshot_dir(snapshot_id) / META
     data = json.loads(read_text_limited(meta, _MAX_META_BYTES, root=paths.home))
     if not isinstance(data, dict):

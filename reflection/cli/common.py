@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import errno
 import functools
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,11 +23,11 @@ import kombu.exceptions
 import redis
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.text import Text
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from reflection.cli.terminal import SafeConsole, json_text
 from reflection.errors import (
     InfrastructureError,
     LockBusyError,
@@ -40,6 +39,7 @@ from reflection.llm import LlmClient
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.pipeline import Deps
 from reflection.settings import Settings, get_settings
+from reflection.text import MULTILINE, escape_for_terminal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,9 +50,10 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
 ]
 
-# No emoji codes: `:x:` in a name, a detail or an error message is printed as it is.
-out = Console(highlight=False, soft_wrap=False, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+# No emoji codes: `:x:` in a name, a detail or an error message is printed as it is; no
+# control character either (SafeConsole: ESC is shown as `\x1b`, never sent raw).
+out = SafeConsole(highlight=False, soft_wrap=False, emoji=False)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 @dataclass
@@ -235,8 +236,9 @@ def services() -> Iterator[Services]:
 
 
 def emit_json(data: Any) -> None:
-    """Print `data` as JSON on stdout (datetimes as ISO strings)."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+    """Print `data` as JSON on stdout (datetimes as ISO strings; no control, bidi or tag
+    character raw, see `json_text`)."""
+    typer.echo(json_text(data, default=_json_default))
 
 
 def _json_default(value: object) -> str:
@@ -268,7 +270,7 @@ def print_diff(diff: str) -> None:
             style = "red"
         elif line.startswith("@@"):
             style = "cyan"
-        out.print(Text(line, style=style), soft_wrap=True)
+        out.print(Text(escape_for_terminal(line, keep="\t"), style=style), soft_wrap=True)
 
 
 _RELATIVE = re.compile(r"^(\d+)([mhdw])$")
@@ -295,14 +297,18 @@ def mark(ok: bool) -> Text:
     return Text("✔", style="green") if ok else Text("✘", style="red")
 
 
-def plain(value: object) -> Text:
-    """Data (a name, a detail, the LLM's text) as it is: Rich never reads it as markup."""
-    return Text("" if value is None else str(value))
+def plain(value: object, *, multiline: bool = False) -> Text:
+    """Data (a name, a detail, the LLM's text) as it is: Rich never reads it as markup,
+    the terminal never acts on it (control, bidi and tag characters shown escaped; line
+    breaks and tabs kept only in `multiline` text such as the reasoning)."""
+    text = "" if value is None else str(value)
+    return Text(escape_for_terminal(text, keep=MULTILINE if multiline else ""))
 
 
 def labelled(label: str, value: object) -> Text:
-    """`label: value`, the label in bold, the value as it is."""
-    return Text.assemble((label, "bold"), ": ", plain(value))
+    """`label: value`, the label in bold, the value on the same line as it is (both
+    escaped as `plain` does: a label may be data too, a model's name)."""
+    return Text.assemble((plain(label).plain, "bold"), ": ", plain(value))
 
 
 def require_db(engine: Engine) -> None:

@@ -122,7 +122,7 @@ def _print_run(summary: dict[str, Any]) -> None:
             out.print(labelled(k, summary[k]))
     if summary.get("reasoning"):
         out.rule("reasoning")
-        out.print(plain(summary["reasoning"]))
+        out.print(plain(summary["reasoning"], multiline=True))
     if summary["outcome"] not in ("failed", "duplicate"):
         print_decisions(summary["decisions"])
     print_file_diffs(summary["diffs"])

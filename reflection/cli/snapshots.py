@@ -197,7 +197,7 @@ def show(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
             out.print(labelled(k, meta[k]))
     if meta.get("reasoning"):
         out.rule("reasoning")
-        out.print(plain(meta["reasoning"]))
+        out.print(plain(meta["reasoning"], multiline=True))
     if "decisions" in meta:
         print_decisions(meta["decisions"])
     print_file_diffs(diffs)

@@ -1,7 +1,9 @@
-"""Atomic writes never leave a half file and never follow a planted link."""
+"""Atomic writes never leave a half file and never follow a planted link; no open of a
+user's file blocks or reads anything but a regular file."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Callable
@@ -10,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from reflection import fsio
-from reflection.paths import UnsafePathError
+from reflection.errors import InputError
+from reflection.paths import FolderInPlaceError, NotRegularFileError, UnsafePathError
+from tests.blocking import returns, special_file
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -158,17 +162,91 @@ def test_under_a_root_no_read_goes_through_a_link(tmp_path: Path) -> None:
         fsio.read_text_limited(home / "jobs" / "j" / "activity.log", 100, root=home)
 
 
-def test_open_file_names_the_whole_path_when_it_refuses(tmp_path: Path) -> None:
+def test_open_regular_names_the_whole_path_when_it_refuses(tmp_path: Path) -> None:
     """A file that is itself a link (O_NOFOLLOW) or is missing fails as the OS says, with
     the whole path in the error, not just its name in the folder."""
     home = tmp_path / "home"
     (home / "reflections").mkdir(parents=True)
     index = home / "reflections" / "index.jsonl"
     index.symlink_to(tmp_path / "elsewhere")
-    flags = os.O_RDONLY | os.O_NOFOLLOW
     with pytest.raises(OSError, match="symbolic links") as linked:
-        fsio.open_file(index, flags, root=home)
+        fsio.open_regular(index, os.O_RDONLY, root=home)
     assert linked.value.filename == str(index)
     with pytest.raises(FileNotFoundError) as missing:
-        fsio.open_file(home / "reflections" / "meta.json", flags, root=home)
+        fsio.open_regular(home / "reflections" / "meta.json", os.O_RDONLY, root=home)
     assert missing.value.filename == str(home / "reflections" / "meta.json")
+
+
+KINDS = {"fifo": "FIFO", "dir": "folder", "socket": "socket"}
+OPENS = {
+    "read": os.O_RDONLY,
+    "append": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+    "write": os.O_WRONLY,
+}
+
+
+@pytest.mark.parametrize("flags", OPENS.values(), ids=OPENS.keys())
+@pytest.mark.parametrize("kind", KINDS)
+def test_open_regular_refuses_what_is_not_a_regular_file(
+    tmp_path: Path, kind: str, flags: int
+) -> None:
+    """A FIFO, a socket or a folder is refused, for reading, appending or writing,
+    without blocking, by an error naming the path and what is there."""
+    path = tmp_path / "f"
+    with special_file(path, kind), pytest.raises(NotRegularFileError) as refused:
+        returns(lambda: fsio.open_regular(path, flags, root=tmp_path), fifos=[path])
+    assert str(refused.value) == (
+        f"{path} is a {KINDS[kind]}, not a regular file; refusing to open it"
+    )
+    assert isinstance(refused.value, InputError) and isinstance(refused.value, ValueError)
+    assert isinstance(refused.value, UnsafePathError) == (kind == "dir")
+
+
+def test_open_regular_gives_a_blocking_descriptor(tmp_path: Path) -> None:
+    """The descriptor of a regular file is blocking again (O_NONBLOCK was for the open)."""
+    path = tmp_path / "f"
+    path.write_text("x")
+    fd = fsio.open_regular(path, os.O_RDONLY)
+    try:
+        assert os.get_blocking(fd)
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    finally:
+        os.close(fd)
+
+
+def test_reads_and_appends_refuse_a_fifo_without_blocking(tmp_path: Path) -> None:
+    """read_text_limited and append_line on a FIFO raise NotRegularFileError at once;
+    the FIFO is left as it is."""
+    path = tmp_path / "index.jsonl"
+    os.mkfifo(path)
+    with pytest.raises(NotRegularFileError, match="is a FIFO"):
+        returns(lambda: fsio.read_text_limited(path, 100), fifos=[path])
+    with pytest.raises(NotRegularFileError, match="is a FIFO"):
+        returns(lambda: fsio.append_line(path, "{}"), fifos=[path])
+    assert stat.S_ISFIFO(path.lstat().st_mode)
+
+
+def test_a_folder_where_a_file_goes_is_named_not_numbered(tmp_path: Path) -> None:
+    """Reading, replacing or deleting a file that is a folder fails naming its path
+    (it said `Is a directory: 3`, a descriptor number); the folder is left."""
+    path = tmp_path / "memory" / "MEMORY.md"
+    (path / "inside").mkdir(parents=True)
+    with pytest.raises(FolderInPlaceError) as read:
+        fsio.read_text_limited(path, 100, root=tmp_path)
+    assert str(read.value).startswith(f"{path} is a folder")
+    with pytest.raises(FolderInPlaceError, match="refusing to replace it") as write:
+        fsio.atomic_write(path, "x", root=tmp_path)
+    assert write.value.path == path
+    with pytest.raises(FolderInPlaceError, match="refusing to delete it"):
+        fsio.atomic_delete(path, root=tmp_path)
+    assert (path / "inside").is_dir()
+    assert os.listdir(path.parent) == ["MEMORY.md"]  # no temp file left
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_atomic_write_replaces_a_fifo_or_socket(tmp_path: Path, kind: str) -> None:
+    """A rename replaces a FIFO or a socket at the target without opening it."""
+    path = tmp_path / "f"
+    with special_file(path, kind):
+        returns(lambda: fsio.atomic_write(path, "new"), fifos=[path])
+        assert path.read_text() == "new"

@@ -130,10 +130,16 @@ def e(name: str, type_: MemoryType = "project", description: str = "a fact") -> 
             "- uses-uv (user): Manages envs with uv\n",
         ),
         ([e("x", description="one\u2028two")], "# Memory index\n\n- x (project): one two\n"),
+        (
+            [e("x", description="a\x1b]52;c;cHduZWQ=\x07b\x9b2J\u202ec\U000e0041\x7fd\te")],
+            "# Memory index\n\n- x (project): a]52;c;cHduZWQ=b2Jcd e\n",
+        ),
     ],
+    ids=["empty", "sorted", "line-separator", "controls-dropped"],
 )
 def test_render_index(entries: list[MemoryEntry], expected: str) -> None:
-    """A heading, one line per entry sorted by name, newline-terminated."""
+    """A heading, one line per entry sorted by name, newline-terminated; line breaks
+    and tabs become spaces, control, bidi and tag characters are dropped."""
     assert render_index(entries) == expected
 
 

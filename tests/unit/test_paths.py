@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from reflection.paths import UnsafePathError, UserPaths, builtin_piece
+from reflection.paths import FolderInPlaceError, UnsafePathError, UserPaths, builtin_piece
 
 
 @pytest.mark.parametrize("uid", ["..", "../x", "a/b", "", ".hidden", "a\x00", "x" * 129])
@@ -109,3 +110,22 @@ def test_a_home_made_a_link_after_the_paths_were_built(tmp_path: Path) -> None:
     (tmp_path / "users" / "alice").symlink_to(elsewhere)
     (elsewhere / "pieces").symlink_to(elsewhere / "memory")
     assert u.contained(u.piece_copy("default")) == u.piece_copy("default")
+
+
+def test_writable_file_refuses_a_folder_at_the_file(tmp_path: Path) -> None:
+    """A file a run will write may be missing, a file or a FIFO (a rename replaces it),
+    never a folder (FolderInPlaceError naming it) nor a link."""
+    u = UserPaths(tmp_path / "users", "alice")
+    u.reflections_dir.mkdir(parents=True)
+    assert u.writable_file(u.snapshot_index) == u.snapshot_index
+    os.mkfifo(u.snapshot_index)
+    assert u.writable_file(u.snapshot_index) == u.snapshot_index
+    u.snapshot_index.unlink()
+    u.snapshot_index.mkdir()
+    with pytest.raises(FolderInPlaceError, match=f"{u.snapshot_index} is a folder"):
+        u.writable_file(u.snapshot_index)
+    assert u.writable_file(u.journal_dir / "x.json") == u.journal_dir / "x.json"
+    u.snapshot_index.rmdir()
+    u.snapshot_index.symlink_to(tmp_path)
+    with pytest.raises(UnsafePathError, match="symlink"):
+        u.writable_file(u.snapshot_index)

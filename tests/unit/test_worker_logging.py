@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from reflection.logs import OWN_LOGGERS, configure_logging
 from reflection.settings import Settings, get_settings
+from reflection.text import find_unsafe_chars
 from tasks.resources import _init_process
 
 TOKEN = "ghp_Zq4T8vLw2NcR7yXb5KmP1sHd9GfJ3aEuQ0Wx"
@@ -104,3 +105,16 @@ def test_a_bad_format_call_elsewhere_is_reported_not_raised(
     )
     logger.warning("retry %s of %s", 1)  # one argument short
     assert "Logging error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_control_characters_are_logged_escaped(fmt: str) -> None:
+    """A message quoting a planted file name or value (ESC, C1, bidi, tags) is written
+    with them escaped, so a log read in a terminal shows them and never acts on them."""
+    buf = buffered(fmt)
+    name = "memory/\x1b]52;c;eA==\x07\x9b2J\u202e\U000e0041.md"
+    logging.getLogger("reflection.inputs").warning("malformed memory file %s skipped", name)
+    out = buf.getvalue()
+    assert find_unsafe_chars(out, allow="\n") == []
+    shown = "memory/\\x1b]52;c;eA==\\x07\\x9b2J\\u202e\\U000e0041.md"
+    assert shown in (json.loads(out)["msg"] if fmt == "json" else out)
