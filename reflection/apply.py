@@ -30,13 +30,13 @@ from reflection.fsio import atomic_delete, atomic_write, read_text_limited
 from reflection.lock import UserLock
 from reflection.memory import render_index
 from reflection.models import (
-    Decision,
     LlmDecision,
     LlmResult,
     MemoryEntry,
     Outcome,
     Piece,
     ReflectRequest,
+    Verdict,
 )
 from reflection.paths import UnsafePathError, UserPaths
 from reflection.secrets import mask_secrets
@@ -119,7 +119,7 @@ def _replaceable(paths: UserPaths, path: Path) -> str | None:
         return None
 
 
-def outcome_of(decisions: tuple[Decision, ...]) -> Outcome:
+def outcome_of(decisions: tuple[Verdict, ...]) -> Outcome:
     """applied (≥1 accepted), abstained (nothing proposed), rejected (none accepted)."""
     if not decisions:
         return Outcome.ABSTAINED
@@ -145,7 +145,7 @@ def plan(
     the commit inserts it as a `piece_proposals` row for an operator to approve."""
     decision = llm.decision
     verdict = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
-    decisions = verdict.decisions
+    decisions = verdict.verdicts
     pd, piece_after, staged = _judge_piece(
         decision, request.piece_name, state, limits, now, piece_edit_mode
     )
@@ -270,7 +270,7 @@ def _judge_piece(
     limits: Limits,
     now: datetime,
     mode: str,
-) -> tuple[tuple[Decision, ...], str | None, str | None]:
+) -> tuple[tuple[Verdict, ...], str | None, str | None]:
     """The piece edit's verdict (if any), the text to write, and the text to stage."""
     if decision.piece_edit is None:
         return (), None, None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reflection import constants as c
-from reflection.models import Code, Decision, MemoryChange, MemoryEntry, PieceEdit
+from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
 from reflection.pieces import check_piece_edit
 from reflection.secrets import find_secrets
 
@@ -27,15 +27,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class MemoryVerdict:
+class MemoryJudgement:
     """Verdicts in the LLM's order, and each accepted change's target: entry or None (removed)."""
 
-    decisions: tuple[Decision, ...]
+    verdicts: tuple[Verdict, ...]
     targets: Mapping[str, MemoryEntry | None]
 
 
-def _decision(ch: MemoryChange, code: Code, detail: str = "") -> Decision:
-    return Decision(
+def _verdict(ch: MemoryChange, code: Code, detail: str = "") -> Verdict:
+    return Verdict(
         kind="memory",
         name=ch.name[:80],
         op=ch.op,
@@ -112,7 +112,7 @@ def judge_memory_changes(
     current: Mapping[str, MemoryEntry],
     limits: Limits,
     unreadable: frozenset[str] = frozenset(),
-) -> MemoryVerdict:
+) -> MemoryJudgement:
     """Judge each change against the current entries and the batch as a whole.
 
     `unreadable` names files that exist but are malformed: never overwritten or deleted.
@@ -142,8 +142,8 @@ def judge_memory_changes(
     for ch, (code, _) in zip(changes, codes, strict=True):
         if code is Code.OK:
             targets[ch.name] = None if ch.op == "remove" else _entry(ch)
-    decisions = tuple(_decision(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
-    return MemoryVerdict(decisions, targets)
+    verdicts = tuple(_verdict(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
+    return MemoryJudgement(verdicts, targets)
 
 
 def _final_names(
@@ -215,11 +215,11 @@ def judge_piece_edit(
     last_edit_at: datetime | None,
     now: datetime,
     cooldown_hours: float,
-) -> Decision:
+) -> Verdict:
     """The piece edit's verdict: cooldown, secrets, then validity/unchanged/escalation."""
 
-    def verdict(code: Code, detail: str = "") -> Decision:
-        return Decision(
+    def verdict(code: Code, detail: str = "") -> Verdict:
+        return Verdict(
             kind="piece",
             name=piece_name,
             op="edit",

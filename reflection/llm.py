@@ -32,7 +32,6 @@ from openai.types.chat.chat_completion import Choice
 
 from reflection.backoff import compute_backoff, retry_after_seconds
 from reflection.constants import REPAIR_ECHO_MAX
-from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
 from reflection.errors import (
     ContextOverflowError,
     LlmAuthError,
@@ -41,6 +40,7 @@ from reflection.errors import (
     TimeLimitError,
 )
 from reflection.models import LlmDecision, LlmResult, Usage
+from reflection.reply import DecisionParseError, decision_json_schema, parse_decision
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 

@@ -178,8 +178,9 @@ class LlmResult(Frozen):
     repaired: bool = False
 
 
-class Decision(Frozen):
-    """One change's verdict: accepted (code `ok`) or rejected with a code."""
+class Verdict(Frozen):
+    """One proposed change judged: accepted (code `ok`) or rejected with a code. The LLM's
+    whole answer is its decision (`LlmDecision`); each of its changes gets a verdict."""
 
     kind: Literal["memory", "piece"]
     name: str

@@ -48,12 +48,12 @@ from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
 from reflection.memory import load_memory
 from reflection.models import (
-    Decision,
     LlmResult,
     Outcome,
     ReflectionInputs,
     ReflectRequest,
     Usage,
+    Verdict,
 )
 from reflection.paths import UserPaths
 from reflection.prompt import Prompt, fit_prompt
@@ -94,7 +94,7 @@ class RunReport:
     user_id: str
     error_code: str | None = None
     detail: str = ""
-    decisions: tuple[Decision, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
     reasoning: str = ""
     snapshot_dir: Path | None = None
     tokens_in: int = 0
@@ -407,7 +407,7 @@ def _apply(
 def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
     if queued := deps.turns.waited_ms():
         run.stages["queued"] = queued  # for CPU turns, between the stages
-    decisions = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
+    decisions = tuple(Verdict.model_validate(d) for d in journal.meta["decisions"])
     outcome = Outcome(journal.meta["outcome"])
     run.log(
         logging.INFO,
@@ -424,7 +424,7 @@ def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunR
     )
     return run.report(
         outcome,
-        decisions=decisions,
+        verdicts=decisions,
         reasoning=journal.meta["reasoning"],
         snapshot_dir=paths.snapshot_dir(journal.snapshot_id),
         tokens_in=journal.meta["tokens_in"],

@@ -28,9 +28,9 @@ from typing import Final
 
 from reflection import constants as c
 from reflection.activity import shrink_activity
-from reflection.decision import decision_json_schema
 from reflection.errors import ContextOverflowError
 from reflection.models import ActivityLog, Job, MemoryEntry, ReflectionInputs
+from reflection.reply import decision_json_schema
 from reflection.secrets import mask_secrets
 
 # Chat framing (roles, separators) on top of the two messages, in tokens.

@@ -40,7 +40,7 @@ from reflection.changes import judge_piece_edit
 from reflection.errors import PermanentError
 from reflection.inputs import load_piece
 from reflection.lock import UserLock, operator_lock
-from reflection.models import Code, Decision, Piece, PieceEdit
+from reflection.models import Code, Piece, PieceEdit, Verdict
 from reflection.paths import UserPaths
 from reflection.settings import Settings
 from reflection.snapshot import iter_index, read_meta, snapshot_files
@@ -60,9 +60,9 @@ class ProposalRefusedError(PermanentError):
 
     code = "proposal_refused"
 
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(f"refused: {decision.code.value}: {decision.detail}".rstrip(": "))
-        self.decision = decision
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"refused: {verdict.code.value}: {verdict.detail}".rstrip(": "))
+        self.verdict = verdict
 
 
 def _sha(text: str) -> str:
@@ -203,7 +203,7 @@ class Approval:
 
     proposal_id: int
     snapshot_dir: Path
-    decision: Decision
+    verdict: Verdict
 
 
 def approve_proposal(
@@ -230,7 +230,7 @@ def approve_proposal(
             # This proposal's own approval wrote the copy and its snapshot, then stopped
             # before its rows: record them. (A copy that merely equals the proposal, as a
             # second run proposing the same edit finds it, is judged below: unchanged.)
-            decision = Decision(
+            verdict = Verdict(
                 kind="piece",
                 name=prop["piece_name"],
                 op="edit",
@@ -239,8 +239,8 @@ def approve_proposal(
                 detail="completed an interrupted approval",
             )
             _record(engine, prop, prop["before_sha256"], now)
-            return Approval(proposal_id, paths.snapshot_dir(sid), decision)
-        decision = judge_piece_edit(
+            return Approval(proposal_id, paths.snapshot_dir(sid), verdict)
+        verdict = judge_piece_edit(
             edit,
             piece_name=prop["piece_name"],
             current_yaml=current.yaml,
@@ -250,10 +250,10 @@ def approve_proposal(
             now=now,
             cooldown_hours=settings.piece_edit_cooldown_hours,
         )
-        if decision.accepted and _sha(current.yaml) != prop["before_sha256"]:
+        if verdict.accepted and _sha(current.yaml) != prop["before_sha256"]:
             # The proposal is a whole new piece written against its base: applied over
             # another (a later approval, a revert, a hand edit) it would silently undo it.
-            decision = decision.model_copy(
+            verdict = verdict.model_copy(
                 update={
                     "accepted": False,
                     "code": Code.PIECE_STALE,
@@ -261,12 +261,12 @@ def approve_proposal(
                     "and let the next run propose again",
                 }
             )
-        if not decision.accepted:
-            _note_refusal(engine, proposal_id, f"{decision.code.value}: {decision.detail}")
-            raise ProposalRefusedError(decision)
-        folder = _write(paths, lock, engine, prop, current, decision, now)
+        if not verdict.accepted:
+            _note_refusal(engine, proposal_id, f"{verdict.code.value}: {verdict.detail}")
+            raise ProposalRefusedError(verdict)
+        folder = _write(paths, lock, engine, prop, current, verdict, now)
         _record(engine, prop, _sha(current.yaml), now)
-    return Approval(proposal_id, folder, decision)
+    return Approval(proposal_id, folder, verdict)
 
 
 def _record(engine: Engine, prop: dict[str, Any], before_sha256: str, now: datetime) -> None:
@@ -289,7 +289,7 @@ def _write(
     engine: Engine,
     prop: dict[str, Any],
     current: Piece,
-    decision: Decision,
+    verdict: Verdict,
     now: datetime,
 ) -> Path:
     """Write the user's copy through a journal and snapshot it (`kind: approval`)."""
@@ -311,7 +311,7 @@ def _write(
         "piece_edited": True,
         "piece_before_source": "user" if current.user_copy else "builtin",
         "rejected": 0,
-        "decisions": [decision.model_dump(mode="json")],
+        "decisions": [verdict.model_dump(mode="json")],
         "memory_files": {},
     }
     journal = Journal(

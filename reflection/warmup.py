@@ -15,8 +15,8 @@ import time
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
-from reflection.decision import parse_decision
 from reflection.prompt import build_system_prompt
+from reflection.reply import parse_decision
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 

@@ -98,7 +98,7 @@ def approve(proposal_id: IdArg, json_: JsonOpt = False) -> None:
         except ProposalRefusedError as e:
             if json_:
                 emit_json(
-                    {"id": proposal_id, "approved": False, **e.decision.model_dump(mode="json")}
+                    {"id": proposal_id, "approved": False, **e.verdict.model_dump(mode="json")}
                 )
             err.print(f"error: proposal {proposal_id} {e}; it stays pending", markup=False)
             raise typer.Exit(EXIT_FAILED) from e

@@ -184,7 +184,7 @@ def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
         "tokens_in": report.tokens_in,
         "tokens_out": report.tokens_out,
         "reasoning": report.reasoning,
-        "decisions": [d.model_dump(mode="json") for d in report.decisions],
+        "decisions": [d.model_dump(mode="json") for d in report.verdicts],
         "snapshot_id": None,
         "diffs": [],
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reflection.evals.scenario import ChangeMatcher, CheckKind, Expect, PieceTouch
-from reflection.models import Code, Decision, LlmDecision, MemoryChange
+from reflection.models import Code, LlmDecision, MemoryChange, Verdict
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
 SECRET_WINDOW = 12
@@ -36,15 +36,15 @@ class Judged:
     """A decision and what the applier made of it."""
 
     decision: LlmDecision
-    verdicts: tuple[Decision, ...]
+    verdicts: tuple[Verdict, ...]
     piece_before: str
     memory_before: frozenset[str]
 
-    def memory_verdicts(self) -> list[tuple[MemoryChange, Decision]]:
+    def memory_verdicts(self) -> list[tuple[MemoryChange, Verdict]]:
         changes = self.decision.memory_changes
         return list(zip(changes, self.verdicts[: len(changes)], strict=True))
 
-    def piece_verdict(self) -> Decision | None:
+    def piece_verdict(self) -> Verdict | None:
         rest = self.verdicts[len(self.decision.memory_changes) :]
         return rest[0] if rest else None
 

@@ -16,7 +16,7 @@ from reflection.errors import LlmAuthError, ReflectionError
 from reflection.evals.checks import Check, Judged, failed_answer, score
 from reflection.evals.fixture import FINISHED_AT, last_piece_edit_at, materialize, request_of
 from reflection.evals.scenario import Scenario
-from reflection.models import Decision, LlmDecision, LlmResult, ReflectionInputs, Usage
+from reflection.models import LlmDecision, LlmResult, ReflectionInputs, Usage, Verdict
 from reflection.paths import UserPaths
 from reflection.pipeline import Llm, apply_limits, prompt_stage
 from reflection.prompt import Prompt
@@ -85,7 +85,7 @@ def judge(p: Prepared, result: LlmResult) -> tuple[list[Check], str]:
         store_llm_raw=False,
         piece_edit_mode="auto",
     )
-    verdicts = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
+    verdicts = tuple(Verdict.model_validate(d) for d in journal.meta["decisions"])
     judged = Judged(
         decision=result.decision,
         verdicts=verdicts,

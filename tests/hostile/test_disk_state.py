@@ -288,7 +288,7 @@ def test_unparsable_piece_copy_is_never_overwritten(hostile: Hostile) -> None:
     broken_piece_copy(hostile, "job-bp")
     before = hostile.user().piece_copy("default").read_bytes()
     report = hostile.run("job-bp", GOOD_EDIT)
-    assert "current piece is invalid" in report.decisions[0].detail
+    assert "current piece is invalid" in report.verdicts[0].detail
     assert hostile.user().piece_copy("default").read_bytes() == before
 
 

@@ -95,7 +95,7 @@ def test_approve_refuses_a_proposal_made_against_an_older_piece(review: Env, mak
 
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert "changed since this proposal was made" in str(refused.value)
     assert "(one)" in copy.read_text() and "(two)" not in copy.read_text()
     assert _status(review, second) == "pending"
@@ -118,7 +118,7 @@ def test_approve_refuses_after_a_hand_edit_of_the_piece(review: Env, make_job: A
     copy.write_text(by_hand)
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, prop)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert copy.read_text() == by_hand
     assert rows(review.engine, storage.piece_edits) == []
 
@@ -180,7 +180,7 @@ def test_reject_refuses_a_proposal_whose_approval_was_interrupted(
     assert _status(review, prop) == "pending"
 
     done = _approve(review, prop)
-    assert done.decision.detail == "completed an interrupted approval"
+    assert done.verdict.detail == "completed an interrupted approval"
     assert _status(review, prop) == "approved"
     [edit] = rows(review.engine, storage.piece_edits)
     assert edit["before_sha256"] == prop["before_sha256"]
@@ -237,7 +237,7 @@ def test_an_identical_second_proposal_is_judged(
     _approve(review, first)
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == code
+    assert refused.value.verdict.code.value == code
     assert _status(review, second) == "pending"
     assert len(rows(review.engine, storage.piece_edits)) == 1
     assert len(_approval_snapshots(review)) == 1
@@ -260,7 +260,7 @@ def test_approve_completes_its_own_killed_journal_once(
     assert not review.user().piece_copy("default").exists()
 
     done = _approve(review, prop)
-    assert done.decision.detail == "completed an interrupted approval"
+    assert done.verdict.detail == "completed an interrupted approval"
     assert _journals(review) == []
     assert _approval_snapshots(review) == [done.snapshot_dir.name]
     assert len(rows(review.engine, storage.piece_edits)) == 1
@@ -282,10 +282,10 @@ def test_approve_plans_on_the_piece_a_killed_journal_writes(
 
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert _journals(review) == []
     copy = review.user().piece_copy("default")
     assert "(one)" in copy.read_text()
-    assert _approve(review, first).decision.detail == "completed an interrupted approval"
+    assert _approve(review, first).verdict.detail == "completed an interrupted approval"
     assert "(one)" in copy.read_text()
     assert len(rows(review.engine, storage.piece_edits)) == 1

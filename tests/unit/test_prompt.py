@@ -467,7 +467,7 @@ def test_the_repair_round_fits_too(kind: str) -> None:
     from openai.types.chat import ChatCompletion
 
     from reflection import llm
-    from reflection.decision import DecisionParseError
+    from reflection.reply import DecisionParseError
 
     content, context, output = _corpora()[kind], 8000, 2048
     size = _largest_fitting(content, context, output)

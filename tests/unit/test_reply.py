@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reflection.constants import MAX_LLM_REPLY_CHARS
-from reflection.decision import (
+from reflection.reply import (
     MAX_JSON_DEPTH,
     DecisionParseError,
     decision_json_schema,
