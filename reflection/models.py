@@ -14,13 +14,16 @@ MemoryType = Literal["user", "feedback", "project", "reference"]
 
 
 class Outcome(StrEnum):
-    """How a reflection run ended; the task's return value."""
+    """How a run ended (the task's return value), as `reflection_metrics.outcome`, the
+    claim and `meta.json` record it."""
 
-    APPLIED = "applied"
-    ABSTAINED = "abstained"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    DUPLICATE = "duplicate"
+    APPLIED = "applied"  # ≥1 change accepted; also an operator's approval
+    ABSTAINED = "abstained"  # nothing proposed
+    REJECTED = "rejected"  # proposed, none accepted
+    FAILED = "failed"  # an error stopped it
+    DUPLICATE = "duplicate"  # already reflected
+    REVERTED = "reverted"  # an operator's revert of a snapshot
+    COALESCED = "coalesced"  # reflected in another job's batch (SPEC §12; not written yet)
 
 
 class Code(StrEnum):
@@ -178,9 +181,12 @@ class LlmResult(Frozen):
     repaired: bool = False
 
 
-class Verdict(Frozen):
+class Verdict(BaseModel):
     """One proposed change judged: accepted (code `ok`) or rejected with a code. The LLM's
-    whole answer is its decision (`LlmDecision`); each of its changes gets a verdict."""
+    whole answer is its decision (`LlmDecision`); each of its changes gets a verdict.
+    Stored in meta.json, so read back with unknown fields ignored (SPEC §14)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: Literal["memory", "piece"]
     name: str

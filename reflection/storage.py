@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reflection.errors import InfrastructureError
 from reflection.idleping import ping_idle_connections
 from reflection.models import Job
+from reflection.records import MetricsRow, PieceEditRow, Proposal, ProposalRow, ProposalSummary
 
 platform_metadata = MetaData()
 metadata = MetaData()
@@ -417,10 +418,10 @@ def reset_deliveries(*, engine: Engine, original_job_id: str, fence: int) -> Non
         )
 
 
-def record_metrics(*, engine: Engine, row: dict[str, Any]) -> None:
+def record_metrics(*, engine: Engine, row: MetricsRow) -> None:
     """Insert one `reflection_metrics` row; a second row for the same run is ignored."""
     with _single(engine) as conn:
-        insert_row(conn, reflection_metrics, "reflection_job_id", row)
+        insert_row(conn, reflection_metrics, "reflection_job_id", row.model_dump(mode="json"))
 
 
 def commit_run(
@@ -428,9 +429,9 @@ def commit_run(
     engine: Engine,
     original_job_id: str,
     fence: int | None,
-    metrics: dict[str, Any],
-    piece_edit: dict[str, Any] | None,
-    proposal: dict[str, Any] | None = None,
+    metrics: MetricsRow,
+    piece_edit: PieceEditRow | None,
+    proposal: ProposalRow | None = None,
 ) -> bool:
     """Mark the job reflected, record its piece edit (or staged proposal) and metrics row,
     in one transaction.
@@ -443,7 +444,7 @@ def commit_run(
     params = {
         "job_id": original_job_id,
         "claim_fence": fence,
-        "outcome_": metrics["outcome"],
+        "outcome_": metrics.outcome.value,
         "now": _now(),
     }
     with _db(), engine.begin() as conn:
@@ -452,8 +453,68 @@ def commit_run(
         ).rowcount:
             return False
         if piece_edit is not None:
-            insert_row(conn, piece_edits, "reflection_job_id", piece_edit)
+            record_piece_edit(conn, piece_edit)
         if proposal is not None:
-            insert_row(conn, piece_proposals, "reflection_job_id", proposal)
-        conn.execute(_insert_over_failed(conn.dialect.name), metrics)
+            insert_row(conn, piece_proposals, "reflection_job_id", proposal.model_dump())
+        conn.execute(_insert_over_failed(conn.dialect.name), metrics.model_dump(mode="json"))
         return True
+
+
+def record_piece_edit(conn: Connection, row: PieceEditRow) -> None:
+    """Insert a `piece_edits` row (in the caller's transaction) unless it exists."""
+    insert_row(conn, piece_edits, "reflection_job_id", row.model_dump(exclude_none=True))
+
+
+# Piece proposals (review mode).
+
+_p = piece_proposals.c
+
+
+def list_proposals(
+    *, engine: Engine, status: str | None = "pending", user_id: str | None = None
+) -> list[ProposalSummary]:
+    """Proposals (newest first), without their YAML."""
+    q = select(*(col for col in piece_proposals.c if col.name != "yaml")).order_by(_p.id.desc())
+    if status is not None:
+        q = q.where(_p.status == status)
+    if user_id is not None:
+        q = q.where(_p.user_id == user_id)
+    with _single(engine) as conn:
+        return [ProposalSummary.model_validate(dict(r)) for r in conn.execute(q).mappings()]
+
+
+def get_proposal(*, engine: Engine, proposal_id: int) -> Proposal | None:
+    """One proposal with its YAML, or None."""
+    with _single(engine) as conn:
+        row = conn.execute(select(piece_proposals).where(_p.id == proposal_id)).mappings().first()
+    return None if row is None else Proposal.model_validate(dict(row))
+
+
+def decide_proposal(
+    *,
+    engine: Engine,
+    proposal_id: int,
+    status: str,
+    detail: str,
+    now: datetime,
+    piece_edit: PieceEditRow | None = None,
+) -> bool:
+    """Move a pending proposal to `status` (and record its piece edit) in one transaction;
+    False when it was no longer pending."""
+    with _db(), engine.begin() as conn:
+        res = conn.execute(
+            update(piece_proposals)
+            .where(_p.id == proposal_id, _p.status == "pending")
+            .values(status=status, detail=detail, decided_at=now)
+        )
+        if not res.rowcount:
+            return False
+        if piece_edit is not None:
+            record_piece_edit(conn, piece_edit)
+        return True
+
+
+def note_proposal_refusal(*, engine: Engine, proposal_id: int, detail: str) -> None:
+    """Keep why an approval was refused on the (still pending) proposal."""
+    with _single(engine) as conn:
+        conn.execute(update(piece_proposals).where(_p.id == proposal_id).values(detail=detail))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,6 @@ from sqlalchemy import Engine, func, or_, select
 
 from reflection import constants as c
 from reflection import storage
-from reflection.apply import Journal, State, plan
 from reflection.cli.common import (
     EXIT_FAILED,
     JsonOpt,
@@ -33,14 +33,16 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
-from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot_diffs
+from reflection.cli.snapshots import print_file_diffs, print_verdicts, snapshot_diffs
 from reflection.errors import BadRequestError, InfrastructureError, RetryableError
-from reflection.models import Job, LlmResult, ReflectRequest
+from reflection.models import Job, LlmResult, ReflectRequest, Verdict
 from reflection.paths import UserPaths
 from reflection.pipeline import apply_limits, load_stage, prompt_stage, run_reflection
+from reflection.plan import State, plan
 from reflection.producer import make_producer, publish_reflect
+from reflection.records import AskedMeta, Journal, ReflectionMeta
 from reflection.request import parse_request
-from reflection.snapshot import read_meta
+from reflection.snapshot import PIECE_BEFORE, read_meta
 
 JobArg = Annotated[str, typer.Argument(help="The platform job id (a row of `jobs`).")]
 
@@ -104,7 +106,7 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
     return DryRun(result, journal)
 
 
-def _print_run(summary: dict[str, Any]) -> None:
+def _print_run(summary: dict[str, Any], verdicts: Sequence[Verdict]) -> None:
     for k in (
         "outcome",
         "error_code",
@@ -124,24 +126,27 @@ def _print_run(summary: dict[str, Any]) -> None:
         out.rule("reasoning")
         out.print(plain(summary["reasoning"]))
     if summary["outcome"] not in ("failed", "duplicate"):
-        print_decisions(summary["decisions"])
+        print_verdicts(verdicts)
     print_file_diffs(summary["diffs"])
 
 
-def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
-    j = dry.journal
-    return {
+def _dry_summary(
+    request: ReflectRequest, dry: DryRun
+) -> tuple[dict[str, Any], tuple[Verdict, ...]]:
+    j, meta = dry.journal, dry.journal.meta
+    assert isinstance(meta, ReflectionMeta)  # a plan's meta
+    summary = {
         "dry_run": True,
-        "outcome": j.meta["outcome"],
+        "outcome": meta.outcome.value,
         "original_job_id": request.original_job_id,
         "user_id": request.user_id,
         "piece_name": request.piece_name,
         "model": dry.result.model,
         "tokens_in": dry.result.usage.tokens_in,
         "tokens_out": dry.result.usage.tokens_out,
-        "reasoning": j.meta["reasoning"],
-        "decisions": j.meta["decisions"],
-        "piece_staged": bool(j.proposal),
+        "reasoning": meta.reasoning,
+        "decisions": [v.model_dump(mode="json") for v in meta.verdicts],
+        "piece_staged": j.proposal is not None,
         "diffs": [
             {"path": f.path, "diff": unified_diff(f.path, f.before, f.after)} for f in j.files
         ]
@@ -149,18 +154,19 @@ def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
             [
                 {
                     "path": "piece proposal (staged for review)",
-                    "diff": unified_diff(
-                        "piece", j.snapshot.get("piece.before.yaml"), j.proposal["yaml"]
-                    ),
+                    "diff": unified_diff("piece", j.snapshot.get(PIECE_BEFORE), j.proposal.yaml),
                 }
             ]
-            if j.proposal
+            if j.proposal is not None
             else []
         ),
     }
+    return summary, tuple(meta.verdicts)
 
 
-def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
+def _real_summary(
+    svc: Services, request: ReflectRequest
+) -> tuple[dict[str, Any], tuple[Verdict, ...]]:
     rid = f"cli-{uuid.uuid4()}"
     try:
         report = run_reflection(svc.deps(), reflection_job_id=rid, kwargs=request.model_dump())
@@ -191,9 +197,10 @@ def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
     if report.snapshot_dir is not None:
         paths = UserPaths(svc.settings.user_folder_root, request.user_id)
         meta = read_meta(paths, report.snapshot_dir.name)
-        summary.update(snapshot_id=meta["snapshot_id"], model=meta.get("model"))
+        model = meta.model if isinstance(meta, AskedMeta) else None
+        summary.update(snapshot_id=meta.snapshot_id, model=model)
         summary["diffs"] = snapshot_diffs(paths, meta)
-    return summary
+    return summary, report.verdicts
 
 
 @handled
@@ -211,13 +218,13 @@ def run(
     with services() as svc:
         request = request_for(svc.engine, job_id)
         if dry_run_:
-            summary = _dry_summary(request, dry_run(svc, request, datetime.now(UTC)))
+            summary, verdicts = _dry_summary(request, dry_run(svc, request, datetime.now(UTC)))
         else:
-            summary = _real_summary(svc, request)
+            summary, verdicts = _real_summary(svc, request)
     if json_:
         emit_json(summary)
     else:
-        _print_run(summary)
+        _print_run(summary, verdicts)
     if summary["outcome"] == "failed":
         raise typer.Exit(EXIT_FAILED)
 

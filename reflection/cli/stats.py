@@ -16,8 +16,8 @@ from rich.table import Table
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from reflection.cli.common import JsonOpt, emit_json, handled, out, parse_since, plain, services
-from reflection.cli.snapshots import meta_problem
 from reflection.paths import UnsafePathError, UserPaths
+from reflection.records import RevertMeta
 from reflection.snapshot import read_meta
 from reflection.storage import reflection_metrics
 
@@ -120,10 +120,9 @@ def _rejection_codes(engine: Engine, f: Filters, root: Path) -> dict[str, int]:
         try:
             meta = read_meta(UserPaths(root, user_id), snapshot_id)
         except (OSError, ValueError, UnsafePathError):
-            continue  # a snapshot removed by hand: its codes are unknown
-        if meta_problem(meta, snapshot_id) is not None:
-            continue  # edited by hand into something else: as unknown
-        codes.update(str(d["code"]) for d in meta.get("decisions", []) if not d["accepted"])
+            continue  # removed or edited by hand into something else: its codes are unknown
+        if not isinstance(meta, RevertMeta):
+            codes.update(v.code.value for v in meta.verdicts if not v.accepted)
     return dict(codes.most_common(10))
 
 
