@@ -18,10 +18,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from reflection import storage
+from reflection.errors import UnsafePathError
 from reflection.faults import fault_point
 from reflection.fsio import atomic_delete, atomic_write, read_text_limited
 from reflection.lock import UserLock
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import UserPaths
 from reflection.records import Journal
 from reflection.snapshot import write_snapshot
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
@@ -79,7 +79,6 @@ _REPAIR_PROMPT = (
 # output: a cut-off answer echoed whole would take a second one's room in the window.
 _ECHO_MAX_CHARS = REPAIR_ECHO_MAX
 _SNIPPET_CHARS = 200  # of an unusable answer, for the log and the error
-_E = TypeVar("_E", bound=Exception)
 
 
 # The client.
@@ -100,8 +99,14 @@ class _Tally:
             return math.inf
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _spent(TimeLimitError("the run's time budget ran out while asking the LLM"), self)
+            message = "the run's time budget ran out while asking the LLM"
+            raise TimeLimitError(message, usage=self.usage, attempts=self.attempts)
         return left
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens paid for so far."""
+        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
 
     def add(self, completion: ChatCompletion) -> None:
         if completion.usage is not None:
@@ -201,7 +206,7 @@ class LlmClient:
             decision=decision,
             raw=text,
             model=completion.model or self._settings.llm_model,
-            usage=Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out),
+            usage=tally.usage,
             attempts=tally.attempts,
             mode=mode,
             repaired=repaired,
@@ -265,7 +270,9 @@ class LlmClient:
             return completion, text, parse_decision(text)
         except DecisionParseError as err:
             message = f"the LLM's answer did not validate, even after one repair round-trip: {err}"
-            raise _spent(LlmInvalidOutputError(message), tally) from err
+            raise LlmInvalidOutputError(
+                message, usage=tally.usage, attempts=tally.attempts
+            ) from err
 
     def _call(
         self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
@@ -359,7 +366,7 @@ class LlmClient:
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"
         log.error("%s; endpoint %s", message, self._endpoint)
-        return _spent(LlmAuthError(message), tally)
+        return LlmAuthError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _overflow(self, e: openai.APIStatusError, tally: _Tally) -> ContextOverflowError:
         message = (
@@ -367,7 +374,8 @@ class LlmClient:
             f"model's context window ({_describe_api_error(e)}); set "
             "REFLECTION_LLM_CONTEXT_LIMIT_TOKENS to the model's real window"
         )
-        return _spent(ContextOverflowError(self._redact(message)[:600]), tally)
+        message = self._redact(message)[:600]
+        return ContextOverflowError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _unusable_answer(self, problem: str, answer: object) -> _UnusableAnswerError:
         """The error for an HTTP 200 we cannot read, quoting the start of what came back
@@ -386,7 +394,7 @@ class LlmClient:
 
     def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
         message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
-        return _spent(LlmUnavailableError(message), tally)
+        return LlmUnavailableError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -518,11 +526,3 @@ def _without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _spent(error: _E, tally: _Tally) -> _E:
-    """Attach what the failed decide() spent, its requests and tokens, for the failure's
-    metrics row (`reflection.pipeline`)."""
-    error.attempts = tally.attempts  # type: ignore[attr-defined]
-    error.usage = Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out)  # type: ignore[attr-defined]
-    return error

@@ -15,14 +15,10 @@ from functools import cached_property
 from pathlib import Path
 
 from reflection import constants as c
-from reflection.errors import InputError
+from reflection.errors import UnsafePathError
 
-
-class UnsafePathError(InputError, ValueError):
-    """Raised when a path component is not a safe slug or a path escapes its root.
-
-    An `InputError` (code `input_invalid`): a run that meets one ends `failed` with a
-    metrics row instead of crashing."""
+# UnsafePathError lives in the error tree; it is also named here, where it is raised.
+__all__ = ["UnsafePathError", "UserPaths", "builtin_piece", "components_below"]
 
 
 def _check(value: str, pattern: re.Pattern[str], what: str) -> str:

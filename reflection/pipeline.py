@@ -469,8 +469,7 @@ def record_failure(
 
 def _fail(deps: Deps, run: _Run, error: ReflectionError) -> RunReport:
     run.log(logging.ERROR, "failed", "code=%s %s", error.code, error)
-    if (usage := getattr(error, "usage", None)) is not None:  # failed asking the LLM
-        run.spent(usage, getattr(error, "attempts", 0))
+    run.spent(error.usage, error.attempts)  # none unless it failed asking the LLM
     storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.FAILED, error.code))
     return run.report(
         Outcome.FAILED,

@@ -32,7 +32,7 @@ from reflection.apply import (
     write_journal,
 )
 from reflection.changes import judge_piece_edit
-from reflection.errors import PermanentError
+from reflection.errors import ProposalError, ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.lock import UserLock, operator_lock
 from reflection.models import Code, Piece, PieceEdit, Verdict
@@ -50,22 +50,6 @@ from reflection.records import (
 )
 from reflection.settings import Settings
 from reflection.snapshot import iter_index, read_meta, snapshot_files
-
-
-class ProposalError(PermanentError):
-    """Raised when a proposal is unknown or already decided."""
-
-    code = "proposal_invalid"
-
-
-class ProposalRefusedError(PermanentError):
-    """Raised when an approval fails the re-check against the current piece."""
-
-    code = "proposal_refused"
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(f"refused: {verdict.code.value}: {verdict.detail}".rstrip(": "))
-        self.verdict = verdict
 
 
 def list_proposals(

@@ -35,9 +35,10 @@ from reflection.errors import (
     ReflectionError,
     RetryableError,
     RevertConflictError,
+    UnsafePathError,
 )
 from reflection.llm import LlmClient
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import UserPaths
 from reflection.pipeline import Deps
 from reflection.settings import Settings, get_settings
 

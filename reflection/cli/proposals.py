@@ -21,10 +21,10 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
+from reflection.errors import ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.paths import UserPaths
 from reflection.proposals import (
-    ProposalRefusedError,
     approve_proposal,
     get_proposal,
     list_proposals,

@@ -25,9 +25,10 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
+from reflection.errors import UnsafePathError
 from reflection.lock import operator_lock
 from reflection.models import Verdict
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import UserPaths
 from reflection.records import AskedMeta, RevertMeta, SnapshotMeta, describe_invalid
 from reflection.revert import revert_snapshot
 from reflection.settings import get_settings

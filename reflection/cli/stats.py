@@ -16,7 +16,8 @@ from rich.table import Table
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from reflection.cli.common import JsonOpt, emit_json, handled, out, parse_since, plain, services
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.errors import UnsafePathError
+from reflection.paths import UserPaths
 from reflection.records import RevertMeta
 from reflection.snapshot import read_meta
 from reflection.storage import reflection_metrics

@@ -118,7 +118,7 @@ def run_one(scenario: Scenario, settings: Settings, llm: Llm, repeat: int) -> Ru
             e.code,
             latency_ms=latency_ms,
             prompt_chars=prompt_chars,
-            llm_attempts=getattr(e, "attempts", 0),
+            llm_attempts=e.attempts,
         )
 
     with tempfile.TemporaryDirectory(prefix="reflection-eval-") as tmp:

@@ -10,11 +10,9 @@ import pytest
 
 import reflection.proposals as P
 from reflection import storage
-from reflection.errors import LockBusyError
+from reflection.errors import LockBusyError, ProposalError, ProposalRefusedError
 from reflection.proposals import (
     Approval,
-    ProposalError,
-    ProposalRefusedError,
     approve_proposal,
     get_proposal,
     list_proposals,

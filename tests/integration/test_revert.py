@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from reflection.errors import RevertConflictError
 from reflection.lock import user_lock
 from reflection.models import Outcome
 from reflection.paths import UnsafePathError
-from reflection.revert import RevertConflictError, revert_snapshot
+from reflection.revert import revert_snapshot
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
 

@@ -27,7 +27,8 @@ from reflection.errors import (
     LockLostError,
     UserBusyError,
 )
-from tasks.reflect import MAX_RETRIES, REQUEUE_PAUSE_SECONDS, _retry, reflect
+from reflection.retries import MAX_RETRIES
+from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
 
 reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
 
