@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import DB_URL, KEY, LOCK_URL, RemoteLlm, _answer, cpu_by_process, cpu_spent  # noqa: E402
+from reflection.clients import make_engine  # noqa: E402
 from reflection.llm import LlmClient  # noqa: E402
 from reflection.pipeline import Deps, run_reflection  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
-from reflection.storage import jobs, make_engine  # noqa: E402
+from reflection.storage import jobs  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
 
 WARM_UP = 20

@@ -166,12 +166,9 @@ class LlmClient:
         """This thread's client, built on its first request (or its first after close())."""
         client: OpenAI | None = getattr(self._local, "client", None)
         if client is None or client.is_closed():
-            s = self._settings
-            client = OpenAI(
-                base_url=s.llm_endpoint,
-                api_key=self._key or PLACEHOLDER_KEY,
-                timeout=s.llm_timeout_seconds,
-                max_retries=0,
+            client = openai_client(
+                self._settings,
+                timeout=self._settings.llm_timeout_seconds,
                 http_client=_HttpClient(verify=self._tls),
             )
             with self._clients_lock:
@@ -398,6 +395,20 @@ class LlmClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+
+def openai_client(
+    settings: Settings, *, timeout: float, http_client: DefaultHttpxClient | None = None
+) -> OpenAI:
+    """The SDK's client of the endpoint: our own retries only (none of the SDK's), the
+    placeholder key for a keyless endpoint. Built by `LlmClient` and `reflection.clients`."""
+    return OpenAI(
+        base_url=settings.llm_endpoint,
+        api_key=settings.llm_api_key.get_secret_value() or PLACEHOLDER_KEY,
+        timeout=timeout,
+        max_retries=0,
+        http_client=http_client,
+    )
 
 
 # Built once: the SDK serialises the body without changing it.

@@ -141,7 +141,7 @@ def _reachable(broker: str, redis_url: str, db_url: str) -> str | None:
     import redis
     from sqlalchemy import make_url, text
 
-    from reflection.storage import make_engine
+    from reflection.clients import make_engine
 
     try:
         for url in {broker, redis_url}:

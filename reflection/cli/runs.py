@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from celery import Celery
 from rich.progress import Progress
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine
 
 from reflection import constants as c
 from reflection import storage
@@ -43,6 +43,7 @@ from reflection.producer import make_producer, publish_reflect
 from reflection.records import AskedMeta, Journal, ReflectionMeta
 from reflection.request import parse_request
 from reflection.snapshot import PIECE_BEFORE, read_meta
+from reflection.storage import reports
 
 JobArg = Annotated[str, typer.Argument(help="The platform job id (a row of `jobs`).")]
 
@@ -241,28 +242,6 @@ def producer(broker_url: str) -> Celery:
     return app
 
 
-def pending_jobs(
-    engine: Engine, *, since: datetime | None, user: str | None, limit: int
-) -> list[Job]:
-    """Finished jobs without a reflection yet (no claim, or a claim not `done`), oldest first."""
-    j, cl = storage.jobs.c, storage.reflection_claims.c
-    ended = func.coalesce(j.finished_at, j.created_at)
-    q = (
-        select(storage.jobs)
-        .select_from(storage.jobs.outerjoin(storage.reflection_claims, cl.original_job_id == j.id))
-        .where(j.status.in_(c.OUTCOMES), or_(cl.state.is_(None), cl.state != "done"))
-        .order_by(ended, j.id)
-    )
-    if since is not None:
-        q = q.where(ended >= since)
-    if user is not None:
-        q = q.where(j.user_id == user)
-    if limit > 0:
-        q = q.limit(limit)
-    with engine.connect() as conn:
-        return [Job.model_validate(dict(r)) for r in conn.execute(q).mappings()]
-
-
 @handled
 def enqueue(job_id: JobArg, json_: JsonOpt = False) -> None:
     """Publish `reflect` for one finished job (skipped when it is already reflected)."""
@@ -313,7 +292,9 @@ def backfill(
     for the worker, so running it twice reflects nothing twice."""
     interval = 1.0 / _rate(rate)
     with services() as svc:
-        jobs = pending_jobs(svc.engine, since=parse_since(since), user=user, limit=limit)
+        jobs = reports.pending_jobs(
+            engine=svc.engine, since=parse_since(since), user=user, limit=limit
+        )
         published, invalid = _publish_all(svc, jobs, interval, dry_run_, quiet=json_)
     result = {
         "candidates": len(jobs),
