@@ -150,8 +150,9 @@ def roll_forward(
         if recovering and current not in (change.before, change.after):
             # Written since the killed run stopped (by hand, or by an operator command of
             # a release that did not finish journals first): the later write stands.
-            log.warning("journal %s: %s changed since; left as it is", journal.snapshot_id,
-                        change.path)  # fmt: skip
+            log.warning(
+                "journal %s: %s changed since; left as it is", journal.snapshot_id, change.path
+            )
         elif change.after is None:
             atomic_delete(target, root=paths.home)
         elif current != change.after:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
@@ -39,15 +39,14 @@ from reflection.errors import (
     LlmUnavailableError,
     TimeLimitError,
 )
-from reflection.models import LlmDecision, LlmResult, Usage
+from reflection.models import LlmDecision, LlmResult, OutputMode, Usage
 from reflection.reply import DecisionParseError, decision_json_schema, parse_decision
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["json_schema", "json_object", "text"]
-MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+MODES: tuple[OutputMode, ...] = get_args(OutputMode)  # best first
 PLACEHOLDER_KEY = "not-set"  # the SDK insists on a key; a keyless endpoint ignores it
 # How long a fallback to a weaker output mode is remembered before the best mode is tried
 # again: a refusal that was not about the format cannot pin a worker to a weaker mode.
@@ -147,14 +146,14 @@ class LlmClient:
         self._endpoint = _without_userinfo(settings.llm_endpoint)
         # (mode, until `clock()`) after the endpoint refused a better mode; else None. One
         # attribute holding an immutable tuple: threads read and replace it without a lock.
-        self._downgrade: tuple[Mode, float] | None = None
+        self._downgrade: tuple[OutputMode, float] | None = None
         self._tls = httpx2.create_ssl_context()  # loading the CA bundle costs ~20 ms
         self._local = threading.local()
         self._clients: list[OpenAI] = []
         self._clients_lock = threading.Lock()
 
     @property
-    def mode(self) -> Mode:
+    def mode(self) -> OutputMode:
         """The output mode the next decide() starts in: the best one, unless the endpoint
         refused it less than `MODE_DOWNGRADE_SECONDS` ago."""
         downgrade = self._downgrade
@@ -224,7 +223,7 @@ class LlmClient:
 
     def _complete(
         self, messages: list[ChatCompletionMessageParam], user_id: str, tally: _Tally
-    ) -> tuple[ChatCompletion, Mode]:
+    ) -> tuple[ChatCompletion, OutputMode]:
         """Call in the remembered mode, falling back while the endpoint refuses the format."""
         start = self.mode
         modes = MODES[MODES.index(start) :]
@@ -243,20 +242,25 @@ class LlmClient:
         self._remember(start, modes[-1])
         return completion, modes[-1]
 
-    def _remember(self, start: Mode, mode: Mode) -> None:
+    def _remember(self, start: OutputMode, mode: OutputMode) -> None:
         """After a fallback from `start` to `mode`, start there for a while. Staying in a
         remembered mode does not extend it, so the best mode is tried again in time."""
         if mode != start:
             self._downgrade = (mode, self._clock() + MODE_DOWNGRADE_SECONDS)
             log.info(
                 "the LLM endpoint answered in output mode %s; using it for the next %.0f s",
-                mode, MODE_DOWNGRADE_SECONDS,
-            )  # fmt: skip
+                mode,
+                MODE_DOWNGRADE_SECONDS,
+            )
         elif mode == MODES[0] and self._downgrade is not None:
             self._downgrade = None  # expired, and the best mode works again
 
     def _repair(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        tally: _Tally,
     ) -> tuple[ChatCompletion, str, LlmDecision]:
         try:
             completion = self._call(messages, mode, user_id, tally)
@@ -272,7 +276,11 @@ class LlmClient:
             ) from err
 
     def _call(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        tally: _Tally,
     ) -> ChatCompletion:
         """One request, retried on transient failures; 400/404/422 propagate to the caller
         (a context-length error as ContextOverflowError)."""
@@ -305,7 +313,11 @@ class LlmClient:
         raise self._unavailable(tally, what) from last
 
     def _request(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, timeout: float
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        timeout: float,
     ) -> ChatCompletion:
         # The SDK's generic `post` (its documented way to send a body as is) rather than
         # `chat.completions.create`, whose type-driven transform walks the params, JSON
@@ -356,8 +368,11 @@ class LlmClient:
                 delay = max(delay, min(asked, s.llm_backoff_max_seconds * 3))
         log.warning(
             "LLM request failed (%s); retry %d of %d in %.2fs",
-            self._redact(_describe_api_error(error)), attempt + 1, s.llm_max_attempts, delay,
-        )  # fmt: skip
+            self._redact(_describe_api_error(error)),
+            attempt + 1,
+            s.llm_max_attempts,
+            delay,
+        )
         self._sleep(min(delay, tally.remaining()))
 
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
@@ -412,7 +427,7 @@ def openai_client(
 
 
 # Built once: the SDK serialises the body without changing it.
-_RESPONSE_FORMATS: dict[Mode, dict[str, object] | None] = {
+_RESPONSE_FORMATS: dict[OutputMode, dict[str, object] | None] = {
     "json_schema": {
         "type": "json_schema",
         "json_schema": {"name": "reflection_decision", "schema": decision_json_schema()},

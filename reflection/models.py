@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 JobOutcome = Literal["succeeded", "failed", "aborted"]
 MemoryType = Literal["user", "feedback", "project", "reference"]
+OutputMode = Literal["json_schema", "json_object", "text"]  # how the LLM was asked to answer
 
 
 class Outcome(StrEnum):
@@ -132,9 +133,7 @@ class MemoryChange(BaseModel):
     op: Literal["add", "update", "remove"]
     name: str
     description: str | None = None
-    type: str | None = Field(
-        default=None, json_schema_extra={"enum": ["user", "feedback", "project", "reference"]}
-    )
+    type: str | None = Field(default=None, json_schema_extra={"enum": list(get_args(MemoryType))})
     body: str | None = None
     merge_target: str | None = None
 
@@ -177,7 +176,7 @@ class LlmResult(Frozen):
     model: str
     usage: Usage
     attempts: int = 1
-    mode: Literal["json_schema", "json_object", "text"] = "json_schema"
+    mode: OutputMode = "json_schema"
     repaired: bool = False
 
 

@@ -104,8 +104,10 @@ def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
     except Reject as rejected:
         log.warning(
             "reflect %s: the retry could not be published (%s); requeueing in %.1fs",
-            task.request.id, rejected.reason, min(countdown, REQUEUE_PAUSE_SECONDS),
-        )  # fmt: skip
+            task.request.id,
+            rejected.reason,
+            min(countdown, REQUEUE_PAUSE_SECONDS),
+        )
         time.sleep(min(countdown, REQUEUE_PAUSE_SECONDS))
         return Reject(rejected.reason, requeue=True)
 

@@ -173,9 +173,13 @@ def _run(
         task = bar.add_task("evaluating", total=len(scenarios) * repeat)
         try:
             return run_suite(
-                scenarios, settings, llm, repeat=repeat, jobs=jobs,
+                scenarios,
+                settings,
+                llm,
+                repeat=repeat,
+                jobs=jobs,
                 progress=lambda r: bar.advance(task),
-            )  # fmt: skip
+            )
         except LlmAuthError as e:
             fail(f"the LLM endpoint refused the key: {e}", EXIT_UNAVAILABLE)
 

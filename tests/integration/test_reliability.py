@@ -32,8 +32,12 @@ pytestmark = pytest.mark.integration
 def task_records_failure(env: Env, job_id: str, rid: str, error: ReflectionError) -> None:
     """What the task does when a run ends `failed` outside the pipeline (a bug, the
     time limit, a retry budget spent)."""
-    kwargs = {"original_job_id": job_id, "user_id": "alice", "piece_name": "default",
-              "outcome": "succeeded"}  # fmt: skip
+    kwargs = {
+        "original_job_id": job_id,
+        "user_id": "alice",
+        "piece_name": "default",
+        "outcome": "succeeded",
+    }
     record_failure(env.deps, reflection_job_id=rid, kwargs=kwargs, error=error)
 
 
@@ -50,8 +54,11 @@ def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
 def test_an_answer_that_never_validates_records_the_tokens_it_cost(env: Env, make_job: Any) -> None:
     make_job("job-junk")
     usage = {"prompt_tokens": 100, "completion_tokens": 5}
-    env.script("job-junk", {"content": "not json", "usage": usage},
-               {"content": "still not json", "usage": usage})  # fmt: skip
+    env.script(
+        "job-junk",
+        {"content": "not json", "usage": usage},
+        {"content": "still not json", "usage": usage},
+    )
     assert env.run("job-junk").error_code == "llm_invalid_output"
     [row] = env.metrics()
     assert row["llm_attempts"] == 2 == env.llm_calls()
@@ -194,10 +201,15 @@ def test_poison_after_too_many_crashed_deliveries(env: Env, make_job: Any) -> No
     with env.engine.begin() as conn:
         conn.execute(
             reflection_claims.insert().values(
-                original_job_id="job-poison", reflection_job_id="rid-p", user_id="alice",
-                state="running", fence=1, deliveries=2, lease_expires_at="2100-01-01T00:00:00Z",
+                original_job_id="job-poison",
+                reflection_job_id="rid-p",
+                user_id="alice",
+                state="running",
+                fence=1,
+                deliveries=2,
+                lease_expires_at="2100-01-01T00:00:00Z",
             )
-        )  # fmt: skip
+        )
     report = env.run("job-poison", reflection_job_id="rid-p")
     assert (report.outcome, report.error_code) == (Outcome.FAILED, "poison")
     assert env.llm_calls() == 0

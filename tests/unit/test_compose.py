@@ -12,11 +12,21 @@ from reflection.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED = (
-    "BROKER_URL", "REDIS_URL", "DATABASE_URL", "USER_FOLDER_ROOT", "PIECES_DIR",
-    "LLM_ENDPOINT", "LLM_MODEL", "LLM_API_KEY", "LLM_PROXY", "LLM_CONTEXT_LIMIT_TOKENS",
-    "ACTIVITY_LOG_MAX_BYTES", "MAX_ENTRY_BODY_BYTES", "PIECE_EDIT_COOLDOWN_HOURS",
+    "BROKER_URL",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "USER_FOLDER_ROOT",
+    "PIECES_DIR",
+    "LLM_ENDPOINT",
+    "LLM_MODEL",
+    "LLM_API_KEY",
+    "LLM_PROXY",
+    "LLM_CONTEXT_LIMIT_TOKENS",
+    "ACTIVITY_LOG_MAX_BYTES",
+    "MAX_ENTRY_BODY_BYTES",
+    "PIECE_EDIT_COOLDOWN_HOURS",
     "STORE_LLM_RAW",
-)  # fmt: skip
+)
 
 
 def anchor() -> dict[str, str]:
@@ -28,9 +38,15 @@ def test_every_fixed_name_reaches_the_containers() -> None:
 
 
 LIMITS = (
-    "LLM_PROXY", "LLM_CONTEXT_LIMIT_TOKENS", "LLM_MAX_OUTPUT_TOKENS", "ACTIVITY_LOG_MAX_BYTES",
-    "MAX_ENTRY_BODY_BYTES", "PIECE_EDIT_COOLDOWN_HOURS", "PIECE_EDIT_MODE", "STORE_LLM_RAW",
-)  # fmt: skip
+    "LLM_PROXY",
+    "LLM_CONTEXT_LIMIT_TOKENS",
+    "LLM_MAX_OUTPUT_TOKENS",
+    "ACTIVITY_LOG_MAX_BYTES",
+    "MAX_ENTRY_BODY_BYTES",
+    "PIECE_EDIT_COOLDOWN_HOURS",
+    "PIECE_EDIT_MODE",
+    "STORE_LLM_RAW",
+)
 
 
 def test_the_compose_defaults_are_the_workers() -> None:

@@ -28,8 +28,10 @@ def test_a_remove_is_rejected_when_its_merge_target_is_full() -> None:
         [add("c"), add("d"), rm("a", merge_target="d")], current, Limits(max_entries=2)
     )
     assert [x.code for x in verdict.verdicts] == [
-        Code.MEMORY_FULL, Code.MEMORY_FULL, Code.MERGE_TARGET_MISSING,
-    ]  # fmt: skip
+        Code.MEMORY_FULL,
+        Code.MEMORY_FULL,
+        Code.MERGE_TARGET_MISSING,
+    ]
     assert not verdict.targets
 
 
