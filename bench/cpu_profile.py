@@ -70,7 +70,7 @@ def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
 
     def command(*args: Any, **kwargs: Any) -> Any:
         counts["redis commands"] += 1
-        return real_command(*args, **kwargs)
+        return real_command(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     os.fsync, client.execute_command = fsync, command  # type: ignore[method-assign]
     try:
@@ -104,7 +104,7 @@ def main() -> int:
                 llm_api_key=KEY,
                 user_folder_root=Path(tmp),
                 pieces_dir=ROOT / "pieces",
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
             )
             run_engine = make_engine(DB_URL)
             deps = Deps(settings=s, engine=run_engine, redis=lock_redis, llm=LlmClient(s))

@@ -459,7 +459,10 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
             noop = _baseline(producer, "bench.noop", 5 * n).burst
             cpu0 = cpu_seconds(pid)
             floor = _baseline(
-                producer, "bench.floor", 2 * n, args_of=lambda i, u=users: (u[i % len(u)],)
+                producer,
+                "bench.floor",
+                2 * n,
+                args_of=lambda i, u=users: (u[i % len(u)],),  # type: ignore[misc]
             ).burst
             cpu1, t0 = cpu_seconds(pid), time.monotonic()
             _publish(producer, pairs)
@@ -782,7 +785,7 @@ def main() -> int:
             b = Bench(
                 engine, Path(tmp), llm, args.broker, args.cpu_turns, args.jitter, args.task_events
             )
-            runs = {
+            runs: dict[str, Callable[[], Any]] = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),
                 "in_flight": lambda: in_flight(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 
 from reflection.constants import QUEUE_NAME
 from reflection.producer import make_producer, publish_reflect

@@ -189,7 +189,7 @@ def test_run_hitting_a_busy_lock_hands_the_claim_back(
             .one()
         )
     assert claim["state"] == "running" and claim["decision"]
-    assert as_utc(claim["lease_expires_at"]) <= utcnow()
+    assert as_utc(claim["lease_expires_at"]) <= utcnow()  # type: ignore[operator]
     again = cli.json("run", "job-busy")
     assert again["outcome"] == "applied"
     assert cli.env.llm_calls() == 1

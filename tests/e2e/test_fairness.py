@@ -17,7 +17,7 @@ from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
-ANSWER = {"reasoning": "nothing new", "memory_changes": [], "piece_edit": None}
+ANSWER: dict[str, Any] = {"reasoning": "nothing new", "memory_changes": [], "piece_edit": None}
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])

@@ -100,7 +100,7 @@ class Hostile:
         mem = self.user(uid).memory_dir
         mem.mkdir(parents=True, exist_ok=True)
         extra = "protected: true\n" if protected else ""
-        path = mem / f"{name}.md"
+        path: Path = mem / f"{name}.md"
         path.write_text(
             f"---\nname: {name}\ndescription: d {name}\ntype: project\n{extra}---\n{body}"
         )

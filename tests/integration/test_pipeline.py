@@ -253,7 +253,7 @@ def test_crash_after_journal_is_rolled_forward_once(
 
     make_job("job-cr")
     env.script("job-cr", {"content": decision("x", [PYTEST_ENTRY])})
-    real = apply_mod.write_snapshot
+    real = apply_mod.write_snapshot  # type: ignore[attr-defined]
 
     def crash(*a: Any, **kw: Any) -> Any:
         raise KeyboardInterrupt("simulated SIGKILL")

@@ -98,7 +98,7 @@ def test_approve_refuses_a_proposal_made_against_an_older_piece(review: Env, mak
     assert "changed since this proposal was made" in str(refused.value)
     assert "(one)" in copy.read_text() and "(two)" not in copy.read_text()
     assert _status(review, second) == "pending"
-    assert get_proposal(engine=review.engine, proposal_id=second.id).detail.startswith(
+    assert get_proposal(engine=review.engine, proposal_id=second.id).detail.startswith(  # type: ignore[union-attr]
         "piece_stale: "
     )
     assert len(rows(review.engine, storage.piece_edits)) == 1
@@ -132,7 +132,7 @@ def test_reject_cannot_land_between_an_approvals_write_and_its_record(
     waits for it (here: gives up busy) and then finds the proposal approved."""
     review.settings(lock_wait_seconds=0)
     prop = _stage(review, make_job, "job-race")
-    real = P.roll_forward
+    real = P.roll_forward  # type: ignore[attr-defined]
     attempts: list[BaseException | None] = []
 
     def written_then_rejected(**kw: Any) -> bool:

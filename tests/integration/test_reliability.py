@@ -105,7 +105,7 @@ def test_a_lost_lock_stops_the_run_before_its_next_write(
 
     make_job("job-lost")
     env.script("job-lost", {"content": decision("x", [PYTEST_ENTRY])})
-    real = apply_mod.write_snapshot
+    real = apply_mod.write_snapshot  # type: ignore[attr-defined]
     key = "lock:" + USER_LOCK_PREFIX + "alice"
 
     def steal(*a: Any, **kw: Any) -> Any:
@@ -137,7 +137,7 @@ def test_a_run_paused_past_its_lease_between_two_files_writes_neither_more(
     env.script("job-paused", {"content": decision("x", [PYTEST_ENTRY])})
     key = "lock:" + USER_LOCK_PREFIX + "alice"
     paused = [0.0]
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def pause(name: str) -> None:
         if name == "between_writes":
@@ -171,7 +171,7 @@ def test_stale_writer_commits_nothing_and_its_work_lands_once(
 
     make_job("job-stale")
     env.script("job-stale", {"content": decision("x", [PYTEST_ENTRY])})
-    real = pipeline_mod.plan
+    real = pipeline_mod.plan  # type: ignore[attr-defined]
 
     def take_over(*a: Any, **kw: Any) -> Any:
         with env.engine.begin() as conn:
@@ -254,7 +254,7 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
 
     make_job("job-stopped")
     env.script("job-stopped", {"content": decision("x", [PYTEST_ENTRY])})
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def stop(name: str) -> None:
         if name == "after_journal":
@@ -301,7 +301,7 @@ def test_a_link_planted_where_a_journal_writes_is_replaced_not_followed(
     outside = tmp_path / "outside.md"
     outside.write_text("not the user's\n")
     entry = env.user("alice").memory_file("prefers-pytest")
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def plant(name: str) -> None:
         if name == "after_journal":

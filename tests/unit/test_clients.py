@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from reflection import clients
 from reflection.clients import CLI, DOCTOR, WORKER, Timeouts, make_engine, make_openai, make_redis
@@ -18,7 +19,7 @@ PG = "postgresql+psycopg://u:p@127.0.0.1:1/db"
 def engines(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The keyword arguments of every engine built (none is connected)."""
     built: list[dict[str, Any]] = []
-    real = clients.create_engine
+    real = sqlalchemy.create_engine
 
     def capture(url: str, **kw: Any) -> Any:
         built.append({"url": url, **kw})

@@ -30,7 +30,10 @@ FIXED = (
 
 
 def anchor() -> dict[str, str]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-reflection-env"]
+    env: dict[str, str] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
+        "x-reflection-env"
+    ]
+    return env
 
 
 def test_every_fixed_name_reaches_the_containers() -> None:
@@ -51,7 +54,7 @@ LIMITS = (
 
 def test_the_compose_defaults_are_the_workers() -> None:
     """(The services' URLs, the model and the log format are the stack's own choices.)"""
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     for name in LIMITS:
         m = re.fullmatch(r"\$\{REFLECTION_(\w+):-([^}]*)\}", anchor()[f"REFLECTION_{name}"])
         assert m is not None and m.group(1) == name
