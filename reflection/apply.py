@@ -141,6 +141,26 @@ def roll_forward(
     # and rows), and before each write once it has not been for a while (a paused run);
     # the commit's fence is the final judge anyway.
     lock.ensure_owned()
+    _write_files(paths, journal, lock, recovering)
+    fault_point("after_files")
+    write_snapshot(
+        paths, journal.meta, journal.snapshot, recovering=recovering, before_write=lock.before_write
+    )
+    fault_point("after_snapshot")
+    lock.ensure_owned()
+    committed = _commit_rows(engine, journal, duration_ms, recovering)
+    fault_point("after_commit")
+    if committed or recovering:
+        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
+    # else: a stale writer (its claim was taken over) wrote these files under the lock
+    # but may not commit; its journal stays for the next lock holder, who commits it
+    # fenceless, so the files and the rows still end up written exactly once.
+    return committed
+
+
+def _write_files(paths: UserPaths, journal: Journal, lock: UserLock, recovering: bool) -> None:
+    """Bring each of the journal's files to its after state (a file another writer changed
+    since a killed run stopped is left as that writer left it)."""
     for n, change in enumerate(journal.files):
         if n:
             fault_point("between_writes")
@@ -157,15 +177,13 @@ def roll_forward(
             atomic_delete(target, root=paths.home)
         elif current != change.after:
             atomic_write(target, change.after, root=paths.home)
-    fault_point("after_files")
-    write_snapshot(
-        paths, journal.meta, journal.snapshot, recovering=recovering, before_write=lock.before_write
-    )
-    fault_point("after_snapshot")
-    lock.ensure_owned()
-    committed = True
-    if journal.metrics is not None:  # an operator's change has no run to commit
-        committed = storage.commit_run(
+
+
+def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering: bool) -> bool:
+    """A run's rows and its claim marked done, in one transaction (False: stale); an
+    operator's change has no run to commit, only its metrics row (if any)."""
+    if journal.metrics is not None:
+        return storage.commit_run(
             engine=engine,
             original_job_id=journal.original_job_id,
             fence=None if recovering else journal.fence,
@@ -173,12 +191,6 @@ def roll_forward(
             piece_edit=journal.piece_edit,
             proposal=journal.proposal,
         )
-    elif journal.record is not None:
+    if journal.record is not None:
         storage.record_metrics(engine=engine, row=journal.record)
-    fault_point("after_commit")
-    if committed or recovering:
-        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
-    # else: a stale writer (its claim was taken over) wrote these files under the lock
-    # but may not commit; its journal stays for the next lock holder, who commits it
-    # fenceless, so the files and the rows still end up written exactly once.
-    return committed
+    return True

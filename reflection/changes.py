@@ -117,6 +117,29 @@ def judge_memory_changes(
 
     `unreadable` names files that exist but are malformed: never overwritten or deleted.
     """
+    codes = _each_change(changes, current, unreadable, limits)
+    while True:  # each pass only rejects, so this ends
+        before = list(codes)
+        _reject_missing_merge_targets(changes, codes, current)
+        # An add rejected here may be a remove's merge target: check those again.
+        _reject_overflow(changes, codes, current, limits)
+        if codes == before:
+            break
+    targets: dict[str, MemoryEntry | None] = {}
+    for ch, (code, _) in zip(changes, codes, strict=True):
+        if code is Code.OK:
+            targets[ch.name] = None if ch.op == "remove" else _entry(ch)
+    verdicts = tuple(_verdict(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
+    return MemoryJudgement(verdicts, targets)
+
+
+def _each_change(
+    changes: Sequence[MemoryChange],
+    current: Mapping[str, MemoryEntry],
+    unreadable: frozenset[str],
+    limits: Limits,
+) -> list[tuple[Code, str]]:
+    """Each change's code judged on its own (and against the names earlier in the batch)."""
     codes: list[tuple[Code, str]] = []
     seen: set[str] = set()
     for i, ch in enumerate(changes):
@@ -131,19 +154,7 @@ def judge_memory_changes(
         else:
             codes.append(_judge_one(ch, current, unreadable, limits))
         seen.add(ch.name)
-    while True:  # each pass only rejects, so this ends
-        before = list(codes)
-        _reject_missing_merge_targets(changes, codes, current)
-        # An add rejected here may be a remove's merge target: check those again.
-        _reject_overflow(changes, codes, current, limits)
-        if codes == before:
-            break
-    targets: dict[str, MemoryEntry | None] = {}
-    for ch, (code, _) in zip(changes, codes, strict=True):
-        if code is Code.OK:
-            targets[ch.name] = None if ch.op == "remove" else _entry(ch)
-    verdicts = tuple(_verdict(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
-    return MemoryJudgement(verdicts, targets)
+    return codes
 
 
 def _final_names(

@@ -446,12 +446,17 @@ def _unusable(answer: object) -> str | None:
 
     The SDK does not validate a 200: a proxy's HTML page comes back as a str, a JSON
     `{"error": ...}` or `{"choices": null}` as a ChatCompletion without choices."""
+    if isinstance(answer, str):  # the SDK's answer when the body is not JSON
+        return "a body that is not JSON"
     if not isinstance(answer, ChatCompletion):
-        if isinstance(answer, str):  # the SDK's answer when the body is not JSON
-            return "a body that is not JSON"
         return f"a JSON {type(answer).__name__} instead of a chat completion"
     if answer.model_extra and answer.model_extra.get("error"):
         return "an error instead of a chat completion"
+    return _unusable_choice(answer)
+
+
+def _unusable_choice(answer: ChatCompletion) -> str | None:
+    """None when the completion's first choice holds a text message; else what it holds."""
     choices = answer.choices
     if not choices or not isinstance(choices, list):
         return "a chat completion without choices"

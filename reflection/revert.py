@@ -119,6 +119,19 @@ def revert_snapshot(
     return paths.snapshot_dir(journal.snapshot_id)
 
 
+def _by_kind(changes: list[FileChange]) -> tuple[dict[str, FileChange], FileChange | None]:
+    """The memory entries restored (by name) and the piece's copy, if restored."""
+    memory: dict[str, FileChange] = {}
+    piece = None
+    for ch in changes:
+        path = Path(ch.path)
+        if path.parent.name == "pieces":
+            piece = piece or ch
+        elif path.parent.name == "memory" and path.name != "MEMORY.md":
+            memory[path.stem] = ch
+    return memory, piece
+
+
 def _journal(
     paths: UserPaths,
     snapshot_id: str,
@@ -127,12 +140,7 @@ def _journal(
     now: datetime,
 ) -> Journal:
     """The revert's journal: its files, its snapshot (`kind: revert`) and metrics row."""
-    memory = {
-        Path(c.path).stem: c
-        for c in changes
-        if Path(c.path).parent.name == "memory" and Path(c.path).name != "MEMORY.md"
-    }
-    piece = next((c for c in changes if Path(c.path).parent.name == "pieces"), None)
+    memory, piece = _by_kind(changes)
     change = Change(
         snapshot_id=snapshot_id_for(f"revert:{snapshot_id}:{now.isoformat()}", now),
         at=now,

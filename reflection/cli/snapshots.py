@@ -29,7 +29,7 @@ from reflection.errors import UnsafePathError
 from reflection.lock import operator_lock
 from reflection.models import Verdict
 from reflection.paths import UserPaths
-from reflection.records import AskedMeta, RevertMeta, SnapshotMeta, describe_invalid
+from reflection.records import AskedMeta, IndexLine, RevertMeta, SnapshotMeta, describe_invalid
 from reflection.revert import revert_snapshot
 from reflection.settings import get_settings
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, PIECE_PROPOSED, iter_index, read_meta
@@ -125,6 +125,10 @@ def history(
     if not rows:
         out.print(f"no snapshots for user {user}", markup=False)
         return
+    out.print(_history_table(user, rows))
+
+
+def _history_table(user: str, rows: Sequence[IndexLine]) -> Table:
     table = Table(title=plain(f"snapshots of {user}"))
     table.add_column("snapshot", no_wrap=True)  # its id starts with its time (UTC)
     for col in ("kind", "outcome", "job", "piece", "mem", "piece edit", "rej"):
@@ -136,7 +140,7 @@ def history(
             "yes" if r.piece_edited else "",
             plain(r.rejected),
         )
-    out.print(table)
+    return table
 
 
 @handled
