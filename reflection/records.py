@@ -2,12 +2,13 @@
 `meta.json` says, its `index.jsonl` line, the `reflection_metrics`, `piece_edits` and
 `piece_proposals` rows, and the journal that carries them all to disk (`reflection.apply`).
 
-Each record is built in one place (`reflection.apply` for a reflection, `revert` and
-`proposals` through the builders at the end of this module) and read as attributes
-everywhere. Records are read back from files and rows that an older or a newer release
-may have written (SPEC §14): unknown fields are ignored and missing ones defaulted; only
-a field without which the record means nothing (a verdict's code, a journal's user) is
-required. New fields get defaults, so the files already on disk keep loading
+Each record is built in one place, by the builders here (`SnapshotMeta.of(Change)`,
+`MetricsRow.of_snapshot` and `of_run`, `PieceEditRow.of`) that a reflection
+(`reflection.plan`), a revert and an approval share, and read as attributes everywhere.
+Records are read back from files and rows that an older or a newer release may have
+written (SPEC §14): unknown fields are ignored and missing ones defaulted; only a field
+without which the record means nothing (a verdict's code, a journal's user) is required.
+New fields get defaults, so the files already on disk keep loading
 (`tests/fixtures/records_07ec03c`).
 
     SnapshotMeta = ReflectionMeta | ConsolidationMeta | RevertMeta | ApprovalMeta   (on `kind`)
