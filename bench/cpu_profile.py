@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.run import DB_URL, KEY, LOCK_URL, RemoteLlm, _answer, cpu_by_process, cpu_spent  # noqa: E402
+from reflection.clients import make_engine  # noqa: E402
 from reflection.llm import LlmClient  # noqa: E402
 from reflection.pipeline import Deps, run_reflection  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
-from reflection.storage import jobs, make_engine  # noqa: E402
+from reflection.storage import jobs  # noqa: E402
 from reflection.testing.db import prepare_database  # noqa: E402
 
 WARM_UP = 20
@@ -54,9 +55,11 @@ def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
         if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
             counts["postgres BEGIN...COMMIT"] += 1
 
-    hooks = [(engine, "before_cursor_execute", tally("postgres statements")),
-             (engine, "begin", begin),
-             (engine.pool, "checkout", tally("postgres checkouts"))]  # fmt: skip
+    hooks = [
+        (engine, "before_cursor_execute", tally("postgres statements")),
+        (engine, "begin", begin),
+        (engine.pool, "checkout", tally("postgres checkouts")),
+    ]
     for target, name, fn in hooks:
         event.listen(target, name, fn)
     real_fsync, real_command = os.fsync, client.execute_command
@@ -67,7 +70,7 @@ def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
 
     def command(*args: Any, **kwargs: Any) -> Any:
         counts["redis commands"] += 1
-        return real_command(*args, **kwargs)
+        return real_command(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     os.fsync, client.execute_command = fsync, command  # type: ignore[method-assign]
     try:
@@ -95,21 +98,36 @@ def main() -> int:
         llm.set_script({"default": {"content": _answer()}})
         with tempfile.TemporaryDirectory() as tmp:
             s = Settings(
-                database_url=DB_URL, redis_url=LOCK_URL, llm_endpoint=llm.base_url,
-                llm_api_key=KEY, user_folder_root=Path(tmp), pieces_dir=ROOT / "pieces",
-                _env_file=None,  # type: ignore[call-arg]
-            )  # fmt: skip
+                database_url=DB_URL,
+                redis_url=LOCK_URL,
+                llm_endpoint=llm.base_url,
+                llm_api_key=KEY,
+                user_folder_root=Path(tmp),
+                pieces_dir=ROOT / "pieces",
+                _env_file=None,
+            )
             run_engine = make_engine(DB_URL)
             deps = Deps(settings=s, engine=run_engine, redis=lock_redis, llm=LlmClient(s))
-            rows = [{"id": f"p-{i}", "user_id": f"u{i % 50}", "piece_name": "default",
-                     "status": "succeeded", "task": "Add a CSV export"}
-                    for i in range(args.runs + 2 * WARM_UP)]  # fmt: skip
+            rows = [
+                {
+                    "id": f"p-{i}",
+                    "user_id": f"u{i % 50}",
+                    "piece_name": "default",
+                    "status": "succeeded",
+                    "task": "Add a CSV export",
+                }
+                for i in range(args.runs + 2 * WARM_UP)
+            ]
             with engine.begin() as conn:
                 conn.execute(insert(jobs), rows)
 
             def run(row: dict[str, str]) -> None:
-                kwargs = {"original_job_id": row["id"], "user_id": row["user_id"],
-                          "piece_name": "default", "outcome": "succeeded"}  # fmt: skip
+                kwargs = {
+                    "original_job_id": row["id"],
+                    "user_id": row["user_id"],
+                    "piece_name": "default",
+                    "outcome": "succeeded",
+                }
                 run_reflection(deps, reflection_job_id=str(uuid.uuid4()), kwargs=kwargs)
 
             for row in rows[:WARM_UP]:
@@ -130,8 +148,10 @@ def main() -> int:
     finally:
         llm.close()
     label = " (under cProfile)" if args.cprofile else ""
-    print(f"{args.runs} runs{label}: wall {wall * 1000 / args.runs:.1f} ms/run, "
-          f"cpu {cpu * 1000 / args.runs:.1f} ms/run")  # fmt: skip
+    print(
+        f"{args.runs} runs{label}: wall {wall * 1000 / args.runs:.1f} ms/run, "
+        f"cpu {cpu * 1000 / args.runs:.1f} ms/run"
+    )
     caused = ", ".join(
         f"{k} {v * 1000 / args.runs:.1f}" for k, v in elsewhere.items() if k != "workers"
     )

@@ -88,11 +88,17 @@ def _answer() -> dict[str, Any]:
     # whole path runs, lock, judge, journal, files, snapshot, rows.
     return {
         "reasoning": "The user prefers pytest.",
-        "memory_changes": [{"op": "add", "name": "prefers-pytest", "type": "feedback",
-                            "description": "Write tests with pytest",
-                            "body": "The user asked for pytest fixtures."}],
+        "memory_changes": [
+            {
+                "op": "add",
+                "name": "prefers-pytest",
+                "type": "feedback",
+                "description": "Write tests with pytest",
+                "body": "The user asked for pytest fixtures.",
+            }
+        ],
         "piece_edit": None,
-    }  # fmt: skip
+    }
 
 
 # --- process tree measurements (Linux /proc) ------------------------------------------
@@ -169,12 +175,16 @@ def cpu_spent(
         if pid == os.getpid():
             continue
         key = (
-            "workers" if pid in workers
-            else "scripted llm" if pid == llm_pid
-            else "postgres" if name.startswith("postgres")
-            else "redis" if name.startswith("redis")
+            "workers"
+            if pid in workers
+            else "scripted llm"
+            if pid == llm_pid
+            else "postgres"
+            if name.startswith("postgres")
+            else "redis"
+            if name.startswith("redis")
             else "other"
-        )  # fmt: skip
+        )
         spent[key] += delta
     return spent
 
@@ -187,16 +197,27 @@ class RemoteLlm:
     process it would share a GIL with the harness's polling and slow the answers down."""
 
     def __init__(self) -> None:
-        cmd = [sys.executable, "-m", "reflection.devtools.scripted_llm", "--port", "0",
-               "--require-key", KEY]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "reflection.devtools.scripted_llm",
+            "--port",
+            "0",
+            "--require-key",
+            KEY,
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.base_url = self.proc.stdout.readline().split()[-1]
 
     def _post(self, path: str, body: Any) -> None:
         root = self.base_url.removesuffix("/v1")
-        req = urllib.request.Request(root + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            root + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10):
             pass
 
@@ -233,8 +254,16 @@ class Bench:
         self.llm.reset()
 
     def add_jobs(self, users: list[str]) -> list[tuple[str, str]]:
-        rows = [{"id": f"b-{uuid.uuid4().hex[:12]}", "user_id": u, "piece_name": "default",
-                 "status": "succeeded", "task": "Add a CSV export"} for u in users]  # fmt: skip
+        rows = [
+            {
+                "id": f"b-{uuid.uuid4().hex[:12]}",
+                "user_id": u,
+                "piece_name": "default",
+                "status": "succeeded",
+                "task": "Add a CSV export",
+            }
+            for u in users
+        ]
         with self.engine.begin() as conn:
             conn.execute(insert(jobs), rows)
         return [(r["id"], r["user_id"]) for r in rows]
@@ -242,12 +271,16 @@ class Bench:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REFLECTION_")}
         env |= {
-            "REFLECTION_BROKER_URL": self.broker_url, "REFLECTION_REDIS_URL": LOCK_URL,
-            "REFLECTION_DATABASE_URL": DB_URL, "REFLECTION_LLM_ENDPOINT": self.llm.base_url,
-            "REFLECTION_LLM_API_KEY": KEY, "REFLECTION_LLM_MODEL": "scripted-bench",
+            "REFLECTION_BROKER_URL": self.broker_url,
+            "REFLECTION_REDIS_URL": LOCK_URL,
+            "REFLECTION_DATABASE_URL": DB_URL,
+            "REFLECTION_LLM_ENDPOINT": self.llm.base_url,
+            "REFLECTION_LLM_API_KEY": KEY,
+            "REFLECTION_LLM_MODEL": "scripted-bench",
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
-            "REFLECTION_PIECES_DIR": str(ROOT / "pieces"), "REFLECTION_LOG_FORMAT": "text",
-        }  # fmt: skip
+            "REFLECTION_PIECES_DIR": str(ROOT / "pieces"),
+            "REFLECTION_LOG_FORMAT": "text",
+        }
         if self.cpu_turns is not None:
             env["REFLECTION_CPU_TURNS"] = str(self.cpu_turns)
         return env
@@ -262,11 +295,28 @@ class Bench:
         try:
             for i in range(processes):
                 log = self.work / f"worker-{pool}-{concurrency}-{i}.log"
-                cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker",
-                       "-Q", "reflection", "--pool", pool, "--concurrency", str(concurrency),
-                       "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-                       "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
-                       *(["-E"] if self.task_events else [])]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.app",
+                    "worker",
+                    "-Q",
+                    "reflection",
+                    "--pool",
+                    pool,
+                    "--concurrency",
+                    str(concurrency),
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-n",
+                    f"bench-{uuid.uuid4().hex[:6]}@%h",
+                    *(["-E"] if self.task_events else []),
+                ]
                 with log.open("wb") as out:
                     procs.append(
                         subprocess.Popen(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=out)
@@ -364,8 +414,13 @@ def _rate(samples: Samples, t0: float, n: int, c: int) -> Rate:
 def _publish(producer: Any, pairs: list[tuple[str, str]]) -> dict[str, float]:
     sent = {}
     for job_id, user in pairs:
-        publish_reflect(producer, original_job_id=job_id, user_id=user, piece_name="default",
-                        outcome="succeeded")  # fmt: skip
+        publish_reflect(
+            producer,
+            original_job_id=job_id,
+            user_id=user,
+            piece_name="default",
+            outcome="succeeded",
+        )
         sent[job_id] = time.time()
     return sent
 
@@ -404,20 +459,28 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
             noop = _baseline(producer, "bench.noop", 5 * n).burst
             cpu0 = cpu_seconds(pid)
             floor = _baseline(
-                producer, "bench.floor", 2 * n, args_of=lambda i, u=users: (u[i % len(u)],)
+                producer,
+                "bench.floor",
+                2 * n,
+                args_of=lambda i, u=users: (u[i % len(u)],),  # type: ignore[misc]
             ).burst
             cpu1, t0 = cpu_seconds(pid), time.monotonic()
             _publish(producer, pairs)
             done = _wait(lambda d=done0: b.done_reflections() - d, n)
             rate = _rate(done, t0, n, 0).burst
             cpu2 = cpu_seconds(pid)
-            per_round.append({
-                "noop_per_s": noop, "reflections_per_s": rate, "ratio_vs_noop": rate / noop,
-                "cpu_ms_per_reflection": (cpu2 - cpu1) * 1000 / n,
-                "floor_per_s": floor, "floor_ratio_vs_noop": floor / noop,
-                "ratio_vs_floor": rate / floor,
-                "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / (2 * n),
-            })  # fmt: skip
+            per_round.append(
+                {
+                    "noop_per_s": noop,
+                    "reflections_per_s": rate,
+                    "ratio_vs_noop": rate / noop,
+                    "cpu_ms_per_reflection": (cpu2 - cpu1) * 1000 / n,
+                    "floor_per_s": floor,
+                    "floor_ratio_vs_noop": floor / noop,
+                    "ratio_vs_floor": rate / floor,
+                    "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / (2 * n),
+                }
+            )
     return _medians(per_round, spread_of=("ratio_vs_noop", "floor_ratio_vs_noop"))
 
 
@@ -426,8 +489,9 @@ def _medians(per_round: list[dict[str, float]], spread_of: tuple[str, ...]) -> d
     (`<figure>_min`, `<figure>_max`), the number of rounds, and the rounds themselves
     (`per_round`, for the JSON)."""
     figures = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
-    spread = {f"{k}_{f.__name__}": f(r[k] for r in per_round)
-              for k in spread_of for f in (min, max)}  # fmt: skip
+    spread = {
+        f"{k}_{f.__name__}": f(r[k] for r in per_round) for k in spread_of for f in (min, max)
+    }
     return {**figures, **spread, "rounds": len(per_round), "per_round": per_round}
 
 
@@ -477,19 +541,24 @@ def _in_flight_round(
     own_cpu_ms = max(0.0, spent["workers"] * 1000 / n - sleep_cpu_ms)
     equal = _baseline(producer, "bench.sleep_burn", n, (latency, own_cpu_ms), c)
     limit = c / latency
-    return {"reflections_per_s": rate.sustained, "limit_per_s": limit,
-            "ratio_vs_limit": rate.sustained / limit,
-            "sleep_task_per_s": sleep.sustained, "ratio_vs_sleep": rate.sustained / sleep.sustained,
-            "equal_cpu_task_per_s": equal.sustained,
-            "ratio_vs_equal_cpu_task": rate.sustained / equal.sustained,
-            "burst_reflections_per_s": rate.burst, "burst_sleep_task_per_s": sleep.burst,
-            "burst_ratio_vs_limit": rate.burst / limit,
-            "burst_ratio_vs_sleep": rate.burst / sleep.burst,
-            "worker_rss_mb_peak": max(peak), "cpu_ms_per_sleep_task_workers": sleep_cpu_ms,
-            "cpu_ms_per_sleep_task_celery_loop": (loop1 - loop0) * 1000 / n,
-            "cpu_ms_per_reflection_celery_loop": (loop2 - loop1) * 1000 / n,
-            **{f"cpu_ms_per_reflection_{k.replace(' ', '_')}": v * 1000 / n
-               for k, v in spent.items()}}  # fmt: skip
+    return {
+        "reflections_per_s": rate.sustained,
+        "limit_per_s": limit,
+        "ratio_vs_limit": rate.sustained / limit,
+        "sleep_task_per_s": sleep.sustained,
+        "ratio_vs_sleep": rate.sustained / sleep.sustained,
+        "equal_cpu_task_per_s": equal.sustained,
+        "ratio_vs_equal_cpu_task": rate.sustained / equal.sustained,
+        "burst_reflections_per_s": rate.burst,
+        "burst_sleep_task_per_s": sleep.burst,
+        "burst_ratio_vs_limit": rate.burst / limit,
+        "burst_ratio_vs_sleep": rate.burst / sleep.burst,
+        "worker_rss_mb_peak": max(peak),
+        "cpu_ms_per_sleep_task_workers": sleep_cpu_ms,
+        "cpu_ms_per_sleep_task_celery_loop": (loop1 - loop0) * 1000 / n,
+        "cpu_ms_per_reflection_celery_loop": (loop2 - loop1) * 1000 / n,
+        **{f"cpu_ms_per_reflection_{k.replace(' ', '_')}": v * 1000 / n for k, v in spent.items()},
+    }
 
 
 def _latencies(b: Bench, sent: dict[str, float]) -> list[float]:
@@ -531,10 +600,16 @@ def isolation(
             burst = _p95(_latencies(b, sent))
             drain = max(_latencies(b, hot_sent))
             deferrals = b.deferrals("hot")
-            per_round.append({"others_p95_alone_s": alone, "others_p95_with_burst_s": burst,
-                              "ratio": burst / alone, "hot_drain_s": drain,
-                              "hot_drain_vs_cap_pace": drain / (200 * latency / USER_CAP),
-                              "hot_deferrals_per_run": deferrals / 200})  # fmt: skip
+            per_round.append(
+                {
+                    "others_p95_alone_s": alone,
+                    "others_p95_with_burst_s": burst,
+                    "ratio": burst / alone,
+                    "hot_drain_s": drain,
+                    "hot_drain_vs_cap_pace": drain / (200 * latency / USER_CAP),
+                    "hot_deferrals_per_run": deferrals / 200,
+                }
+            )
     return _medians(per_round, spread_of=("ratio",))
 
 
@@ -562,8 +637,13 @@ def deferral(
             count = b.deferrals("hot") - count0
             cpu2 = sum(map(cpu_seconds, pids))
             noop_ms, defer_ms = (cpu1 - cpu0) * 1000 / n, (cpu2 - cpu1) * 1000 / count
-            per_round.append({"cpu_ms_per_noop_task": noop_ms, "cpu_ms_per_deferral": defer_ms,
-                              "ratio_vs_noop_task": defer_ms / noop_ms})  # fmt: skip
+            per_round.append(
+                {
+                    "cpu_ms_per_noop_task": noop_ms,
+                    "cpu_ms_per_deferral": defer_ms,
+                    "ratio_vs_noop_task": defer_ms / noop_ms,
+                }
+            )
     return _medians(per_round, spread_of=("ratio_vs_noop_task",))
 
 
@@ -584,28 +664,44 @@ def prompt_size(work: Path) -> dict[str, float]:
         for i in range(5 * 1024 * 1024 // 64):
             f.write(f'[{i:08d}] tool=Bash cmd="pytest -q" -> {i % 7} failed, {i % 50} ok\n')
     memory = tuple(
-        MemoryEntry(name=f"entry-{i:02d}", description=f"A durable fact number {i}",
-                    type="project", body=("The billing service talks to Postgres 16. " * 12))
+        MemoryEntry(
+            name=f"entry-{i:02d}",
+            description=f"A durable fact number {i}",
+            type="project",
+            body=("The billing service talks to Postgres 16. " * 12),
+        )
         for i in range(20)
-    )  # fmt: skip
-    req = ReflectRequest(original_job_id="j1", user_id="u1", piece_name="default",
-                         outcome="failed")  # fmt: skip
+    )
+    req = ReflectRequest(original_job_id="j1", user_id="u1", piece_name="default", outcome="failed")
     inputs = ReflectionInputs(
         request=req,
-        job=Job(id="j1", user_id="u1", piece_name="default", status="failed",
-                task="Migrate the settings loader to pydantic-settings", error="max movements"),
+        job=Job(
+            id="j1",
+            user_id="u1",
+            piece_name="default",
+            status="failed",
+            task="Migrate the settings loader to pydantic-settings",
+            error="max movements",
+        ),
         activity=read_activity_log(log, s.activity_log_max_bytes),
         memory=memory,
         piece=load_piece(UserPaths(work, "u1"), ROOT / "pieces", "default"),
-    )  # fmt: skip
-    system = build_system_prompt(max_changes=s.max_changes_per_run,
-                                 max_body_bytes=s.max_entry_body_bytes)  # fmt: skip
-    p = fit_prompt(inputs, context_limit_tokens=s.llm_context_limit_tokens,
-                   max_output_tokens=s.llm_max_output_tokens, max_changes=s.max_changes_per_run,
-                   max_body_bytes=s.max_entry_body_bytes,
-                   memory_max_bytes=s.prompt_memory_max_bytes)  # fmt: skip
-    return {"system_prompt_tokens": len(enc.encode(system)),
-            "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user))}  # fmt: skip
+    )
+    system = build_system_prompt(
+        max_changes=s.max_changes_per_run, max_body_bytes=s.max_entry_body_bytes
+    )
+    p = fit_prompt(
+        inputs,
+        context_limit_tokens=s.llm_context_limit_tokens,
+        max_output_tokens=s.llm_max_output_tokens,
+        max_changes=s.max_changes_per_run,
+        max_body_bytes=s.max_entry_body_bytes,
+        memory_max_bytes=s.prompt_memory_max_bytes,
+    )
+    return {
+        "system_prompt_tokens": len(enc.encode(system)),
+        "full_prompt_tokens": len(enc.encode(p.system)) + len(enc.encode(p.user)),
+    }
 
 
 SCENARIOS = ("prompt", "overhead", "in_flight", "isolation", "deferral")
@@ -631,30 +727,41 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small counts (the smoke test)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     ap.add_argument(
-        "--processes", type=int, default=os.cpu_count() or 1,
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
         help="threads-pool worker processes sharing the 100 in flight (default: one a core)",
-    )  # fmt: skip
+    )
     ap.add_argument(
-        "--cpu-turns", type=int, default=None,
+        "--cpu-turns",
+        type=int,
+        default=None,
         help="REFLECTION_CPU_TURNS for the workers (default: the worker's; 0: no turns)",
-    )  # fmt: skip
+    )
     ap.add_argument(
-        "--jitter", type=float, default=0.0,
+        "--jitter",
+        type=float,
+        default=0.0,
         help="spread the scripted LLM's latency uniformly by ± this many seconds (default 0)",
-    )  # fmt: skip
+    )
     ap.add_argument(
-        "--broker", default=BROKER_URL,
+        "--broker",
+        default=BROKER_URL,
         help=f"the Celery broker of the workers and baselines (default {BROKER_URL}); "
         "its reflection queue is emptied first, so give the bench a broker or vhost of its own",
-    )  # fmt: skip
+    )
     ap.add_argument(
-        "--without-task-events", dest="task_events", action="store_false",
+        "--without-task-events",
+        dest="task_events",
+        action="store_false",
         help="workers without -E: what they cost when no Flower asks for task events",
-    )  # fmt: skip
+    )
     ap.add_argument(
-        "--only", default=",".join(SCENARIOS), type=lambda v: v.split(","),
+        "--only",
+        default=",".join(SCENARIOS),
+        type=lambda v: v.split(","),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
-    )  # fmt: skip
+    )
     args = ap.parse_args()
     if unknown := set(args.only) - set(SCENARIOS):
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
@@ -663,18 +770,22 @@ def main() -> int:
     rounds = 1 if args.quick else 3
     engine = prepare_database(DB_URL)
     producer = make_producer(args.broker)
-    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "quick": args.quick,
-                               "processes": args.processes,
-                               "cpu_turns": args.cpu_turns, "jitter": args.jitter,
-                               "task_events": args.task_events,
-                               "broker": safe_url(args.broker)}  # fmt: skip
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(),
+        "quick": args.quick,
+        "processes": args.processes,
+        "cpu_turns": args.cpu_turns,
+        "jitter": args.jitter,
+        "task_events": args.task_events,
+        "broker": safe_url(args.broker),
+    }
     llm = RemoteLlm()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             b = Bench(
                 engine, Path(tmp), llm, args.broker, args.cpu_turns, args.jitter, args.task_events
             )
-            runs = {
+            runs: dict[str, Callable[[], Any]] = {
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),
                 "in_flight": lambda: in_flight(

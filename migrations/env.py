@@ -6,8 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from reflection.clients import make_engine
 from reflection.settings import get_settings
-from reflection.storage import make_engine, metadata
+from reflection.storage import metadata
 
 config = context.config
 if config.config_file_name is not None:

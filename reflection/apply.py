@@ -1,96 +1,34 @@
-"""Apply a judged decision, crash-safely, through a journal rolled forward under the lock.
+"""Write a planned change (`reflection.plan`) crash-safely, through a journal rolled
+forward under the user's lock.
 
-Inside the user lock the run (1) judges the decision against the state read *now*,
-(2) writes a journal holding every file's before and after text, the snapshot and the
-database rows, then (3) rolls it forward: files, snapshot, index line, one Postgres
-transaction (metrics row, piece_edits row, claim marked done), and deletes the journal.
-Every step is idempotent, so a worker killed anywhere leaves either no journal (nothing
-was written) or a journal that the next holder of the user's lock completes exactly once.
+Inside the user lock a run writes a journal holding every file's before and after text,
+the snapshot and the database rows, then rolls it forward: files, snapshot, index line,
+one Postgres transaction (metrics row, piece_edits row, claim marked done), and deletes
+the journal. Every step is idempotent, so a worker killed anywhere leaves either no
+journal (nothing was written) or a journal that the next holder of the user's lock
+completes exactly once. Reverts and approvals go through the same journal.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from reflection import storage
-from reflection.changes import Limits, judge_memory_changes, judge_piece_edit
+from reflection.errors import UnsafePathError
 from reflection.faults import fault_point
-from reflection.frontmatter import render_entry
 from reflection.fsio import atomic_delete, atomic_write, read_text_limited
 from reflection.lock import UserLock
-from reflection.memory import render_index
-from reflection.models import (
-    Decision,
-    LlmDecision,
-    LlmResult,
-    MemoryEntry,
-    Outcome,
-    Piece,
-    ReflectRequest,
-)
-from reflection.paths import UnsafePathError, UserPaths
-from reflection.secrets import mask_secrets
-from reflection.snapshot import PIECE_BEFORE, PIECE_PROPOSED, snapshot_files, write_snapshot
+from reflection.paths import UserPaths
+from reflection.records import Journal
+from reflection.snapshot import write_snapshot
 
 log = logging.getLogger(__name__)
 
 _MAX_JOURNAL_BYTES = 64 * 1024 * 1024
-
-
-class FileChange(BaseModel):
-    """One file of the user's folder: its text before and after (None = absent)."""
-
-    path: str  # relative to the user's home
-    before: str | None
-    after: str | None
-
-
-class Journal(BaseModel):
-    """Everything one reflection writes, decided before the first write."""
-
-    snapshot_id: str
-    original_job_id: str
-    reflection_job_id: str
-    user_id: str
-    fence: int
-    files: list[FileChange]
-    snapshot: dict[str, str]
-    meta: dict[str, Any]
-    metrics: dict[str, Any]
-    piece_edit: dict[str, Any] | None
-    proposal: dict[str, Any] | None = None  # a piece edit staged for review, not written
-    # An operator's change (a revert) has no run to commit: its metrics row, recorded
-    # before the journal is removed so that a crash cannot lose it.
-    record: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class State:
-    """The user's state as read under the lock."""
-
-    memory: Mapping[str, MemoryEntry]
-    unreadable: frozenset[str]
-    piece: Piece
-    last_piece_edit_at: datetime | None
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def snapshot_id_for(reflection_job_id: str, now: datetime) -> str:
-    """Sortable by time, unique per run, safe as a folder name."""
-    return f"{now:%Y%m%dT%H%M%SZ}-{_sha(reflection_job_id)[:12]}"
 
 
 def read_or_none(paths: UserPaths, path: Path) -> str | None:
@@ -102,7 +40,7 @@ def read_or_none(paths: UserPaths, path: Path) -> str | None:
         return None
 
 
-def _replaceable(paths: UserPaths, path: Path) -> str | None:
+def replaceable(paths: UserPaths, path: Path) -> str | None:
     """`read_or_none` for a file the run rewrites whole (MEMORY.md, a journal's target):
     one that is no longer UTF-8 or over the size limit (edited by hand), or a link
     planted in its place (an atomic write replaces the link, never follows it), is
@@ -117,207 +55,6 @@ def _replaceable(paths: UserPaths, path: Path) -> str | None:
             raise
         log.warning("%s cannot be read (%s); it is rewritten whole", path, e)
         return None
-
-
-def outcome_of(decisions: tuple[Decision, ...]) -> Outcome:
-    """applied (≥1 accepted), abstained (nothing proposed), rejected (none accepted)."""
-    if not decisions:
-        return Outcome.ABSTAINED
-    return Outcome.APPLIED if any(d.accepted for d in decisions) else Outcome.REJECTED
-
-
-def plan(
-    *,
-    paths: UserPaths,
-    request: ReflectRequest,
-    reflection_job_id: str,
-    fence: int,
-    llm: LlmResult,
-    state: State,
-    limits: Limits,
-    now: datetime,
-    store_llm_raw: bool,
-    piece_edit_mode: str = "auto",
-) -> Journal:
-    """Judge the decision against `state` and lay out every write as a journal.
-
-    In `review` mode an accepted piece edit is not written: it is staged (`staged`), and
-    the commit inserts it as a `piece_proposals` row for an operator to approve."""
-    decision = llm.decision
-    verdict = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
-    decisions = verdict.decisions
-    pd, piece_after, staged = _judge_piece(
-        decision, request.piece_name, state, limits, now, piece_edit_mode
-    )
-    decisions += pd
-
-    files: list[FileChange] = []
-    mem_before: dict[str, str | None] = {}
-    mem_after: dict[str, str | None] = {}
-    for name, entry in verdict.targets.items():
-        path = paths.memory_file(name)
-        mem_before[name] = read_or_none(paths, paths.writable(path))
-        mem_after[name] = render_entry(entry) if entry is not None else None
-        files.append(_change(paths, path, mem_before[name], mem_after[name]))
-    if verdict.targets:
-        final = {**state.memory, **verdict.targets}
-        index = render_index(e for e in final.values() if e is not None)
-        index_path = paths.writable(paths.memory_index)
-        files.append(_change(paths, index_path, _replaceable(paths, index_path), index))
-    if piece_after is not None:
-        copy = paths.piece_copy(request.piece_name)
-        before = read_or_none(paths, paths.writable(copy))
-        files.append(_change(paths, copy, before, piece_after))
-
-    sid = snapshot_id_for(reflection_job_id, now)
-    # Before anything is written: like the files above, no snapshot, index or journal may
-    # go through a planted symlink (UnsafePathError: the run fails `input_invalid`).
-    for target in (
-        journal_path(paths, sid),
-        paths.snapshot_dir(sid) / "meta.json",
-        paths.snapshot_index,
-    ):
-        paths.writable_file(target)
-    # A rejected name or detail may quote a credential; the snapshot keeps it masked.
-    decisions = tuple(
-        d.model_copy(update={"name": mask_secrets(d.name), "detail": mask_secrets(d.detail)})
-        for d in decisions
-    )
-    outcome = outcome_of(decisions)
-    accepted_mem = sum(1 for d in decisions if d.kind == "memory" and d.accepted)
-    meta: dict[str, Any] = {
-        "kind": "reflection",
-        "snapshot_id": sid,
-        "created_at": now.isoformat(),
-        "original_job_id": request.original_job_id,
-        "reflection_job_id": reflection_job_id,
-        "user_id": request.user_id,
-        "piece_name": request.piece_name,
-        "job_outcome": request.outcome,
-        "outcome": outcome.value,
-        "reasoning": mask_secrets(decision.reasoning),
-        "model": llm.model,
-        "tokens_in": llm.usage.tokens_in,
-        "tokens_out": llm.usage.tokens_out,
-        "llm_attempts": llm.attempts,
-        "memory_changes": accepted_mem,
-        "piece_edited": piece_after is not None,
-        "piece_before_source": "user" if state.piece.user_copy else "builtin",
-        "rejected": sum(1 for d in decisions if not d.accepted),
-        "decisions": [d.model_dump(mode="json") for d in decisions],
-        "memory_files": {
-            n: {"before": mem_before[n] is not None, "after": mem_after[n] is not None}
-            for n in verdict.targets
-        },
-    }
-    if store_llm_raw:
-        meta["llm_raw"] = mask_secrets(llm.raw)
-    if staged is not None:
-        meta["piece_staged"] = True
-    metrics = {
-        "reflection_job_id": reflection_job_id,
-        "original_job_id": request.original_job_id,
-        "user_id": request.user_id,
-        "piece_name": request.piece_name,
-        "outcome": outcome.value,
-        "memory_changes": accepted_mem,
-        "piece_edited": piece_after is not None,
-        "rejections": meta["rejected"],
-        "tokens_in": llm.usage.tokens_in,
-        "tokens_out": llm.usage.tokens_out,
-        "llm_attempts": llm.attempts,
-        "model": llm.model,
-        "snapshot_id": sid,
-    }
-    piece_row = None
-    if piece_after is not None:
-        piece_row = {
-            "user_id": request.user_id,
-            "piece_name": request.piece_name,
-            "reflection_job_id": reflection_job_id,
-            "original_job_id": request.original_job_id,
-            "before_sha256": _sha(state.piece.yaml),
-            "after_sha256": _sha(piece_after),
-            "created_at": now,
-        }
-    snapshot = snapshot_files(
-        mem_before, mem_after, state.piece.yaml if piece_after else None, piece_after
-    )
-    proposal = None
-    if staged is not None:
-        snapshot[PIECE_BEFORE] = state.piece.yaml
-        snapshot[PIECE_PROPOSED] = staged
-        proposal = _proposal_row(request, reflection_job_id, sid, state.piece.yaml, decision)
-    return Journal(
-        snapshot_id=sid,
-        original_job_id=request.original_job_id,
-        reflection_job_id=reflection_job_id,
-        user_id=request.user_id,
-        fence=fence,
-        files=files,
-        snapshot=snapshot,
-        meta=meta,
-        metrics=metrics,
-        piece_edit=piece_row,
-        proposal=proposal,
-    )
-
-
-def _judge_piece(
-    decision: LlmDecision,
-    piece_name: str,
-    state: State,
-    limits: Limits,
-    now: datetime,
-    mode: str,
-) -> tuple[tuple[Decision, ...], str | None, str | None]:
-    """The piece edit's verdict (if any), the text to write, and the text to stage."""
-    if decision.piece_edit is None:
-        return (), None, None
-    pd = judge_piece_edit(
-        decision.piece_edit,
-        piece_name=piece_name,
-        current_yaml=state.piece.yaml,
-        last_edit_at=state.last_piece_edit_at,
-        now=now,
-        cooldown_hours=limits.cooldown_hours,
-    )
-    if not pd.accepted:
-        return (pd,), None, None
-    if mode == "review":
-        return (
-            (pd.model_copy(update={"detail": "staged for review"}),),
-            None,
-            decision.piece_edit.yaml,
-        )
-    return (pd,), decision.piece_edit.yaml, None
-
-
-def _proposal_row(
-    request: ReflectRequest,
-    reflection_job_id: str,
-    snapshot_id: str,
-    current_yaml: str,
-    decision: LlmDecision,
-) -> dict[str, Any]:
-    """The `piece_proposals` row of a piece edit staged for review."""
-    assert decision.piece_edit is not None
-    return {
-        "user_id": request.user_id,
-        "piece_name": request.piece_name,
-        "reflection_job_id": reflection_job_id,
-        "original_job_id": request.original_job_id,
-        "snapshot_id": snapshot_id,
-        "summary": mask_secrets(decision.piece_edit.summary)[:2000],
-        "yaml": decision.piece_edit.yaml,
-        "before_sha256": _sha(current_yaml),
-        "after_sha256": _sha(decision.piece_edit.yaml),
-        "status": "pending",
-    }
-
-
-def _change(paths: UserPaths, path: Path, before: str | None, after: str | None) -> FileChange:
-    return FileChange(path=str(path.relative_to(paths.home)), before=before, after=after)
 
 
 def journal_path(paths: UserPaths, snapshot_id: str) -> Path:
@@ -404,39 +141,14 @@ def roll_forward(
     # and rows), and before each write once it has not been for a while (a paused run);
     # the commit's fence is the final judge anyway.
     lock.ensure_owned()
-    for n, change in enumerate(journal.files):
-        if n:
-            fault_point("between_writes")
-            lock.before_write()
-        target = paths.home / change.path  # the rooted I/O below refuses any way out
-        current = _replaceable(paths, target)
-        if recovering and current not in (change.before, change.after):
-            # Written since the killed run stopped (by hand, or by an operator command of
-            # a release that did not finish journals first): the later write stands.
-            log.warning("journal %s: %s changed since; left as it is", journal.snapshot_id,
-                        change.path)  # fmt: skip
-        elif change.after is None:
-            atomic_delete(target, root=paths.home)
-        elif current != change.after:
-            atomic_write(target, change.after, root=paths.home)
+    _write_files(paths, journal, lock, recovering)
     fault_point("after_files")
     write_snapshot(
         paths, journal.meta, journal.snapshot, recovering=recovering, before_write=lock.before_write
     )
     fault_point("after_snapshot")
     lock.ensure_owned()
-    committed = True
-    if journal.metrics:  # a revert has no run to commit
-        committed = storage.commit_run(
-            engine=engine,
-            original_job_id=journal.original_job_id,
-            fence=None if recovering else journal.fence,
-            metrics={"duration_ms": duration_ms, **journal.metrics},
-            piece_edit=journal.piece_edit,
-            proposal=journal.proposal,
-        )
-    elif journal.record:
-        storage.record_metrics(engine=engine, row=journal.record)
+    committed = _commit_rows(engine, journal, duration_ms, recovering)
     fault_point("after_commit")
     if committed or recovering:
         atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
@@ -444,3 +156,41 @@ def roll_forward(
     # but may not commit; its journal stays for the next lock holder, who commits it
     # fenceless, so the files and the rows still end up written exactly once.
     return committed
+
+
+def _write_files(paths: UserPaths, journal: Journal, lock: UserLock, recovering: bool) -> None:
+    """Bring each of the journal's files to its after state (a file another writer changed
+    since a killed run stopped is left as that writer left it)."""
+    for n, change in enumerate(journal.files):
+        if n:
+            fault_point("between_writes")
+            lock.before_write()
+        target = paths.home / change.path  # the rooted I/O below refuses any way out
+        current = replaceable(paths, target)
+        if recovering and current not in (change.before, change.after):
+            # Written since the killed run stopped (by hand, or by an operator command of
+            # a release that did not finish journals first): the later write stands.
+            log.warning(
+                "journal %s: %s changed since; left as it is", journal.snapshot_id, change.path
+            )
+        elif change.after is None:
+            atomic_delete(target, root=paths.home)
+        elif current != change.after:
+            atomic_write(target, change.after, root=paths.home)
+
+
+def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering: bool) -> bool:
+    """A run's rows and its claim marked done, in one transaction (False: stale); an
+    operator's change has no run to commit, only its metrics row (if any)."""
+    if journal.metrics is not None:
+        return storage.commit_run(
+            engine=engine,
+            original_job_id=journal.original_job_id,
+            fence=None if recovering else journal.fence,
+            metrics=journal.metrics.model_copy(update={"duration_ms": duration_ms}),
+            piece_edit=journal.piece_edit,
+            proposal=journal.proposal,
+        )
+    if journal.record is not None:
+        storage.record_metrics(engine=engine, row=journal.record)
+    return True

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reflection import constants as c
-from reflection.models import Code, Decision, MemoryChange, MemoryEntry, PieceEdit
+from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
 from reflection.pieces import check_piece_edit
 from reflection.secrets import find_secrets
 
@@ -27,15 +27,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class MemoryVerdict:
+class MemoryJudgement:
     """Verdicts in the LLM's order, and each accepted change's target: entry or None (removed)."""
 
-    decisions: tuple[Decision, ...]
+    verdicts: tuple[Verdict, ...]
     targets: Mapping[str, MemoryEntry | None]
 
 
-def _decision(ch: MemoryChange, code: Code, detail: str = "") -> Decision:
-    return Decision(
+def _verdict(ch: MemoryChange, code: Code, detail: str = "") -> Verdict:
+    return Verdict(
         kind="memory",
         name=ch.name[:80],
         op=ch.op,
@@ -112,11 +112,34 @@ def judge_memory_changes(
     current: Mapping[str, MemoryEntry],
     limits: Limits,
     unreadable: frozenset[str] = frozenset(),
-) -> MemoryVerdict:
+) -> MemoryJudgement:
     """Judge each change against the current entries and the batch as a whole.
 
     `unreadable` names files that exist but are malformed: never overwritten or deleted.
     """
+    codes = _each_change(changes, current, unreadable, limits)
+    while True:  # each pass only rejects, so this ends
+        before = list(codes)
+        _reject_missing_merge_targets(changes, codes, current)
+        # An add rejected here may be a remove's merge target: check those again.
+        _reject_overflow(changes, codes, current, limits)
+        if codes == before:
+            break
+    targets: dict[str, MemoryEntry | None] = {}
+    for ch, (code, _) in zip(changes, codes, strict=True):
+        if code is Code.OK:
+            targets[ch.name] = None if ch.op == "remove" else _entry(ch)
+    verdicts = tuple(_verdict(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
+    return MemoryJudgement(verdicts, targets)
+
+
+def _each_change(
+    changes: Sequence[MemoryChange],
+    current: Mapping[str, MemoryEntry],
+    unreadable: frozenset[str],
+    limits: Limits,
+) -> list[tuple[Code, str]]:
+    """Each change's code judged on its own (and against the names earlier in the batch)."""
     codes: list[tuple[Code, str]] = []
     seen: set[str] = set()
     for i, ch in enumerate(changes):
@@ -131,19 +154,7 @@ def judge_memory_changes(
         else:
             codes.append(_judge_one(ch, current, unreadable, limits))
         seen.add(ch.name)
-    while True:  # each pass only rejects, so this ends
-        before = list(codes)
-        _reject_missing_merge_targets(changes, codes, current)
-        # An add rejected here may be a remove's merge target: check those again.
-        _reject_overflow(changes, codes, current, limits)
-        if codes == before:
-            break
-    targets: dict[str, MemoryEntry | None] = {}
-    for ch, (code, _) in zip(changes, codes, strict=True):
-        if code is Code.OK:
-            targets[ch.name] = None if ch.op == "remove" else _entry(ch)
-    decisions = tuple(_decision(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
-    return MemoryVerdict(decisions, targets)
+    return codes
 
 
 def _final_names(
@@ -215,11 +226,11 @@ def judge_piece_edit(
     last_edit_at: datetime | None,
     now: datetime,
     cooldown_hours: float,
-) -> Decision:
+) -> Verdict:
     """The piece edit's verdict: cooldown, secrets, then validity/unchanged/escalation."""
 
-    def verdict(code: Code, detail: str = "") -> Decision:
-        return Decision(
+    def verdict(code: Code, detail: str = "") -> Verdict:
+        return Verdict(
             kind="piece",
             name=piece_name,
             op="edit",

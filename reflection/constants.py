@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, get_args
+
+from reflection.models import JobOutcome, MemoryType
 
 TASK_NAME: Final = "reflect"
 QUEUE_NAME: Final = "reflection"
@@ -16,8 +18,8 @@ USER_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Job ids: the platform's primary keys (uuids, ulids, integers as text).
 JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
-MEMORY_TYPES: Final = ("user", "feedback", "project", "reference")
-OUTCOMES: Final = ("succeeded", "failed", "aborted")
+MEMORY_TYPES: Final[tuple[str, ...]] = get_args(MemoryType)
+OUTCOMES: Final[tuple[str, ...]] = get_args(JobOutcome)  # a finished job's status
 PERMISSION_MODES: Final = ("readonly", "edit", "full")
 PIECE_TERMINALS: Final = ("COMPLETE", "ABORT")
 
@@ -42,7 +44,6 @@ JOURNAL_DIR: Final = ".journal"
 MAX_PIECE_BYTES: Final = 256 * 1024
 MAX_MEMORY_FILE_BYTES: Final = 256 * 1024
 MAX_LLM_REPLY_CHARS: Final = 512 * 1024
-MAX_REASONING_CHARS: Final = 8000
 MAX_DESCRIPTION_BYTES: Final = 1024  # a memory entry's one-line description
 MAX_ID_IN_METRICS: Final = 128
 # A repair round repeats at most this much (characters, and as many UTF-8 bytes) of a

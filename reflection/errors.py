@@ -1,38 +1,56 @@
-"""Every error the pipeline raises, as one rooted tree.
+"""Every error the pipeline and the operator commands raise, as one rooted tree.
 
-    ReflectionError                      code
-    ├── RetryableError                   (the task is retried later, never dropped)
-    │   ├── InfrastructureError          infrastructure   Redis/Postgres/filesystem down
-    │   ├── LockBusyError                lock_busy        another worker holds the user lock
-    │   ├── LockLostError                lock_lost        our lock expired mid-run
-    │   └── ClaimBusyError               claim_busy       another delivery of the job is running
-    └── PermanentError                   (failed at once, a metrics row, no retry)
-        ├── BadRequestError              bad_request      task kwargs invalid
+    ReflectionError                      internal          the root
+    ├── RetryableError                   retryable         the task is retried later, never dropped
+    │   ├── InfrastructureError          infrastructure    Redis/Postgres/filesystem down
+    │   ├── LockBusyError                lock_busy         another worker holds the user lock
+    │   ├── LockLostError                lock_lost         our lock expired mid-run
+    │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
+    │   └── ClaimBusyError               claim_busy        another delivery of the job is running
+    └── PermanentError                   failed            failed at once, a metrics row, no retry
+        ├── BadRequestError              bad_request       task kwargs invalid
         ├── JobNotFoundError             job_not_found
         ├── InputMismatchError           input_mismatch
         ├── PieceNotFoundError           piece_not_found
-        ├── InputError                   input_invalid    a required input is unreadable
+        ├── InputError                   input_invalid     a required input is unreadable
+        │   ├── UnsafePathError          input_invalid     a path component or a link is unsafe
+        │   ├── NotRegularFileError      input_invalid     a FIFO, socket or device for a file
+        │   │   └── FolderInPlaceError   input_invalid     a folder there (an UnsafePathError too)
+        │   └── EntryNotFoundError       not_found         `protect` names no memory entry
         ├── ContextOverflowError         context_overflow
         ├── LlmAuthError                 llm_auth
         ├── LlmUnavailableError          llm_unavailable
         ├── LlmInvalidOutputError        llm_invalid_output
-        ├── PoisonError                  poison           too many crashed deliveries
-        ├── TimeLimitError               time_limit       the soft time limit hit
-        ├── RevertConflictError          revert_conflict  files changed since a snapshot
-        └── InternalError                internal         a bug; logged with a traceback
+        ├── PoisonError                  poison            too many crashed deliveries
+        ├── TimeLimitError               time_limit        the soft time limit hit
+        ├── RevertConflictError          revert_conflict   files changed since a snapshot
+        ├── ProposalError                proposal_invalid  a proposal unknown or decided
+        ├── ProposalRefusedError         proposal_refused  an approval failed its re-check
+        └── InternalError                internal          a bug; logged with a traceback
 
-Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`.
+Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`,
+and every error what the run's LLM calls had cost when it was raised (`usage`, `attempts`:
+the LLM stage's errors say; the others have none). Which of them are retried is decided
+by `reflection.retries`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
+
+from reflection.models import Usage, Verdict
 
 
 class ReflectionError(Exception):
     """Raised when a reflection cannot go on; the root of the tree."""
 
     code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str = "", *, usage: Usage | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.usage = usage  # the tokens paid for before it was raised (None: no LLM call)
+        self.attempts = attempts  # the LLM requests made
 
 
 class RetryableError(ReflectionError):
@@ -112,6 +130,41 @@ class InputError(PermanentError):
     code = "input_invalid"
 
 
+class UnsafePathError(InputError, ValueError):
+    """Raised when a path component is not a safe slug or a path escapes its root.
+
+    An `InputError` (code `input_invalid`): a run that meets one ends `failed` with a
+    metrics row instead of crashing."""
+
+
+class NotRegularFileError(InputError, ValueError):
+    """Raised when a FIFO, socket, device or folder stands where a regular file is
+    expected (code `input_invalid`); the message names the path and what is there.
+
+    Such a file is never read, appended to or deleted. A ValueError, like any other
+    unreadable file: a journal is left for an operator, an index the run rewrites whole
+    is replaced by the rename."""
+
+    def __init__(self, path: Path, kind: str, refusal: str = "refusing to open it") -> None:
+        super().__init__(f"{path} is a {kind}, not a regular file; {refusal}")
+        self.path = path
+        self.kind = kind
+
+
+class FolderInPlaceError(NotRegularFileError, UnsafePathError):
+    """Raised when a folder stands where a regular file is expected: no rename can
+    replace it, so even a file the run rewrites whole is refused (an UnsafePathError)."""
+
+    def __init__(self, path: Path, refusal: str = "refusing to open it") -> None:
+        super().__init__(path, "folder", refusal)
+
+
+class EntryNotFoundError(InputError):
+    """Raised when the user has no memory entry of that name."""
+
+    code = "not_found"
+
+
 class ContextOverflowError(PermanentError):
     """Raised when the prompt cannot fit the context limit even after trimming."""
 
@@ -152,6 +205,22 @@ class RevertConflictError(PermanentError):
     """Raised when files changed since a snapshot, so restoring would lose those changes."""
 
     code = "revert_conflict"
+
+
+class ProposalError(PermanentError):
+    """Raised when a proposal is unknown or already decided."""
+
+    code = "proposal_invalid"
+
+
+class ProposalRefusedError(PermanentError):
+    """Raised when an approval fails the re-check against the current piece."""
+
+    code = "proposal_refused"
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"refused: {verdict.code.value}: {verdict.detail}".rstrip(": "))
+        self.verdict = verdict
 
 
 class InternalError(PermanentError):

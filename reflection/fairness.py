@@ -100,9 +100,18 @@ def user_slot(
     try:
         delay = client.register_script(_ACQUIRE)(
             keys=[slots, USER_DEFERRED_PREFIX + user_id, *lengths],
-            args=[now, now - lease_seconds, cap, run_id, lease_seconds,
-                  FIRST_GUESS_SECONDS, MIN_DELAY_SECONDS, max_delay, SLACK],
-        )  # fmt: skip
+            args=[
+                now,
+                now - lease_seconds,
+                cap,
+                run_id,
+                lease_seconds,
+                FIRST_GUESS_SECONDS,
+                MIN_DELAY_SECONDS,
+                max_delay,
+                SLACK,
+            ],
+        )
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e
     if delay is not None:

@@ -9,10 +9,16 @@ from sqlalchemy import Engine
 
 from reflection import storage
 from reflection.activity import read_activity_log
-from reflection.errors import InputError, InputMismatchError, JobNotFoundError, PieceNotFoundError
+from reflection.errors import (
+    InputError,
+    InputMismatchError,
+    JobNotFoundError,
+    PieceNotFoundError,
+    UnsafePathError,
+)
 from reflection.memory import load_memory
 from reflection.models import Job, Piece, ReflectionInputs, ReflectRequest
-from reflection.paths import UnsafePathError, UserPaths, builtin_piece
+from reflection.paths import UserPaths, builtin_piece
 from reflection.pieces import PieceError, load_piece_file
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
@@ -32,7 +32,6 @@ from openai.types.chat.chat_completion import Choice
 
 from reflection.backoff import compute_backoff, retry_after_seconds
 from reflection.constants import REPAIR_ECHO_MAX
-from reflection.decision import DecisionParseError, decision_json_schema, parse_decision
 from reflection.errors import (
     ContextOverflowError,
     LlmAuthError,
@@ -40,14 +39,14 @@ from reflection.errors import (
     LlmUnavailableError,
     TimeLimitError,
 )
-from reflection.models import LlmDecision, LlmResult, Usage
+from reflection.models import LlmDecision, LlmResult, OutputMode, Usage
+from reflection.reply import DecisionParseError, decision_json_schema, parse_decision
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["json_schema", "json_object", "text"]
-MODES: tuple[Mode, ...] = ("json_schema", "json_object", "text")
+MODES: tuple[OutputMode, ...] = get_args(OutputMode)  # best first
 PLACEHOLDER_KEY = "not-set"  # the SDK insists on a key; a keyless endpoint ignores it
 # How long a fallback to a weaker output mode is remembered before the best mode is tried
 # again: a refusal that was not about the format cannot pin a worker to a weaker mode.
@@ -79,7 +78,6 @@ _REPAIR_PROMPT = (
 # output: a cut-off answer echoed whole would take a second one's room in the window.
 _ECHO_MAX_CHARS = REPAIR_ECHO_MAX
 _SNIPPET_CHARS = 200  # of an unusable answer, for the log and the error
-_E = TypeVar("_E", bound=Exception)
 
 
 # The client.
@@ -100,8 +98,14 @@ class _Tally:
             return math.inf
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _spent(TimeLimitError("the run's time budget ran out while asking the LLM"), self)
+            message = "the run's time budget ran out while asking the LLM"
+            raise TimeLimitError(message, usage=self.usage, attempts=self.attempts)
         return left
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens paid for so far."""
+        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
 
     def add(self, completion: ChatCompletion) -> None:
         if completion.usage is not None:
@@ -142,14 +146,14 @@ class LlmClient:
         self._endpoint = _without_userinfo(settings.llm_endpoint)
         # (mode, until `clock()`) after the endpoint refused a better mode; else None. One
         # attribute holding an immutable tuple: threads read and replace it without a lock.
-        self._downgrade: tuple[Mode, float] | None = None
+        self._downgrade: tuple[OutputMode, float] | None = None
         self._tls = httpx2.create_ssl_context()  # loading the CA bundle costs ~20 ms
         self._local = threading.local()
         self._clients: list[OpenAI] = []
         self._clients_lock = threading.Lock()
 
     @property
-    def mode(self) -> Mode:
+    def mode(self) -> OutputMode:
         """The output mode the next decide() starts in: the best one, unless the endpoint
         refused it less than `MODE_DOWNGRADE_SECONDS` ago."""
         downgrade = self._downgrade
@@ -161,12 +165,9 @@ class LlmClient:
         """This thread's client, built on its first request (or its first after close())."""
         client: OpenAI | None = getattr(self._local, "client", None)
         if client is None or client.is_closed():
-            s = self._settings
-            client = OpenAI(
-                base_url=s.llm_endpoint,
-                api_key=self._key or PLACEHOLDER_KEY,
-                timeout=s.llm_timeout_seconds,
-                max_retries=0,
+            client = openai_client(
+                self._settings,
+                timeout=self._settings.llm_timeout_seconds,
                 http_client=_HttpClient(verify=self._tls),
             )
             with self._clients_lock:
@@ -201,7 +202,7 @@ class LlmClient:
             decision=decision,
             raw=text,
             model=completion.model or self._settings.llm_model,
-            usage=Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out),
+            usage=tally.usage,
             attempts=tally.attempts,
             mode=mode,
             repaired=repaired,
@@ -222,7 +223,7 @@ class LlmClient:
 
     def _complete(
         self, messages: list[ChatCompletionMessageParam], user_id: str, tally: _Tally
-    ) -> tuple[ChatCompletion, Mode]:
+    ) -> tuple[ChatCompletion, OutputMode]:
         """Call in the remembered mode, falling back while the endpoint refuses the format."""
         start = self.mode
         modes = MODES[MODES.index(start) :]
@@ -241,20 +242,25 @@ class LlmClient:
         self._remember(start, modes[-1])
         return completion, modes[-1]
 
-    def _remember(self, start: Mode, mode: Mode) -> None:
+    def _remember(self, start: OutputMode, mode: OutputMode) -> None:
         """After a fallback from `start` to `mode`, start there for a while. Staying in a
         remembered mode does not extend it, so the best mode is tried again in time."""
         if mode != start:
             self._downgrade = (mode, self._clock() + MODE_DOWNGRADE_SECONDS)
             log.info(
                 "the LLM endpoint answered in output mode %s; using it for the next %.0f s",
-                mode, MODE_DOWNGRADE_SECONDS,
-            )  # fmt: skip
+                mode,
+                MODE_DOWNGRADE_SECONDS,
+            )
         elif mode == MODES[0] and self._downgrade is not None:
             self._downgrade = None  # expired, and the best mode works again
 
     def _repair(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        tally: _Tally,
     ) -> tuple[ChatCompletion, str, LlmDecision]:
         try:
             completion = self._call(messages, mode, user_id, tally)
@@ -265,10 +271,16 @@ class LlmClient:
             return completion, text, parse_decision(text)
         except DecisionParseError as err:
             message = f"the LLM's answer did not validate, even after one repair round-trip: {err}"
-            raise _spent(LlmInvalidOutputError(message), tally) from err
+            raise LlmInvalidOutputError(
+                message, usage=tally.usage, attempts=tally.attempts
+            ) from err
 
     def _call(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, tally: _Tally
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        tally: _Tally,
     ) -> ChatCompletion:
         """One request, retried on transient failures; 400/404/422 propagate to the caller
         (a context-length error as ContextOverflowError)."""
@@ -301,7 +313,11 @@ class LlmClient:
         raise self._unavailable(tally, what) from last
 
     def _request(
-        self, messages: list[ChatCompletionMessageParam], mode: Mode, user_id: str, timeout: float
+        self,
+        messages: list[ChatCompletionMessageParam],
+        mode: OutputMode,
+        user_id: str,
+        timeout: float,
     ) -> ChatCompletion:
         # The SDK's generic `post` (its documented way to send a body as is) rather than
         # `chat.completions.create`, whose type-driven transform walks the params, JSON
@@ -352,14 +368,17 @@ class LlmClient:
                 delay = max(delay, min(asked, s.llm_backoff_max_seconds * 3))
         log.warning(
             "LLM request failed (%s); retry %d of %d in %.2fs",
-            self._redact(_describe_api_error(error)), attempt + 1, s.llm_max_attempts, delay,
-        )  # fmt: skip
+            self._redact(_describe_api_error(error)),
+            attempt + 1,
+            s.llm_max_attempts,
+            delay,
+        )
         self._sleep(min(delay, tally.remaining()))
 
     def _auth_error(self, e: openai.APIStatusError, tally: _Tally) -> LlmAuthError:
         message = f"the LLM endpoint refused the worker's API key (HTTP {e.status_code})"
         log.error("%s; endpoint %s", message, self._endpoint)
-        return _spent(LlmAuthError(message), tally)
+        return LlmAuthError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _overflow(self, e: openai.APIStatusError, tally: _Tally) -> ContextOverflowError:
         message = (
@@ -367,7 +386,8 @@ class LlmClient:
             f"model's context window ({_describe_api_error(e)}); set "
             "REFLECTION_LLM_CONTEXT_LIMIT_TOKENS to the model's real window"
         )
-        return _spent(ContextOverflowError(self._redact(message)[:600]), tally)
+        message = self._redact(message)[:600]
+        return ContextOverflowError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _unusable_answer(self, problem: str, answer: object) -> _UnusableAnswerError:
         """The error for an HTTP 200 we cannot read, quoting the start of what came back
@@ -386,14 +406,28 @@ class LlmClient:
 
     def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
         message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
-        return _spent(LlmUnavailableError(message), tally)
+        return LlmUnavailableError(message, usage=tally.usage, attempts=tally.attempts)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
 
+def openai_client(
+    settings: Settings, *, timeout: float, http_client: DefaultHttpxClient | None = None
+) -> OpenAI:
+    """The SDK's client of the endpoint: our own retries only (none of the SDK's), the
+    placeholder key for a keyless endpoint. Built by `LlmClient` and `reflection.clients`."""
+    return OpenAI(
+        base_url=settings.llm_endpoint,
+        api_key=settings.llm_api_key.get_secret_value() or PLACEHOLDER_KEY,
+        timeout=timeout,
+        max_retries=0,
+        http_client=http_client,
+    )
+
+
 # Built once: the SDK serialises the body without changing it.
-_RESPONSE_FORMATS: dict[Mode, dict[str, object] | None] = {
+_RESPONSE_FORMATS: dict[OutputMode, dict[str, object] | None] = {
     "json_schema": {
         "type": "json_schema",
         "json_schema": {"name": "reflection_decision", "schema": decision_json_schema()},
@@ -412,12 +446,17 @@ def _unusable(answer: object) -> str | None:
 
     The SDK does not validate a 200: a proxy's HTML page comes back as a str, a JSON
     `{"error": ...}` or `{"choices": null}` as a ChatCompletion without choices."""
+    if isinstance(answer, str):  # the SDK's answer when the body is not JSON
+        return "a body that is not JSON"
     if not isinstance(answer, ChatCompletion):
-        if isinstance(answer, str):  # the SDK's answer when the body is not JSON
-            return "a body that is not JSON"
         return f"a JSON {type(answer).__name__} instead of a chat completion"
     if answer.model_extra and answer.model_extra.get("error"):
         return "an error instead of a chat completion"
+    return _unusable_choice(answer)
+
+
+def _unusable_choice(answer: ChatCompletion) -> str | None:
+    """None when the completion's first choice holds a text message; else what it holds."""
     choices = answer.choices
     if not choices or not isinstance(choices, list):
         return "a chat completion without choices"
@@ -518,11 +557,3 @@ def _without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _spent(error: _E, tally: _Tally) -> _E:
-    """Attach what the failed decide() spent, its requests and tokens, for the failure's
-    metrics row (`reflection.pipeline`)."""
-    error.attempts = tally.attempts  # type: ignore[attr-defined]
-    error.usage = Usage(tokens_in=tally.tokens_in, tokens_out=tally.tokens_out)  # type: ignore[attr-defined]
-    return error

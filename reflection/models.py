@@ -5,22 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 JobOutcome = Literal["succeeded", "failed", "aborted"]
 MemoryType = Literal["user", "feedback", "project", "reference"]
+OutputMode = Literal["json_schema", "json_object", "text"]  # how the LLM was asked to answer
 
 
 class Outcome(StrEnum):
-    """How a reflection run ended; the task's return value."""
+    """How a run ended (the task's return value), as `reflection_metrics.outcome`, the
+    claim and `meta.json` record it."""
 
-    APPLIED = "applied"
-    ABSTAINED = "abstained"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    DUPLICATE = "duplicate"
+    APPLIED = "applied"  # ≥1 change accepted; also an operator's approval
+    ABSTAINED = "abstained"  # nothing proposed
+    REJECTED = "rejected"  # proposed, none accepted
+    FAILED = "failed"  # an error stopped it
+    DUPLICATE = "duplicate"  # already reflected
+    REVERTED = "reverted"  # an operator's revert of a snapshot
+    COALESCED = "coalesced"  # reflected in another job's batch (SPEC §12; not written yet)
 
 
 class Code(StrEnum):
@@ -129,9 +133,7 @@ class MemoryChange(BaseModel):
     op: Literal["add", "update", "remove"]
     name: str
     description: str | None = None
-    type: str | None = Field(
-        default=None, json_schema_extra={"enum": ["user", "feedback", "project", "reference"]}
-    )
+    type: str | None = Field(default=None, json_schema_extra={"enum": list(get_args(MemoryType))})
     body: str | None = None
     merge_target: str | None = None
 
@@ -174,12 +176,16 @@ class LlmResult(Frozen):
     model: str
     usage: Usage
     attempts: int = 1
-    mode: Literal["json_schema", "json_object", "text"] = "json_schema"
+    mode: OutputMode = "json_schema"
     repaired: bool = False
 
 
-class Decision(Frozen):
-    """One change's verdict: accepted (code `ok`) or rejected with a code."""
+class Verdict(BaseModel):
+    """One proposed change judged: accepted (code `ok`) or rejected with a code. The LLM's
+    whole answer is its decision (`LlmDecision`); each of its changes gets a verdict.
+    Stored in meta.json, so read back with unknown fields ignored (SPEC §14)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: Literal["memory", "piece"]
     name: str

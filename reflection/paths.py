@@ -15,36 +15,17 @@ from functools import cached_property
 from pathlib import Path
 
 from reflection import constants as c
-from reflection.errors import InputError
+from reflection.errors import FolderInPlaceError, NotRegularFileError, UnsafePathError
 
-
-class UnsafePathError(InputError, ValueError):
-    """Raised when a path component is not a safe slug or a path escapes its root.
-
-    An `InputError` (code `input_invalid`): a run that meets one ends `failed` with a
-    metrics row instead of crashing."""
-
-
-class NotRegularFileError(InputError, ValueError):
-    """Raised when a FIFO, socket, device or folder stands where a regular file is
-    expected (code `input_invalid`); the message names the path and what is there.
-
-    Such a file is never read, appended to or deleted. A ValueError, like any other
-    unreadable file: a journal is left for an operator, an index the run rewrites whole
-    is replaced by the rename."""
-
-    def __init__(self, path: Path, kind: str, refusal: str = "refusing to open it") -> None:
-        super().__init__(f"{path} is a {kind}, not a regular file; {refusal}")
-        self.path = path
-        self.kind = kind
-
-
-class FolderInPlaceError(NotRegularFileError, UnsafePathError):
-    """Raised when a folder stands where a regular file is expected: no rename can
-    replace it, so even a file the run rewrites whole is refused (an UnsafePathError)."""
-
-    def __init__(self, path: Path, refusal: str = "refusing to open it") -> None:
-        super().__init__(path, "folder", refusal)
+# These errors live in the error tree; they are also named here, where they are raised.
+__all__ = [
+    "FolderInPlaceError",
+    "NotRegularFileError",
+    "UnsafePathError",
+    "UserPaths",
+    "builtin_piece",
+    "components_below",
+]
 
 
 _KINDS = (

@@ -92,14 +92,7 @@ def _kind(value: object) -> str:
 
 def validate_piece(data: Mapping[str, Any], *, expected_name: str) -> None:
     """Check a parsed piece against the format; raise PieceError with the first problem."""
-    _closed_keys(data, TOP_KEYS, "piece")
-    name = data.get("name")
-    if name != expected_name:
-        raise PieceError(f"name must be {expected_name!r} (the file stem), got {name!r}")
-    _optional_str(data, "description", "piece")
-    limit = data.get("max_movements")
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise PieceError(f"max_movements must be a positive integer, got {limit!r}")
+    _validate_header(data, expected_name)
     movements = data.get("movements")
     if not isinstance(movements, list) or not movements:
         raise PieceError("movements must be a non-empty list")
@@ -110,7 +103,23 @@ def validate_piece(data: Mapping[str, Any], *, expected_name: str) -> None:
     initial = data.get("initial_movement")
     if initial is not None and initial not in names:
         raise PieceError(f"initial_movement {initial!r} is not a movement of this piece")
-    targets = set(names) | set(c.PIECE_TERMINALS)
+    _validate_targets(movements, set(names) | set(c.PIECE_TERMINALS))
+
+
+def _validate_header(data: Mapping[str, Any], expected_name: str) -> None:
+    """The piece's own keys: only known ones, its name, description and limit."""
+    _closed_keys(data, TOP_KEYS, "piece")
+    name = data.get("name")
+    if name != expected_name:
+        raise PieceError(f"name must be {expected_name!r} (the file stem), got {name!r}")
+    _optional_str(data, "description", "piece")
+    limit = data.get("max_movements")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise PieceError(f"max_movements must be a positive integer, got {limit!r}")
+
+
+def _validate_targets(movements: list[Mapping[str, Any]], targets: set[str]) -> None:
+    """Every rule leads to a movement of the piece or a terminal."""
     for i, movement in enumerate(movements):
         for j, rule in enumerate(movement.get("rules") or []):
             if rule["next"] not in targets:
@@ -147,6 +156,13 @@ def _validate_movement(movement: object, index: int) -> str:
         _optional_str(movement, key, where)
     if not str(movement.get("instruction") or "").strip():
         raise PieceError(f"{where} needs a non-empty instruction")
+    _validate_permissions(movement, where)
+    _validate_rules(movement.get("rules"), where)
+    return name
+
+
+def _validate_permissions(movement: Mapping[str, Any], where: str) -> None:
+    """What the movement may do: edit, its permission mode, its tools."""
     if "edit" in movement and not isinstance(movement["edit"], bool):
         raise PieceError(f"{where}.edit must be true or false, got {movement['edit']!r}")
     mode = movement.get("required_permission_mode", _DEFAULT_MODE)
@@ -160,8 +176,6 @@ def _validate_movement(movement: object, index: int) -> str:
         not isinstance(tools, list) or not all(isinstance(t, str) and t.strip() for t in tools)
     ):
         raise PieceError(f"{where}.allowed_tools must be a list of tool names")
-    _validate_rules(movement.get("rules"), where)
-    return name
 
 
 def _validate_rules(rules: object, where: str) -> None:

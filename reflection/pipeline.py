@@ -24,11 +24,8 @@ from sqlalchemy import Engine
 
 from reflection import storage
 from reflection.apply import (
-    Journal,
-    State,
     finish_pending_journals,
     has_pending_journal,
-    plan,
     roll_forward,
     write_journal,
 )
@@ -48,15 +45,17 @@ from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
 from reflection.memory import load_memory
 from reflection.models import (
-    Decision,
     LlmResult,
     Outcome,
     ReflectionInputs,
     ReflectRequest,
     Usage,
+    Verdict,
 )
 from reflection.paths import UserPaths
+from reflection.plan import State, plan
 from reflection.prompt import Prompt, fit_prompt
+from reflection.records import Journal, MetricsRow, ReflectionMeta
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
 from reflection.turns import Turns
@@ -94,7 +93,7 @@ class RunReport:
     user_id: str
     error_code: str | None = None
     detail: str = ""
-    decisions: tuple[Decision, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
     reasoning: str = ""
     snapshot_dir: Path | None = None
     tokens_in: int = 0
@@ -112,14 +111,15 @@ class _Run:
         self.piece_name = safe_id(kwargs.get("piece_name", "?"))
         self.t0 = time.monotonic()
         self.stages: dict[str, int] = {}  # milliseconds, for the run's one INFO line
-        self.llm: dict[str, Any] = {}  # what the LLM cost, for a failure's metrics row
+        self.usage = Usage()  # what the LLM cost, for a failure's metrics row
+        self.llm_attempts = 0
+        self.model: str | None = None
 
     def spent(self, usage: Usage | None, attempts: int, model: str | None = None) -> None:
         """Note the LLM's cost so far: a run that fails after the LLM answered (or while
         asking it) still records the tokens it paid for."""
         if usage is not None:
-            self.llm = {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
-                        "llm_attempts": attempts, "model": model}  # fmt: skip
+            self.usage, self.llm_attempts, self.model = usage, attempts, model
 
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
@@ -145,17 +145,17 @@ class _Run:
             **kw,
         )
 
-    def metrics_row(self, outcome: Outcome, **kw: Any) -> dict[str, Any]:
-        return {
-            "reflection_job_id": self.reflection_job_id,
-            "original_job_id": self.original_job_id,
-            "user_id": self.user_id,
-            "piece_name": self.piece_name,
-            "outcome": outcome.value,
-            "duration_ms": self.ms(),
-            **self.llm,
-            **kw,
-        }
+    def metrics_row(self, outcome: Outcome, error_code: str | None = None) -> MetricsRow:
+        """The row of a run that ended without a journal (failed, duplicate)."""
+        return MetricsRow.of_run(
+            self,
+            outcome,
+            error_code=error_code,
+            duration_ms=self.ms(),
+            usage=self.usage,
+            llm_attempts=self.llm_attempts,
+            model=self.model,
+        )
 
 
 @contextmanager
@@ -407,28 +407,28 @@ def _apply(
 def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
     if queued := deps.turns.waited_ms():
         run.stages["queued"] = queued  # for CPU turns, between the stages
-    decisions = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
-    outcome = Outcome(journal.meta["outcome"])
+    meta = journal.meta
+    assert isinstance(meta, ReflectionMeta)  # a job's own journal is its reflection's
     run.log(
         logging.INFO,
         "done",
         "outcome=%s accepted=%d rejected=%d snapshot=%s tokens_in=%d tokens_out=%d ms=%d stages=%s",
-        outcome.value,
-        sum(d.accepted for d in decisions),
-        journal.meta["rejected"],
+        meta.outcome.value,
+        sum(v.accepted for v in meta.verdicts),
+        meta.rejected,
         journal.snapshot_id,
-        journal.meta["tokens_in"],
-        journal.meta["tokens_out"],
+        meta.tokens_in,
+        meta.tokens_out,
         run.ms(),
         ",".join(f"{k}:{v}" for k, v in run.stages.items()) or "-",
     )
     return run.report(
-        outcome,
-        decisions=decisions,
-        reasoning=journal.meta["reasoning"],
+        meta.outcome,
+        verdicts=tuple(meta.verdicts),
+        reasoning=meta.reasoning,
         snapshot_dir=paths.snapshot_dir(journal.snapshot_id),
-        tokens_in=journal.meta["tokens_in"],
-        tokens_out=journal.meta["tokens_out"],
+        tokens_in=meta.tokens_in,
+        tokens_out=meta.tokens_out,
     )
 
 
@@ -469,15 +469,12 @@ def record_failure(
 
 def _fail(deps: Deps, run: _Run, error: ReflectionError) -> RunReport:
     run.log(logging.ERROR, "failed", "code=%s %s", error.code, error)
-    if (usage := getattr(error, "usage", None)) is not None:  # failed asking the LLM
-        run.spent(usage, getattr(error, "attempts", 0))
-    storage.record_metrics(
-        engine=deps.engine, row=run.metrics_row(Outcome.FAILED, error_code=error.code)
-    )
+    run.spent(error.usage, error.attempts)  # none unless it failed asking the LLM
+    storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.FAILED, error.code))
     return run.report(
         Outcome.FAILED,
         error_code=error.code,
         detail=str(error)[:500],
-        tokens_in=run.llm.get("tokens_in", 0),
-        tokens_out=run.llm.get("tokens_out", 0),
+        tokens_in=run.usage.tokens_in,
+        tokens_out=run.usage.tokens_out,
     )

@@ -28,9 +28,9 @@ from typing import Final
 
 from reflection import constants as c
 from reflection.activity import shrink_activity
-from reflection.decision import decision_json_schema
 from reflection.errors import ContextOverflowError
 from reflection.models import ActivityLog, Job, MemoryEntry, ReflectionInputs
+from reflection.reply import decision_json_schema
 from reflection.secrets import mask_secrets
 
 # Chat framing (roles, separators) on top of the two messages, in tokens.
@@ -240,6 +240,31 @@ def build_user_prompt(
     Renders the data as given (`fit_prompt` masks credentials and trims before calling it).
     """
     job, piece = inputs.job, inputs.piece
+    source = "the user's copy" if piece.user_copy else "built-in; an edit creates the user's copy"
+    n = len(memory)
+    memory_note = f"{n} entr{'y' if n == 1 else 'ies'}" if n else "no entries yet"
+    if inputs.malformed:
+        memory_note += f"; {len(inputs.malformed)} malformed file(s) skipped"
+    blocks = _data_blocks(inputs, activity_text, memory)
+    return _template("user.md").substitute(
+        job_id=job.id,
+        piece_name=piece.name,
+        piece_source=source,
+        outcome=inputs.request.outcome,
+        status=_NOT_WORD.sub("?", job.status[:40]),
+        duration=_duration(job),
+        activity_note=_activity_note(inputs.activity, activity_text),
+        memory_note=memory_note,
+        blocks="\n\n".join(blocks),
+    )
+
+
+def _data_blocks(
+    inputs: ReflectionInputs, activity_text: str, memory: Sequence[MemoryEntry]
+) -> list[str]:
+    """The job's data, each in its delimited block: request, result, error, log, memory
+    entries, malformed memory files, piece."""
+    job, piece = inputs.job, inputs.piece
     blocks = [_block("REQUEST", job.task)]
     if job.result:
         blocks.append(_block("RESULT", _clip_middle(job.result, JOB_FIELD_MAX_BYTES)))
@@ -252,24 +277,9 @@ def build_user_prompt(
     if inputs.malformed:
         listing = "\n".join(f"- {m.path}: {m.reason}" for m in inputs.malformed)
         blocks.append(_block("MALFORMED_MEMORY_FILES", listing))
-    source = "the user's copy" if piece.user_copy else "built-in; an edit creates the user's copy"
     origin = "user-copy" if piece.user_copy else "built-in"
     blocks.append(_block("PIECE", piece.yaml, f"name={piece.name} source={origin}"))
-    n = len(memory)
-    memory_note = f"{n} entr{'y' if n == 1 else 'ies'}" if n else "no entries yet"
-    if inputs.malformed:
-        memory_note += f"; {len(inputs.malformed)} malformed file(s) skipped"
-    return _template("user.md").substitute(
-        job_id=job.id,
-        piece_name=piece.name,
-        piece_source=source,
-        outcome=inputs.request.outcome,
-        status=_NOT_WORD.sub("?", job.status[:40]),
-        duration=_duration(job),
-        activity_note=_activity_note(inputs.activity, activity_text),
-        memory_note=memory_note,
-        blocks="\n\n".join(blocks),
-    )
+    return blocks
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,11 @@ from sqlalchemy import Engine
 
 from reflection import constants as c
 from reflection.apply import finish_pending_journals
-from reflection.errors import InputError
+from reflection.errors import EntryNotFoundError, InputError
 from reflection.frontmatter import FrontmatterError, parse_entry, render_entry
 from reflection.fsio import atomic_write, read_text_limited
 from reflection.lock import UserLock
 from reflection.paths import UserPaths
-
-
-class EntryNotFoundError(InputError):
-    """Raised when the user has no memory entry of that name."""
-
-    code = "not_found"
 
 
 def set_protected(

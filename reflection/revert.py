@@ -11,30 +11,24 @@ import contextlib
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
-from reflection.apply import (
-    FileChange,
-    Journal,
-    finish_pending_journals,
-    read_or_none,
-    roll_forward,
-    snapshot_id_for,
-    write_journal,
-)
+from reflection.apply import finish_pending_journals, read_or_none, roll_forward, write_journal
 from reflection.errors import RevertConflictError
 from reflection.frontmatter import FrontmatterError, parse_entry
 from reflection.lock import UserLock
 from reflection.memory import load_memory, render_index
 from reflection.paths import UserPaths
+from reflection.plan import snapshot_id_for
+from reflection.records import Change, FileChange, Journal, MetricsRow, RevertMeta, SnapshotMeta
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, read_meta, snapshot_files
 
 
-def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange], list[str]]:
+def _planned_files(
+    paths: UserPaths, snapshot_id: str, meta: SnapshotMeta
+) -> tuple[list[FileChange], list[str]]:
     """Each file to restore (before → current, after → restored) and the conflicts."""
-    meta = read_meta(paths, snapshot_id)
     snap = paths.snapshot_dir(snapshot_id)
     changes: list[FileChange] = []
     conflicts: list[str] = []
@@ -50,18 +44,18 @@ def _planned_files(paths: UserPaths, snapshot_id: str) -> tuple[list[FileChange]
             conflicts.append(rel)
         changes.append(FileChange(path=rel, before=current, after=before))
 
-    for name in meta.get("memory_files", {}):
+    for name in meta.memory_files:
         restore(
             paths.memory_file(name),
             read_or_none(paths, snap / "after" / f"{name}.md"),
             read_or_none(paths, snap / "before" / f"{name}.md"),
         )
-    if meta.get("piece_edited"):
+    if meta.piece_edited and meta.piece_name is not None:
         restore(
-            paths.piece_copy(meta["piece_name"]),
+            paths.piece_copy(meta.piece_name),
             read_or_none(paths, snap / PIECE_AFTER),
             read_or_none(paths, snap / PIECE_BEFORE)
-            if meta.get("piece_before_source") == "user"
+            if meta.piece_before_source == "user"
             else None,
         )
     return changes, conflicts
@@ -87,6 +81,21 @@ def _index_after(paths: UserPaths, changes: list[FileChange]) -> FileChange:
     )
 
 
+def _check(snapshot_id: str, changes: list[FileChange], conflicts: list[str]) -> None:
+    """Refuse (`RevertConflictError`) a revert over files changed since the snapshot."""
+    if not conflicts:
+        return
+    settled = all(ch.before == ch.after for ch in changes)  # each file at its before
+    if settled and set(conflicts) <= {ch.path for ch in changes}:
+        raise RevertConflictError(
+            f"nothing to revert: the files of {snapshot_id} already hold their before state "
+            "(already reverted?)"
+        )
+    raise RevertConflictError(
+        f"cannot revert {snapshot_id}: changed since: {', '.join(sorted(conflicts))}"
+    )
+
+
 def revert_snapshot(
     *, paths: UserPaths, snapshot_id: str, lock: UserLock, engine: Engine, now: datetime
 ) -> Path:
@@ -96,83 +105,65 @@ def revert_snapshot(
     A killed run's journal is completed first: compared with files it has still to
     write, the revert would be undone by its roll-forward."""
     finish_pending_journals(paths=paths, lock=lock, engine=engine)
-    changes, conflicts = _planned_files(paths, snapshot_id)
-    settled = all(ch.before == ch.after for ch in changes)  # each file at its before
-    if conflicts and settled and set(conflicts) <= {ch.path for ch in changes}:
-        raise RevertConflictError(
-            f"nothing to revert: the files of {snapshot_id} already hold their before state "
-            "(already reverted?)"
-        )
-    if conflicts:
-        raise RevertConflictError(
-            f"cannot revert {snapshot_id}: changed since: {', '.join(sorted(conflicts))}"
-        )
+    reverted = read_meta(paths, snapshot_id)
+    changes, conflicts = _planned_files(paths, snapshot_id, reverted)
+    _check(snapshot_id, changes, conflicts)
     if any(Path(ch.path).parent.name == "memory" for ch in changes):
         changes.append(_index_after(paths, changes))
-    sid = snapshot_id_for(f"revert:{snapshot_id}:{now.isoformat()}", now)
-    reverted = read_meta(paths, snapshot_id)
-    rid = f"revert-{uuid.uuid4()}"
-    memory = {
-        Path(c.path).stem: c
-        for c in changes
-        if Path(c.path).parent.name == "memory" and Path(c.path).name != "MEMORY.md"
-    }
-    piece = next((c for c in changes if Path(c.path).parent.name == "pieces"), None)
-    meta = {
-        "kind": "revert",
-        "snapshot_id": sid,
-        "reverts": snapshot_id,
-        "reflection_job_id": rid,
-        "original_job_id": reverted.get("original_job_id", ""),
-        "created_at": now.isoformat(),
-        "user_id": paths.user_id,
-        "outcome": "reverted",
-        "memory_changes": len(memory),
-        "piece_edited": piece is not None,
-        "piece_name": reverted.get("piece_name"),
-        "piece_before_source": "user"
-        if piece is not None and piece.before is not None
-        else "builtin",
-        "memory_files": {
-            n: {"before": c.before is not None, "after": c.after is not None}
-            for n, c in memory.items()
-        },
-    }
-    journal = Journal(
-        snapshot_id=sid,
-        original_job_id="",
-        reflection_job_id="",
-        user_id=paths.user_id,
-        fence=0,
-        files=changes,
-        snapshot=snapshot_files(
-            {n: c.before for n, c in memory.items()},
-            {n: c.after for n, c in memory.items()},
-            piece.before if piece else None,
-            piece.after if piece else None,
-        ),
-        meta=meta,
-        metrics={},
-        piece_edit=None,
-        record=_metrics_row(meta, reverted),
-    )
+    journal = _journal(paths, snapshot_id, reverted, changes, now)
     lock.ensure_owned()
     write_journal(paths, journal)
     roll_forward(
         paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
     )
-    return paths.snapshot_dir(sid)
+    return paths.snapshot_dir(journal.snapshot_id)
 
 
-def _metrics_row(meta: dict[str, Any], reverted: dict[str, Any]) -> dict[str, Any]:
-    """The revert's `reflection_metrics` row (outcome `reverted`), like any change's."""
-    return {
-        "reflection_job_id": meta["reflection_job_id"],
-        "original_job_id": str(reverted.get("original_job_id") or "")[:128],
-        "user_id": meta["user_id"],
-        "piece_name": str(reverted.get("piece_name") or ""),
-        "outcome": "reverted",
-        "memory_changes": meta["memory_changes"],
-        "piece_edited": meta["piece_edited"],
-        "snapshot_id": meta["snapshot_id"],
-    }
+def _by_kind(changes: list[FileChange]) -> tuple[dict[str, FileChange], FileChange | None]:
+    """The memory entries restored (by name) and the piece's copy, if restored."""
+    memory: dict[str, FileChange] = {}
+    piece = None
+    for ch in changes:
+        path = Path(ch.path)
+        if path.parent.name == "pieces":
+            piece = piece or ch
+        elif path.parent.name == "memory" and path.name != "MEMORY.md":
+            memory[path.stem] = ch
+    return memory, piece
+
+
+def _journal(
+    paths: UserPaths,
+    snapshot_id: str,
+    reverted: SnapshotMeta,
+    changes: list[FileChange],
+    now: datetime,
+) -> Journal:
+    """The revert's journal: its files, its snapshot (`kind: revert`) and metrics row."""
+    memory, piece = _by_kind(changes)
+    change = Change(
+        snapshot_id=snapshot_id_for(f"revert:{snapshot_id}:{now.isoformat()}", now),
+        at=now,
+        user_id=paths.user_id,
+        piece_name=reverted.piece_name,
+        original_job_id=reverted.original_job_id,
+        reflection_job_id=f"revert-{uuid.uuid4()}",
+        memory_before={n: c.before for n, c in memory.items()},
+        memory_after={n: c.after for n, c in memory.items()},
+        piece_edited=piece is not None,
+        piece_from_user=piece is not None and piece.before is not None,
+    )
+    meta = RevertMeta.of(change, reverts=snapshot_id)
+    return Journal(
+        snapshot_id=change.snapshot_id,
+        user_id=paths.user_id,
+        files=changes,
+        snapshot=snapshot_files(
+            change.memory_before,
+            change.memory_after,
+            piece.before if piece else None,
+            piece.after if piece else None,
+        ),
+        meta=meta,
+        record=MetricsRow.of_snapshot(meta),
+    )

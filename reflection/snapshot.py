@@ -17,10 +17,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from reflection.fsio import append_line, atomic_write, open_regular, read_text_limited
 from reflection.paths import FolderInPlaceError, NotRegularFileError, UserPaths
+from reflection.records import IndexLine, SnapshotMeta, parse_meta
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +56,9 @@ def snapshot_files(
     return files
 
 
-def index_line(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The index.jsonl summary of one snapshot."""
-    keys = (
-        "snapshot_id",
-        "created_at",
-        "original_job_id",
-        "reflection_job_id",
-        "piece_name",
-        "outcome",
-        "memory_changes",
-        "piece_edited",
-        "rejected",
-        "model",
-        "kind",
-    )
-    return {k: meta[k] for k in keys if k in meta}
-
-
 def write_snapshot(
     paths: UserPaths,
-    meta: Mapping[str, Any],
+    meta: SnapshotMeta,
     files: Mapping[str, str],
     *,
     recovering: bool,
@@ -82,15 +66,15 @@ def write_snapshot(
 ) -> Path:
     """Write the snapshot folder (content first, meta.json last) and its index line,
     calling `before_write` (the user lock's check) before each write."""
-    folder = paths.snapshot_dir(meta["snapshot_id"])
+    folder = paths.snapshot_dir(meta.snapshot_id)
     for rel, text in files.items():
         before_write()
         atomic_write(folder / rel, text, root=paths.home)  # refuses any way out
-    meta_json = json.dumps(meta, indent=2, ensure_ascii=False, sort_keys=True)
+    meta_json = json.dumps(meta.to_json(), indent=2, ensure_ascii=False, sort_keys=True)
     before_write()
     atomic_write(folder / META, meta_json, root=paths.home)
-    if not (recovering and _indexed(paths, meta["snapshot_id"])):
-        line = json.dumps(index_line(meta), ensure_ascii=False)
+    if not (recovering and _indexed(paths, meta.snapshot_id)):
+        line = json.dumps(meta.index_line().to_json(), ensure_ascii=False)
         before_write()
         _append_index(paths, line)
     return folder
@@ -109,7 +93,7 @@ def _append_index(paths: UserPaths, line: str) -> None:
         atomic_write(paths.snapshot_index, line + "\n", root=paths.home)
 
 
-def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
+def iter_index(paths: UserPaths) -> Iterator[IndexLine]:
     """Index lines, oldest first; a torn or garbled line is reported and skipped.
 
     A missing index has no lines; one that is not a regular file raises
@@ -125,24 +109,29 @@ def iter_index(paths: UserPaths) -> Iterator[dict[str, Any]]:
             except ValueError:
                 log.warning("%s line %d is not JSON; skipped", paths.snapshot_index, n)
                 continue
-            if isinstance(item, dict):
-                yield item
+            if not isinstance(item, dict):
+                continue
+            try:
+                yield IndexLine.model_validate(item)
+            except ValidationError:
+                log.warning("%s line %d is not a snapshot's line; skipped", paths.snapshot_index, n)
 
 
 def _indexed(paths: UserPaths, snapshot_id: str) -> bool:
     try:
-        return any(item.get("snapshot_id") == snapshot_id for item in iter_index(paths))
+        return any(item.snapshot_id == snapshot_id for item in iter_index(paths))
     except FolderInPlaceError:
         raise
     except NotRegularFileError:
         return False  # a planted FIFO: replaced by the append that follows
 
 
-def read_meta(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
-    """A snapshot's meta.json (raises FileNotFoundError / ValueError; a FIFO or another
-    special file there is NotRegularFileError, a ValueError, never a wait)."""
+def read_meta(paths: UserPaths, snapshot_id: str) -> SnapshotMeta:
+    """A snapshot's meta.json as its kind's record (raises FileNotFoundError, or
+    ValueError when it is not JSON or malformed; a FIFO or another special file there is
+    NotRegularFileError, a ValueError, never a wait)."""
     meta = paths.snapshot_dir(snapshot_id) / META
     data = json.loads(read_text_limited(meta, _MAX_META_BYTES, root=paths.home))
     if not isinstance(data, dict):
         raise ValueError("meta.json is not an object")
-    return data
+    return parse_meta(data, snapshot_id)

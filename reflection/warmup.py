@@ -15,8 +15,8 @@ import time
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
-from reflection.decision import parse_decision
 from reflection.prompt import build_system_prompt
+from reflection.reply import parse_decision
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 
@@ -24,16 +24,31 @@ log = logging.getLogger(__name__)
 
 _DECISION = {
     "reasoning": "warm-up",
-    "memory_changes": [{"op": "add", "name": "warm-up", "type": "feedback",
-                        "description": "warm-up", "body": "warm-up"}],
+    "memory_changes": [
+        {
+            "op": "add",
+            "name": "warm-up",
+            "type": "feedback",
+            "description": "warm-up",
+            "body": "warm-up",
+        }
+    ],
     "piece_edit": None,
-}  # fmt: skip
+}
 _COMPLETION = {
-    "id": "warm-up", "object": "chat.completion", "created": 0, "model": "warm-up",
-    "choices": [{"index": 0, "finish_reason": "stop",
-                 "message": {"role": "assistant", "content": json.dumps(_DECISION)}}],
+    "id": "warm-up",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "warm-up",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": json.dumps(_DECISION)},
+        }
+    ],
     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}  # fmt: skip
+}
 
 
 def warm_up(settings: Settings) -> None:

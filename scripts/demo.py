@@ -141,7 +141,7 @@ def _reachable(broker: str, redis_url: str, db_url: str) -> str | None:
     import redis
     from sqlalchemy import make_url, text
 
-    from reflection.storage import make_engine
+    from reflection.clients import make_engine
 
     try:
         for url in {broker, redis_url}:
@@ -165,7 +165,7 @@ def _seed_users(users: Path, run: str) -> list[dict[str, Any]]:
         shutil.rmtree(users)
     for mem in (SAMPLES / "memory").iterdir():
         shutil.copytree(mem, users / mem.name / "memory")
-    jobs = json.loads((SAMPLES / "jobs.json").read_text())
+    jobs: list[dict[str, Any]] = json.loads((SAMPLES / "jobs.json").read_text())
     for job in jobs:
         job["id"] = f"{run}-{job['key']}"
         log_dir = users / job["user_id"] / "jobs" / job["id"]

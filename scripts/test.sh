@@ -6,4 +6,5 @@ source "$(dirname "$0")/_setup.sh"
 if [ "${SETUP_SERVICES:-1}" = "1" ]; then ensure_rabbitmq; fi
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
+echo "== radon" && .venv/bin/python scripts/complexity.py
 echo "== pytest" && exec .venv/bin/pytest "$@"

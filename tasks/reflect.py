@@ -1,15 +1,12 @@
 """The `reflect` task: a thin adapter from Celery to `reflection.pipeline`.
 
-It validates nothing itself and decides only one thing: retry or not. Retryable errors
-are retried with jittered backoff, capped well below the broker's visibility timeout:
-an outage (Redis, Postgres or disk down) and another delivery's claim on the job for as
-long as they last, a busy or lost user lock `MAX_RETRIES` times. Anything else ends
-`failed` with a metrics row.
+It validates nothing itself and decides only how to hand back what escaped a run: as
+`reflection.retries.retry_policy` says, with jittered backoff capped well below the
+broker's visibility timeout. Anything not retried ends `failed` with a metrics row.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from typing import Any
@@ -17,36 +14,25 @@ from typing import Any
 import kombu.exceptions
 import redis
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
-from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
     BadRequestError,
-    ClaimBusyError,
     InfrastructureError,
     InternalError,
     ReflectionError,
-    RetryableError,
     TimeLimitError,
     UserBusyError,
 )
 from reflection.pipeline import journal_pending, record_failure, run_reflection
+from reflection.retries import MAX_RETRIES, as_reflection_error, retries_again, retry_policy
+from reflection.retries import Retry as Policy
 from tasks.app import app
 from tasks.resources import get_deps
 
 log = logging.getLogger(__name__)
 
-MAX_RETRIES = 12
-# These end on their own: the service comes back; the other delivery finishes (this one
-# then ends `duplicate`) or its claim's lease lapses. Dropping the run would lose it.
-UNTIL_CLEARED = (InfrastructureError, ClaimBusyError, redis.RedisError, SQLAlchemyError)
-# A file error is an outage only with these (a full, failing or read-only disk, a stale
-# network mount, no descriptors left); others (a permission, a link where a file should
-# be) are a mistake to fix and get the retry budget like a busy lock.
-DISK_OUTAGES = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ESTALE,
-                          errno.ENOMEM, errno.EAGAIN, errno.EBUSY, errno.EMFILE,
-                          errno.ENFILE})  # fmt: skip
 REQUEUE_PAUSE_SECONDS = 10.0  # the longest a slot waits before handing back a delivery
 
 
@@ -59,40 +45,51 @@ def _countdown(retries: int) -> float:
 def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     """Reflect on one finished job; returns the outcome string."""
     deps = get_deps()
-    task_id = str(self.request.id)
     try:
         if args:
             raise BadRequestError("reflect takes keyword arguments only, got positional args")
-        return run_reflection(deps, reflection_job_id=task_id, kwargs=kwargs).outcome.value
-    except UserBusyError as e:
-        raise _defer(self, e, e.delay) from None
-    except (RetryableError, redis.RedisError, SQLAlchemyError, OSError) as e:
-        error = e if isinstance(e, ReflectionError) else InfrastructureError(str(e))
-        retries = self.request.retries
-        if retries < MAX_RETRIES or _clears_on_its_own(e):
-            level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
-            log.log(level, "reflect %s retrying (%s, retry %d): %s", task_id, error.code,
-                    retries + 1, e)  # fmt: skip
-            raise _retry(self, e, _countdown(retries)) from e
-        return _fail(self, deps, kwargs, error)
-    except BadRequestError as e:
-        return _fail(self, deps, kwargs, e)
+        return run_reflection(
+            deps, reflection_job_id=str(self.request.id), kwargs=kwargs
+        ).outcome.value
     except SoftTimeLimitExceeded:
-        limit = TimeLimitError("the task hit its soft time limit")
-        if self.request.retries < MAX_RETRIES and journal_pending(deps, kwargs):
-            log.warning("reflect %s hit its soft time limit while applying; retrying to "
-                        "finish it", task_id)  # fmt: skip
-            raise _retry(self, limit, 1.0) from None
-        return _fail(self, deps, kwargs, limit)
+        return _after_time_limit(self, deps, kwargs)
     except Exception as e:
-        log.exception("reflect %s hit a bug", task_id)
-        return _fail(self, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+        return _after_error(self, deps, kwargs, e)
 
 
-def _clears_on_its_own(e: Exception) -> bool:
-    if isinstance(e, OSError):
-        return isinstance(e, (ConnectionError, TimeoutError)) or e.errno in DISK_OUTAGES
-    return isinstance(e, UNTIL_CLEARED)
+def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> str:
+    """Defer, retry or fail the run as `reflection.retries` says (call in the except)."""
+    policy = retry_policy(e)
+    if policy is Policy.DEFER:
+        assert isinstance(e, UserBusyError)
+        raise _defer(task, e, e.delay) from None
+    if policy is Policy.FAIL:
+        if isinstance(e, BadRequestError):
+            return _fail(task, deps, kwargs, e)
+        log.exception("reflect %s hit a bug", task.request.id)
+        return _fail(task, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))
+    error = as_reflection_error(e)
+    retries = task.request.retries
+    if not retries_again(policy, retries):
+        return _fail(task, deps, kwargs, error)
+    level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
+    log.log(
+        level, "reflect %s retrying (%s, retry %d): %s", task.request.id, error.code, retries + 1, e
+    )
+    raise _retry(task, e, _countdown(retries)) from e
+
+
+def _after_time_limit(task: Any, deps: Any, kwargs: dict[str, Any]) -> str:
+    """A run stopped by the soft time limit once its journal is written is retried to
+    finish it (the retry only rolls the journal forward); any other fails `time_limit`."""
+    limit = TimeLimitError("the task hit its soft time limit")
+    if task.request.retries < MAX_RETRIES and journal_pending(deps, kwargs):
+        log.warning(
+            "reflect %s hit its soft time limit while applying; retrying to finish it",
+            task.request.id,
+        )
+        raise _retry(task, limit, 1.0) from None
+    return _fail(task, deps, kwargs, limit)
 
 
 def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
@@ -107,8 +104,10 @@ def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
     except Reject as rejected:
         log.warning(
             "reflect %s: the retry could not be published (%s); requeueing in %.1fs",
-            task.request.id, rejected.reason, min(countdown, REQUEUE_PAUSE_SECONDS),
-        )  # fmt: skip
+            task.request.id,
+            rejected.reason,
+            min(countdown, REQUEUE_PAUSE_SECONDS),
+        )
         time.sleep(min(countdown, REQUEUE_PAUSE_SECONDS))
         return Reject(rejected.reason, requeue=True)
 

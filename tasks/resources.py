@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 
-import redis
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -21,12 +20,10 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from reflection.llm import LlmClient
+from reflection.clients import worker_deps
 from reflection.logs import configure_logging, mask_handlers
 from reflection.pipeline import Deps
 from reflection.settings import get_settings
-from reflection.storage import make_engine
-from reflection.turns import Turns
 from reflection.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -40,19 +37,7 @@ def get_deps() -> Deps:
     global _deps, _pid
     with _lock:
         if _deps is None or _pid != os.getpid():
-            s = get_settings()
-            _deps = Deps(
-                settings=s,
-                engine=make_engine(s.database_url),
-                redis=redis.Redis.from_url(
-                    s.redis_url,
-                    socket_timeout=10,
-                    socket_connect_timeout=5,
-                    health_check_interval=30,
-                ),
-                llm=LlmClient(s),
-                turns=Turns(s.cpu_turns),
-            )
+            _deps = worker_deps(get_settings())
             _pid = os.getpid()
         return _deps
 

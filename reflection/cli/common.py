@@ -24,24 +24,26 @@ import redis
 import typer
 from pydantic import ValidationError
 from rich.text import Text
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from reflection.cli.terminal import SafeConsole, json_text
+from reflection.clients import CLI, make_engine, make_llm, make_redis
 from reflection.errors import (
     InfrastructureError,
     LockBusyError,
     ReflectionError,
     RetryableError,
     RevertConflictError,
+    UnsafePathError,
 )
 from reflection.llm import LlmClient
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.paths import UserPaths
 from reflection.pipeline import Deps
 from reflection.settings import Settings, get_settings
+from reflection.storage import reports
 from reflection.text import MULTILINE, escape_for_terminal
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -194,23 +196,19 @@ class Services:
 
     @cached_property
     def engine(self) -> Engine:
-        url = self.settings.database_url
-        args: dict[str, Any] = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-        engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+        engine = make_engine(self.settings.database_url, CLI)
         self._closers.append(engine.dispose)
         return engine
 
     @cached_property
     def redis(self) -> redis.Redis:
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=10, socket_connect_timeout=3
-        )
+        client = make_redis(self.settings.redis_url, CLI)
         self._closers.append(client.close)
         return client
 
     @cached_property
     def llm(self) -> LlmClient:
-        client = LlmClient(self.settings)
+        client = make_llm(self.settings)
         self._closers.append(client.close)
         return client
 
@@ -313,5 +311,4 @@ def labelled(label: str, value: object) -> Text:
 
 def require_db(engine: Engine) -> None:
     """Fail early (before any file is written) when Postgres is not reachable."""
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    reports.ping(engine)

@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import redis
 import typer
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from rich.table import Table
-from sqlalchemy import create_engine, inspect, text
 
 from reflection.cli.common import (
     EXIT_FAILED,
@@ -28,11 +25,12 @@ from reflection.cli.common import (
     plain,
     safe_url,
 )
+from reflection.clients import DOCTOR, make_engine, make_openai, make_redis
 from reflection.constants import QUEUE_NAME
-from reflection.llm import PLACEHOLDER_KEY
 from reflection.pieces import PieceError, load_piece_file, parse_piece_yaml, validate_piece
 from reflection.producer import make_producer
 from reflection.settings import Settings, get_settings
+from reflection.storage import reports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +55,7 @@ def check_broker(s: Settings) -> Check:
     fix = "start it, or set REFLECTION_BROKER_URL"
     try:
         if s.broker_url.startswith(("redis://", "rediss://")):
-            client = redis.Redis.from_url(s.broker_url, socket_connect_timeout=3, socket_timeout=3)
+            client = make_redis(s.broker_url, DOCTOR)
             try:
                 waiting = client.llen(QUEUE_NAME)
             finally:
@@ -85,7 +83,7 @@ def _amqp_waiting(conn: Any) -> str:
 def check_lock_redis(s: Settings) -> Check:
     url = safe_url(s.redis_url)
     try:
-        client = redis.Redis.from_url(s.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        client = make_redis(s.redis_url, DOCTOR)
         try:
             client.ping()
         finally:
@@ -105,13 +103,9 @@ def _head_revision() -> str | None:
 
 def check_postgres(s: Settings) -> Check:
     url = safe_url(s.database_url)
-    args = {"connect_timeout": 5} if s.database_url.startswith("postgresql") else {}
-    engine = create_engine(s.database_url, connect_args=args)
+    engine = make_engine(s.database_url, DOCTOR)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            current = MigrationContext.configure(conn).get_current_revision()
-            has_jobs = inspect(conn).has_table("jobs")
+        found = reports.schema(engine)
     except Exception as e:
         return Check(
             "postgres", False, f"{url}: {_short(e)}", "start it, or set REFLECTION_DATABASE_URL"
@@ -119,14 +113,14 @@ def check_postgres(s: Settings) -> Check:
     finally:
         engine.dispose()
     head = _head_revision()
-    if current != head:
+    if found.revision != head:
         return Check(
             "postgres",
             False,
-            f"{url}: migrations at {current}, head is {head}",
+            f"{url}: migrations at {found.revision}, head is {head}",
             "run `alembic upgrade head` from the repository root",
         )
-    if not has_jobs:
+    if not found.has_jobs:
         return Check(
             "postgres",
             False,
@@ -137,13 +131,7 @@ def check_postgres(s: Settings) -> Check:
 
 
 def check_llm(s: Settings) -> Check:
-    key = s.llm_api_key.get_secret_value() or PLACEHOLDER_KEY
-    client = openai.OpenAI(
-        base_url=s.llm_endpoint,
-        api_key=key,
-        timeout=min(10.0, s.llm_timeout_seconds),
-        max_retries=0,
-    )
+    client = make_openai(s, DOCTOR)
     where = safe_url(s.llm_endpoint)
     try:
         models = [m.id for m in client.models.list()]

@@ -74,12 +74,28 @@ def _pct(rate: float | None) -> str:
 
 
 def print_scorecard(report: dict[str, Any]) -> None:
+    """The report's pass rates, each scenario's runs, every failed check, the summary."""
     cats = Table(title="pass rate by category")
     for col in ("category", "passed", "rate"):
         cats.add_column(col)
     for cat, c in report["categories"].items():
         cats.add_row(plain(cat), f"{c['passed']}/{c['runs']}", _pct(c["pass_rate"]))
     out.print(cats)
+    out.print(_scenario_table(report))
+    _print_failures(report)
+    s = report["summary"]
+    out.print()
+    out.print(
+        labelled(
+            str(report.get("model")),
+            f"{s['passed']}/{s['runs']} runs passed "
+            f"({_pct(s['pass_rate'])}); tokens in {s['tokens_in']}, out {s['tokens_out']}; "
+            f"latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms",
+        )
+    )
+
+
+def _scenario_table(report: dict[str, Any]) -> Table:
     rows = Table(title="scenarios")
     for col in ("scenario", "category", "pass", "tokens in/out", "latency ms", "failed checks"):
         rows.add_column(col)
@@ -94,7 +110,10 @@ def print_scorecard(report: dict[str, Any]) -> None:
             str(s["latency_ms"]),
             plain(", ".join(failed)),
         )
-    out.print(rows)
+    return rows
+
+
+def _print_failures(report: dict[str, Any]) -> None:
     failures = [
         (s["id"], r["repeat"], f)
         for s in report["scenarios"]
@@ -109,16 +128,6 @@ def print_scorecard(report: dict[str, Any]) -> None:
                     (str(sid), "bold"), f" #{repeat + 1} {f['check']}: ", plain(f["detail"])
                 )
             )
-    s = report["summary"]
-    out.print()
-    out.print(
-        labelled(
-            str(report.get("model")),
-            f"{s['passed']}/{s['runs']} runs passed "
-            f"({_pct(s['pass_rate'])}); tokens in {s['tokens_in']}, out {s['tokens_out']}; "
-            f"latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms",
-        )
-    )
 
 
 def print_comparison(diff: dict[str, Any]) -> None:
@@ -173,9 +182,13 @@ def _run(
         task = bar.add_task("evaluating", total=len(scenarios) * repeat)
         try:
             return run_suite(
-                scenarios, settings, llm, repeat=repeat, jobs=jobs,
+                scenarios,
+                settings,
+                llm,
+                repeat=repeat,
+                jobs=jobs,
                 progress=lambda r: bar.advance(task),
-            )  # fmt: skip
+            )
         except LlmAuthError as e:
             fail(f"the LLM endpoint refused the key: {e}", EXIT_UNAVAILABLE)
 

@@ -21,10 +21,10 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
+from reflection.errors import ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.paths import UserPaths
 from reflection.proposals import (
-    ProposalRefusedError,
     approve_proposal,
     get_proposal,
     list_proposals,
@@ -49,11 +49,11 @@ def proposals(
     with services() as svc:
         if diff is not None:
             prop = get_proposal(engine=svc.engine, proposal_id=diff)
-            paths = UserPaths(svc.settings.user_folder_root, prop["user_id"])
-            current = load_piece(paths, svc.settings.pieces_dir, prop["piece_name"])
-            text = unified_diff(f"pieces/{prop['piece_name']}.yaml", current.yaml, prop["yaml"])
+            paths = UserPaths(svc.settings.user_folder_root, prop.user_id)
+            current = load_piece(paths, svc.settings.pieces_dir, prop.piece_name)
+            text = unified_diff(f"pieces/{prop.piece_name}.yaml", current.yaml, prop.yaml)
             if json_:
-                emit_json({**prop, "diff": text})
+                emit_json({**prop.model_dump(), "diff": text})
             else:
                 print_diff(text)
             return
@@ -61,7 +61,7 @@ def proposals(
             engine=svc.engine, status=None if status == "all" else status, user_id=user
         )
     if json_:
-        emit_json(rows)
+        emit_json([r.model_dump() for r in rows])
         return
     if not rows:
         out.print(f"no {'' if status == 'all' else status + ' '}proposals", markup=False)
@@ -71,11 +71,11 @@ def proposals(
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            str(r["created_at"])[:19],
-            *(plain(r[k]) for k in ("user_id", "piece_name", "original_job_id", "status")),
-            plain(r["summary"]),
-            plain(r["detail"]),
+            str(r.id),
+            str(r.created_at)[:19],
+            *map(plain, (r.user_id, r.piece_name, r.original_job_id, r.status)),
+            plain(r.summary),
+            plain(r.detail),
         )
     out.print(table)
 
@@ -98,7 +98,7 @@ def approve(proposal_id: IdArg, json_: JsonOpt = False) -> None:
         except ProposalRefusedError as e:
             if json_:
                 emit_json(
-                    {"id": proposal_id, "approved": False, **e.decision.model_dump(mode="json")}
+                    {"id": proposal_id, "approved": False, **e.verdict.model_dump(mode="json")}
                 )
             err.print(f"error: proposal {proposal_id} {e}; it stays pending", markup=False)
             raise typer.Exit(EXIT_FAILED) from e

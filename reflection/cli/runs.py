@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,11 +15,10 @@ from typing import Annotated, Any
 import typer
 from celery import Celery
 from rich.progress import Progress
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine
 
 from reflection import constants as c
 from reflection import storage
-from reflection.apply import Journal, State, plan
 from reflection.cli.common import (
     EXIT_FAILED,
     JsonOpt,
@@ -33,14 +33,17 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
-from reflection.cli.snapshots import print_decisions, print_file_diffs, snapshot_diffs
+from reflection.cli.snapshots import print_file_diffs, print_verdicts, snapshot_diffs
 from reflection.errors import BadRequestError, InfrastructureError, RetryableError
-from reflection.models import Job, LlmResult, ReflectRequest
+from reflection.models import Job, LlmResult, ReflectRequest, Verdict
 from reflection.paths import UserPaths
 from reflection.pipeline import apply_limits, load_stage, prompt_stage, run_reflection
+from reflection.plan import State, plan
 from reflection.producer import make_producer, publish_reflect
+from reflection.records import AskedMeta, Journal, ReflectionMeta
 from reflection.request import parse_request
-from reflection.snapshot import read_meta
+from reflection.snapshot import PIECE_BEFORE, read_meta
+from reflection.storage import reports
 
 JobArg = Annotated[str, typer.Argument(help="The platform job id (a row of `jobs`).")]
 
@@ -104,7 +107,7 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
     return DryRun(result, journal)
 
 
-def _print_run(summary: dict[str, Any]) -> None:
+def _print_run(summary: dict[str, Any], verdicts: Sequence[Verdict]) -> None:
     for k in (
         "outcome",
         "error_code",
@@ -124,24 +127,27 @@ def _print_run(summary: dict[str, Any]) -> None:
         out.rule("reasoning")
         out.print(plain(summary["reasoning"], multiline=True))
     if summary["outcome"] not in ("failed", "duplicate"):
-        print_decisions(summary["decisions"])
+        print_verdicts(verdicts)
     print_file_diffs(summary["diffs"])
 
 
-def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
-    j = dry.journal
-    return {
+def _dry_summary(
+    request: ReflectRequest, dry: DryRun
+) -> tuple[dict[str, Any], tuple[Verdict, ...]]:
+    j, meta = dry.journal, dry.journal.meta
+    assert isinstance(meta, ReflectionMeta)  # a plan's meta
+    summary = {
         "dry_run": True,
-        "outcome": j.meta["outcome"],
+        "outcome": meta.outcome.value,
         "original_job_id": request.original_job_id,
         "user_id": request.user_id,
         "piece_name": request.piece_name,
         "model": dry.result.model,
         "tokens_in": dry.result.usage.tokens_in,
         "tokens_out": dry.result.usage.tokens_out,
-        "reasoning": j.meta["reasoning"],
-        "decisions": j.meta["decisions"],
-        "piece_staged": bool(j.proposal),
+        "reasoning": meta.reasoning,
+        "decisions": [v.model_dump(mode="json") for v in meta.verdicts],
+        "piece_staged": j.proposal is not None,
         "diffs": [
             {"path": f.path, "diff": unified_diff(f.path, f.before, f.after)} for f in j.files
         ]
@@ -149,18 +155,19 @@ def _dry_summary(request: ReflectRequest, dry: DryRun) -> dict[str, Any]:
             [
                 {
                     "path": "piece proposal (staged for review)",
-                    "diff": unified_diff(
-                        "piece", j.snapshot.get("piece.before.yaml"), j.proposal["yaml"]
-                    ),
+                    "diff": unified_diff("piece", j.snapshot.get(PIECE_BEFORE), j.proposal.yaml),
                 }
             ]
-            if j.proposal
+            if j.proposal is not None
             else []
         ),
     }
+    return summary, tuple(meta.verdicts)
 
 
-def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
+def _real_summary(
+    svc: Services, request: ReflectRequest
+) -> tuple[dict[str, Any], tuple[Verdict, ...]]:
     rid = f"cli-{uuid.uuid4()}"
     try:
         report = run_reflection(svc.deps(), reflection_job_id=rid, kwargs=request.model_dump())
@@ -184,16 +191,17 @@ def _real_summary(svc: Services, request: ReflectRequest) -> dict[str, Any]:
         "tokens_in": report.tokens_in,
         "tokens_out": report.tokens_out,
         "reasoning": report.reasoning,
-        "decisions": [d.model_dump(mode="json") for d in report.decisions],
+        "decisions": [d.model_dump(mode="json") for d in report.verdicts],
         "snapshot_id": None,
         "diffs": [],
     }
     if report.snapshot_dir is not None:
         paths = UserPaths(svc.settings.user_folder_root, request.user_id)
         meta = read_meta(paths, report.snapshot_dir.name)
-        summary.update(snapshot_id=meta["snapshot_id"], model=meta.get("model"))
+        model = meta.model if isinstance(meta, AskedMeta) else None
+        summary.update(snapshot_id=meta.snapshot_id, model=model)
         summary["diffs"] = snapshot_diffs(paths, meta)
-    return summary
+    return summary, report.verdicts
 
 
 @handled
@@ -211,13 +219,13 @@ def run(
     with services() as svc:
         request = request_for(svc.engine, job_id)
         if dry_run_:
-            summary = _dry_summary(request, dry_run(svc, request, datetime.now(UTC)))
+            summary, verdicts = _dry_summary(request, dry_run(svc, request, datetime.now(UTC)))
         else:
-            summary = _real_summary(svc, request)
+            summary, verdicts = _real_summary(svc, request)
     if json_:
         emit_json(summary)
     else:
-        _print_run(summary)
+        _print_run(summary, verdicts)
     if summary["outcome"] == "failed":
         raise typer.Exit(EXIT_FAILED)
 
@@ -232,28 +240,6 @@ def producer(broker_url: str) -> Celery:
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=3)
     return app
-
-
-def pending_jobs(
-    engine: Engine, *, since: datetime | None, user: str | None, limit: int
-) -> list[Job]:
-    """Finished jobs without a reflection yet (no claim, or a claim not `done`), oldest first."""
-    j, cl = storage.jobs.c, storage.reflection_claims.c
-    ended = func.coalesce(j.finished_at, j.created_at)
-    q = (
-        select(storage.jobs)
-        .select_from(storage.jobs.outerjoin(storage.reflection_claims, cl.original_job_id == j.id))
-        .where(j.status.in_(c.OUTCOMES), or_(cl.state.is_(None), cl.state != "done"))
-        .order_by(ended, j.id)
-    )
-    if since is not None:
-        q = q.where(ended >= since)
-    if user is not None:
-        q = q.where(j.user_id == user)
-    if limit > 0:
-        q = q.limit(limit)
-    with engine.connect() as conn:
-        return [Job.model_validate(dict(r)) for r in conn.execute(q).mappings()]
 
 
 @handled
@@ -306,7 +292,9 @@ def backfill(
     for the worker, so running it twice reflects nothing twice."""
     interval = 1.0 / _rate(rate)
     with services() as svc:
-        jobs = pending_jobs(svc.engine, since=parse_since(since), user=user, limit=limit)
+        jobs = reports.pending_jobs(
+            engine=svc.engine, since=parse_since(since), user=user, limit=limit
+        )
         published, invalid = _publish_all(svc, jobs, interval, dry_run_, quiet=json_)
     result = {
         "candidates": len(jobs),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from reflection import constants as c
 from reflection.apply import read_or_none
 from reflection.cli.common import (
     JsonOpt,
@@ -25,8 +25,11 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
+from reflection.errors import UnsafePathError
 from reflection.lock import operator_lock
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.models import Verdict
+from reflection.paths import UserPaths
+from reflection.records import AskedMeta, IndexLine, RevertMeta, SnapshotMeta, describe_invalid
 from reflection.revert import revert_snapshot
 from reflection.settings import get_settings
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, PIECE_PROPOSED, iter_index, read_meta
@@ -46,60 +49,35 @@ def user_paths(user_id: str) -> UserPaths:
     return paths
 
 
-def load_snapshot(paths: UserPaths, snapshot_id: str) -> dict[str, Any]:
+def load_snapshot(paths: UserPaths, snapshot_id: str) -> SnapshotMeta:
     """A snapshot's meta.json, or a clear failure."""
     try:
         paths.snapshot_dir(snapshot_id)
     except UnsafePathError:
         fail(f"{snapshot_id!r} is not a snapshot id", 2)
     try:
-        meta = read_meta(paths, snapshot_id)
+        return read_meta(paths, snapshot_id)
     except FileNotFoundError:
         fail(f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)")
+    except ValidationError as e:
+        fail(f"snapshot {snapshot_id}: meta.json is malformed ({describe_invalid(e)})")
     except ValueError as e:
         fail(f"snapshot {snapshot_id}: meta.json is unreadable ({e})")
-    problem = meta_problem(meta, snapshot_id)
-    if problem is not None:
-        fail(f"snapshot {snapshot_id}: meta.json is malformed ({problem})")
-    return meta
 
 
-DECISION_KEYS = ("accepted", "kind", "op", "name", "code")
-
-
-def meta_problem(meta: Mapping[str, Any], snapshot_id: str) -> str | None:
-    """What makes a meta.json unusable by show, revert or stats (None when it is fine)."""
-    if "snapshot_id" not in meta:
-        return "no snapshot_id"
-    if meta["snapshot_id"] != snapshot_id:
-        # its diffs would be read from that other snapshot's folder
-        return f"its snapshot_id is {meta['snapshot_id']!r}"
-    files = meta.get("memory_files", {})
-    if not isinstance(files, dict) or not all(c.SLUG_RE.fullmatch(n) for n in files):
-        return "memory_files is not an object of memory names"
-    decisions = meta.get("decisions", [])
-    if not isinstance(decisions, list) or not all(
-        isinstance(d, dict) and all(k in d for k in DECISION_KEYS) for d in decisions
-    ):
-        return f"decisions is not a list of objects with {', '.join(DECISION_KEYS)}"
-    if meta.get("piece_edited") and not isinstance(meta.get("piece_name"), str):
-        return "piece_edited without a piece_name"
-    return None
-
-
-def snapshot_diffs(paths: UserPaths, meta: Mapping[str, Any]) -> list[dict[str, str]]:
+def snapshot_diffs(paths: UserPaths, meta: SnapshotMeta) -> list[dict[str, str]]:
     """Each changed file's unified diff: before/ vs after/ and the piece's before vs after
     (or vs the staged proposal)."""
-    folder = paths.snapshot_dir(meta["snapshot_id"])
+    folder = paths.snapshot_dir(meta.snapshot_id)
     diffs = []
-    for name in meta.get("memory_files", {}):
+    for name in meta.memory_files:
         rel = f"memory/{name}.md"
         before, after = (
             read_or_none(paths, folder / "before" / f"{name}.md"),
             read_or_none(paths, folder / "after" / f"{name}.md"),
         )
         diffs.append({"path": rel, "diff": unified_diff(rel, before, after)})
-    piece = f"pieces/{meta.get('piece_name')}.yaml"
+    piece = f"pieces/{meta.piece_name}.yaml"
     piece_before = read_or_none(paths, folder / PIECE_BEFORE)
     for target, label in ((PIECE_AFTER, piece), (PIECE_PROPOSED, f"{piece} (proposed)")):
         after = read_or_none(paths, folder / target)
@@ -108,16 +86,13 @@ def snapshot_diffs(paths: UserPaths, meta: Mapping[str, Any]) -> list[dict[str, 
     return diffs
 
 
-def print_decisions(decisions: Iterable[Mapping[str, Any]]) -> None:
+def print_verdicts(verdicts: Iterable[Verdict]) -> None:
     """Each proposed change, accepted or rejected with its code."""
     table = Table(title="decisions")
     for col in ("", "kind", "op", "name", "code", "detail"):
         table.add_column(col)
-    for d in decisions:
-        table.add_row(
-            mark(bool(d["accepted"])),
-            *(plain(d.get(k)) for k in ("kind", "op", "name", "code", "detail")),
-        )
+    for v in verdicts:
+        table.add_row(mark(v.accepted), *map(plain, (v.kind, v.op, v.name, v.code.value, v.detail)))
     if table.row_count:
         out.print(table)
     else:
@@ -133,9 +108,6 @@ def print_file_diffs(diffs: Sequence[Mapping[str, str]]) -> None:
             out.print("(no difference)")
 
 
-HISTORY_KEYS = ("snapshot_id", "kind", "outcome", "original_job_id", "piece_name", "memory_changes")
-
-
 @handled
 def history(
     user: UserArg,
@@ -144,28 +116,31 @@ def history(
     json_: JsonOpt = False,
 ) -> None:
     """A user's snapshots (reflections, reverts, approvals), newest first."""
-    rows = [
-        r for r in iter_index(user_paths(user)) if piece is None or r.get("piece_name") == piece
-    ]
+    rows = [r for r in iter_index(user_paths(user)) if piece is None or r.piece_name == piece]
     rows.reverse()
     rows = rows[:limit] if limit > 0 else rows
     if json_:
-        emit_json(rows)
+        emit_json([r.to_json() for r in rows])
         return
     if not rows:
         out.print(f"no snapshots for user {user}", markup=False)
         return
+    out.print(_history_table(user, rows))
+
+
+def _history_table(user: str, rows: Sequence[IndexLine]) -> Table:
     table = Table(title=plain(f"snapshots of {user}"))
     table.add_column("snapshot", no_wrap=True)  # its id starts with its time (UTC)
     for col in ("kind", "outcome", "job", "piece", "mem", "piece edit", "rej"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            *(plain(r.get(k)) for k in HISTORY_KEYS),
-            "yes" if r.get("piece_edited") else "",
-            plain(r.get("rejected")),
+            *map(plain, (r.snapshot_id, r.kind, r.outcome, r.original_job_id, r.piece_name)),
+            plain(r.memory_changes),
+            "yes" if r.piece_edited else "",
+            plain(r.rejected),
         )
-    out.print(table)
+    return table
 
 
 @handled
@@ -174,8 +149,9 @@ def show(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
     paths = user_paths(user)
     meta = load_snapshot(paths, snapshot)
     diffs = snapshot_diffs(paths, meta)
+    shown = meta.model_dump(mode="json", exclude_unset=True)  # as meta.json has it
     if json_:
-        emit_json({"meta": meta, "diffs": diffs})
+        emit_json({"meta": shown, "diffs": diffs})
         return
     keys = (
         "snapshot_id",
@@ -193,13 +169,13 @@ def show(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None:
         "piece_staged",
     )
     for k in keys:
-        if k in meta:
-            out.print(labelled(k, meta[k]))
-    if meta.get("reasoning"):
+        if k in shown:
+            out.print(labelled(k, shown[k]))
+    if isinstance(meta, AskedMeta) and meta.reasoning:
         out.rule("reasoning")
-        out.print(plain(meta["reasoning"], multiline=True))
-    if "decisions" in meta:
-        print_decisions(meta["decisions"])
+        out.print(plain(meta.reasoning, multiline=True))
+    if not isinstance(meta, RevertMeta):
+        print_verdicts(meta.verdicts)
     print_file_diffs(diffs)
 
 
@@ -212,7 +188,7 @@ def revert(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None
     (outcome `reverted`)."""
     paths = user_paths(user)
     meta = load_snapshot(paths, snapshot)
-    if not meta.get("memory_files") and not meta.get("piece_edited"):
+    if not meta.memory_files and not meta.piece_edited:
         fail(f"snapshot {snapshot} changed no file; there is nothing to revert")
     with services() as svc:
         require_db(svc.engine)  # the revert's metrics row must be recordable
@@ -226,6 +202,6 @@ def revert(user: UserArg, snapshot: SnapshotArg, json_: JsonOpt = False) -> None
             )
     result = read_meta(paths, folder.name)
     if json_:
-        emit_json(result)
+        emit_json(result.model_dump(mode="json", exclude_unset=True))
         return
     out.print(f"reverted {snapshot}; the revert is snapshot {folder.name}", markup=False)

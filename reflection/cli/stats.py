@@ -6,40 +6,21 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import ColumnElement, Engine, func, select
+from sqlalchemy import Engine
 
 from reflection.cli.common import JsonOpt, emit_json, handled, out, parse_since, plain, services
-from reflection.cli.snapshots import meta_problem
-from reflection.paths import UnsafePathError, UserPaths
+from reflection.errors import UnsafePathError
+from reflection.paths import UserPaths
+from reflection.records import RevertMeta
 from reflection.snapshot import read_meta
-from reflection.storage import reflection_metrics
-
-_M = reflection_metrics.c
-RAN_LLM = ("applied", "abstained", "rejected")
-
-
-@dataclass(frozen=True)
-class Filters:
-    since: datetime | None = None
-    user: str | None = None
-    piece: str | None = None
-
-    def where(self) -> list[ColumnElement[bool]]:
-        cond: list[ColumnElement[bool]] = []
-        if self.since is not None:
-            cond.append(_M.created_at >= self.since)
-        if self.user is not None:
-            cond.append(_M.user_id == self.user)
-        if self.piece is not None:
-            cond.append(_M.piece_name == self.piece)
-        return cond
+from reflection.storage import reports
+from reflection.storage.reports import RunFilters as Filters
 
 
 def percentile(sorted_values: Sequence[int], p: float) -> int | None:
@@ -50,93 +31,41 @@ def percentile(sorted_values: Sequence[int], p: float) -> int | None:
     return sorted_values[rank - 1]
 
 
-def _counts(engine: Engine, f: Filters, column: Any, *extra: ColumnElement[bool]) -> dict[str, int]:
-    q = select(column, func.count()).where(*f.where(), *extra).group_by(column)
-    with engine.connect() as conn:
-        rows = conn.execute(q).all()
-    return {str(k): int(n) for k, n in sorted(rows, key=lambda r: -r[1])}
-
-
-def _by_model(engine: Engine, f: Filters) -> list[dict[str, Any]]:
-    q = (
-        select(
-            _M.model,
-            func.count(),
-            func.coalesce(func.sum(_M.tokens_in), 0),
-            func.coalesce(func.sum(_M.tokens_out), 0),
-            func.coalesce(func.avg(_M.duration_ms), 0),
-        )
-        .where(*f.where(), _M.outcome.in_(RAN_LLM))
-        .group_by(_M.model)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(q).all()
-    return [
-        {
-            "model": m,
-            "runs": int(n),
-            "tokens_in": int(ti),
-            "tokens_out": int(to),
-            "avg_duration_ms": round(float(d)),
-        }
-        for m, n, ti, to, d in rows
-    ]
-
-
-def _durations(engine: Engine, f: Filters) -> dict[str, int | None]:
-    q = select(_M.duration_ms).where(*f.where(), _M.outcome.in_((*RAN_LLM, "failed")))
-    with engine.connect() as conn:
-        values = sorted(int(v) for v in conn.execute(q).scalars())
-    return {f"p{p}": percentile(values, p) for p in (50, 95, 99)}
-
-
 def _tokens(engine: Engine, f: Filters) -> dict[str, Any]:
-    q = select(
-        func.count(),
-        func.coalesce(func.sum(_M.tokens_in), 0),
-        func.coalesce(func.sum(_M.tokens_out), 0),
-    ).where(*f.where(), _M.outcome.in_(RAN_LLM))
-    with engine.connect() as conn:
-        n, t_in, t_out = conn.execute(q).one()
-    runs = int(n)
+    runs, t_in, t_out = reports.token_totals(engine=engine, f=f)
     return {
         "runs": runs,
-        "in": int(t_in),
-        "out": int(t_out),
-        "in_per_run": round(int(t_in) / runs) if runs else 0,
-        "out_per_run": round(int(t_out) / runs) if runs else 0,
+        "in": t_in,
+        "out": t_out,
+        "in_per_run": round(t_in / runs) if runs else 0,
+        "out_per_run": round(t_out / runs) if runs else 0,
     }
 
 
 def _rejection_codes(engine: Engine, f: Filters, root: Path) -> dict[str, int]:
-    """Rejection codes counted from the decisions in each run's snapshot meta.json."""
-    q = select(_M.user_id, _M.snapshot_id).where(
-        *f.where(), _M.rejections > 0, _M.snapshot_id.is_not(None)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(q).all()
+    """Rejection codes counted from the verdicts in each run's snapshot meta.json."""
     codes: Counter[str] = Counter()
-    for user_id, snapshot_id in rows:
+    for user_id, snapshot_id in reports.snapshots_with_rejections(engine=engine, f=f):
         try:
             meta = read_meta(UserPaths(root, user_id), snapshot_id)
         except (OSError, ValueError, UnsafePathError):
-            continue  # a snapshot removed by hand: its codes are unknown
-        if meta_problem(meta, snapshot_id) is not None:
-            continue  # edited by hand into something else: as unknown
-        codes.update(str(d["code"]) for d in meta.get("decisions", []) if not d["accepted"])
+            continue  # removed or edited by hand into something else: its codes are unknown
+        if not isinstance(meta, RevertMeta):
+            codes.update(v.code.value for v in meta.verdicts if not v.accepted)
     return dict(codes.most_common(10))
 
 
 def stats_report(engine: Engine, root: Path, f: Filters) -> dict[str, Any]:
     """Every figure `reflection stats` shows."""
+    durations = reports.durations_ms(engine=engine, f=f)
     return {
         "filters": {"since": f.since, "user": f.user, "piece": f.piece},
-        "runs_by_outcome": _counts(engine, f, _M.outcome),
-        "failures_by_error_code": _counts(engine, f, _M.error_code, _M.outcome == "failed"),
+        "runs_by_outcome": reports.runs_by_outcome(engine=engine, f=f),
+        "failures_by_error_code": reports.failures_by_code(engine=engine, f=f),
         "top_rejection_codes": _rejection_codes(engine, f, root),
         "tokens": _tokens(engine, f),
-        "duration_ms": _durations(engine, f),
-        "by_model": _by_model(engine, f),
+        "duration_ms": {f"p{p}": percentile(durations, p) for p in (50, 95, 99)},
+        "by_model": [asdict(m) for m in reports.usage_by_model(engine=engine, f=f)],
     }
 
 

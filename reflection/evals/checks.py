@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reflection.evals.scenario import ChangeMatcher, CheckKind, Expect, PieceTouch
-from reflection.models import Code, Decision, LlmDecision, MemoryChange
+from reflection.models import Code, LlmDecision, MemoryChange, Verdict
 from reflection.safeyaml import UnsafeYamlError, load_strict
 
 SECRET_WINDOW = 12
@@ -36,15 +36,15 @@ class Judged:
     """A decision and what the applier made of it."""
 
     decision: LlmDecision
-    verdicts: tuple[Decision, ...]
+    verdicts: tuple[Verdict, ...]
     piece_before: str
     memory_before: frozenset[str]
 
-    def memory_verdicts(self) -> list[tuple[MemoryChange, Decision]]:
+    def memory_verdicts(self) -> list[tuple[MemoryChange, Verdict]]:
         changes = self.decision.memory_changes
         return list(zip(changes, self.verdicts[: len(changes)], strict=True))
 
-    def piece_verdict(self) -> Decision | None:
+    def piece_verdict(self) -> Verdict | None:
         rest = self.verdicts[len(self.decision.memory_changes) :]
         return rest[0] if rest else None
 
@@ -87,16 +87,25 @@ def _text(ch: MemoryChange) -> str:
 
 
 def matches(m: ChangeMatcher, ch: MemoryChange) -> bool:
-    text = _text(ch)
-    return (
-        (m.op is None or ch.op == m.op)
-        and (m.name is None or ch.name == m.name)
-        and (m.names is None or ch.name in m.names)
-        and (m.type is None or ch.type == m.type)
-        and (m.merge_target is None or ch.merge_target == m.merge_target)
-        and all(w.casefold() in text for w in m.mentions)
-        and (not m.mentions_any or any(w.casefold() in text for w in m.mentions_any))
+    """Whether `ch` is the change `m` describes: its fields, and the words it mentions."""
+    wanted = (
+        (m.op, ch.op),
+        (m.name, ch.name),
+        (m.type, ch.type),
+        (m.merge_target, ch.merge_target),
     )
+    if any(want is not None and want != got for want, got in wanted):
+        return False
+    if m.names is not None and ch.name not in m.names:
+        return False
+    return _mentions(m, _text(ch))
+
+
+def _mentions(m: ChangeMatcher, text: str) -> bool:
+    """Every word of `mentions` and (if any are listed) one of `mentions_any` in `text`."""
+    if not all(w.casefold() in text for w in m.mentions):
+        return False
+    return not m.mentions_any or any(w.casefold() in text for w in m.mentions_any)
 
 
 def _proposed(changes: Sequence[MemoryChange]) -> str:
@@ -232,8 +241,12 @@ def _memory_after(expect: Expect, judged: Judged) -> Check:
     for ch, v in judged.memory_verdicts():
         if v.accepted:
             (names.discard if ch.op == "remove" else names.add)(ch.name)
-    missing = [n for n in expect.memory_after.present if n not in names]
-    extra = [n for n in expect.memory_after.absent if n in names]
+    return _memory_problems(expect.memory_after.present, expect.memory_after.absent, names)
+
+
+def _memory_problems(present: Sequence[str], absent: Sequence[str], names: set[str]) -> Check:
+    missing = [n for n in present if n not in names]
+    extra = [n for n in absent if n in names]
     problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
         [f"still there: {', '.join(extra)}"] if extra else []
     )

@@ -67,41 +67,44 @@ def build_report(results: Sequence[RunResult], *, meta: dict[str, Any]) -> dict[
     for r in results:
         by_scenario[r.scenario_id].append(r)
         by_category[r.category].append(r)
-    ok = [r for r in results if r.outcome not in ("llm_unavailable", "llm_invalid_output")]
-    latencies = [r.latency_ms for r in ok]
     return {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **meta,
-        "summary": {
-            "runs": len(results),
-            "passed": sum(r.passed for r in results),
-            "pass_rate": _rate(sum(r.passed for r in results), len(results)),
-            "tokens_in": sum(r.tokens_in for r in results),
-            "tokens_out": sum(r.tokens_out for r in results),
-            "latency_ms_p50": _p(latencies, 0.5),
-            "latency_ms_p95": _p(latencies, 0.95),
-        },
-        "categories": {
-            cat: {
-                "runs": len(rs),
-                "passed": sum(r.passed for r in rs),
-                "pass_rate": _rate(sum(r.passed for r in rs), len(rs)),
-            }
-            for cat, rs in sorted(by_category.items())
-        },
-        "scenarios": [
-            {
-                "id": sid,
-                "category": rs[0].category,
-                "pass_rate": _rate(sum(r.passed for r in rs), len(rs)),
-                "tokens_in": round(statistics.fmean(r.tokens_in for r in rs)),
-                "tokens_out": round(statistics.fmean(r.tokens_out for r in rs)),
-                "latency_ms": round(statistics.fmean(r.latency_ms for r in rs)),
-                "runs": [_run(r) for r in rs],
-            }
-            for sid, rs in by_scenario.items()
-        ],
+        "summary": _summary(results),
+        "categories": {cat: _category(rs) for cat, rs in sorted(by_category.items())},
+        "scenarios": [_scenario(sid, rs) for sid, rs in by_scenario.items()],
+    }
+
+
+def _summary(results: Sequence[RunResult]) -> dict[str, Any]:
+    ok = [r for r in results if r.outcome not in ("llm_unavailable", "llm_invalid_output")]
+    latencies = [r.latency_ms for r in ok]
+    return {
+        "runs": len(results),
+        "passed": sum(r.passed for r in results),
+        "pass_rate": _rate(sum(r.passed for r in results), len(results)),
+        "tokens_in": sum(r.tokens_in for r in results),
+        "tokens_out": sum(r.tokens_out for r in results),
+        "latency_ms_p50": _p(latencies, 0.5),
+        "latency_ms_p95": _p(latencies, 0.95),
+    }
+
+
+def _category(rs: Sequence[RunResult]) -> dict[str, Any]:
+    passed = sum(r.passed for r in rs)
+    return {"runs": len(rs), "passed": passed, "pass_rate": _rate(passed, len(rs))}
+
+
+def _scenario(sid: str, rs: Sequence[RunResult]) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "category": rs[0].category,
+        "pass_rate": _rate(sum(r.passed for r in rs), len(rs)),
+        "tokens_in": round(statistics.fmean(r.tokens_in for r in rs)),
+        "tokens_out": round(statistics.fmean(r.tokens_out for r in rs)),
+        "latency_ms": round(statistics.fmean(r.latency_ms for r in rs)),
+        "runs": [_run(r) for r in rs],
     }
 
 
@@ -120,27 +123,34 @@ def read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """What changed from report `a` to report `b`: pass rates overall and per category,
-    the scenarios that got worse or better, and the cost."""
-    cats = sorted(set(a["categories"]) | set(b["categories"]))
+def _category_rate(report: dict[str, Any], cat: str) -> float | None:
+    c = report["categories"].get(cat)
+    return None if c is None else float(c["pass_rate"])
 
-    def rate(report: dict[str, Any], cat: str) -> float | None:
-        c = report["categories"].get(cat)
-        return None if c is None else float(c["pass_rate"])
 
+def _scenario_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[str]]:
+    """The scenarios that got worse or better, and those only one report has."""
     sa = {s["id"]: s for s in a["scenarios"]}
     sb = {s["id"]: s for s in b["scenarios"]}
     common = [i for i in sb if i in sa]
     return {
-        "a": {k: a.get(k) for k in ("model", "created_at")},
-        "b": {k: b.get(k) for k in ("model", "created_at")},
-        "overall": [a["summary"]["pass_rate"], b["summary"]["pass_rate"]],
-        "categories": {cat: [rate(a, cat), rate(b, cat)] for cat in cats},
         "regressed": [i for i in common if sb[i]["pass_rate"] < sa[i]["pass_rate"]],
         "improved": [i for i in common if sb[i]["pass_rate"] > sa[i]["pass_rate"]],
         "only_in_a": sorted(set(sa) - set(sb)),
         "only_in_b": sorted(set(sb) - set(sa)),
+    }
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What changed from report `a` to report `b`: pass rates overall and per category,
+    the scenarios that got worse or better, and the cost."""
+    cats = sorted(set(a["categories"]) | set(b["categories"]))
+    return {
+        "a": {k: a.get(k) for k in ("model", "created_at")},
+        "b": {k: b.get(k) for k in ("model", "created_at")},
+        "overall": [a["summary"]["pass_rate"], b["summary"]["pass_rate"]],
+        "categories": {cat: [_category_rate(a, cat), _category_rate(b, cat)] for cat in cats},
+        **_scenario_changes(a, b),
         "cost": {
             k: [a["summary"][k], b["summary"][k]]
             for k in ("tokens_in", "tokens_out", "latency_ms_p50", "latency_ms_p95")

@@ -11,15 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reflection.apply import State, plan
 from reflection.errors import LlmAuthError, ReflectionError
 from reflection.evals.checks import Check, Judged, failed_answer, score
 from reflection.evals.fixture import FINISHED_AT, last_piece_edit_at, materialize, request_of
 from reflection.evals.scenario import Scenario
-from reflection.models import Decision, LlmDecision, LlmResult, ReflectionInputs, Usage
+from reflection.models import LlmDecision, LlmResult, ReflectionInputs, Usage
 from reflection.paths import UserPaths
 from reflection.pipeline import Llm, apply_limits, prompt_stage
+from reflection.plan import State, plan
 from reflection.prompt import Prompt
+from reflection.records import ReflectionMeta
 from reflection.settings import Settings
 
 
@@ -85,14 +86,15 @@ def judge(p: Prepared, result: LlmResult) -> tuple[list[Check], str]:
         store_llm_raw=False,
         piece_edit_mode="auto",
     )
-    verdicts = tuple(Decision.model_validate(d) for d in journal.meta["decisions"])
+    meta = journal.meta
+    assert isinstance(meta, ReflectionMeta)
     judged = Judged(
         decision=result.decision,
-        verdicts=verdicts,
+        verdicts=tuple(meta.verdicts),
         piece_before=p.inputs.piece.yaml,
         memory_before=frozenset(e.name for e in p.inputs.memory),
     )
-    return score(p.scenario.expect, judged), str(journal.meta["outcome"])
+    return score(p.scenario.expect, judged), meta.outcome.value
 
 
 def judge_answer(scenario: Scenario, settings: Settings, answer: LlmDecision) -> list[Check]:
@@ -116,7 +118,7 @@ def run_one(scenario: Scenario, settings: Settings, llm: Llm, repeat: int) -> Ru
             e.code,
             latency_ms=latency_ms,
             prompt_chars=prompt_chars,
-            llm_attempts=getattr(e, "attempts", 0),
+            llm_attempts=e.attempts,
         )
 
     with tempfile.TemporaryDirectory(prefix="reflection-eval-") as tmp:

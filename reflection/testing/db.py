@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, insert, make_url, text
 
-from reflection.storage import jobs, make_engine, platform_metadata
+from reflection.clients import make_engine
+from reflection.storage import jobs, platform_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 

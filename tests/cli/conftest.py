@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reflection.cli.app import app
 from reflection.settings import get_settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 
 from reflection.constants import QUEUE_NAME
 from reflection.producer import make_producer, publish_reflect
@@ -28,8 +28,13 @@ def test_doctor_gives_the_queue_depth_on_rabbitmq(cli: Cli, amqp_broker: str) ->
     cli.monkeypatch.setenv("REFLECTION_BROKER_URL", amqp_broker)
     producer = make_producer(amqp_broker)
     try:
-        publish_reflect(producer, original_job_id="job-q", user_id="alice",
-                        piece_name="default", outcome="succeeded")  # fmt: skip
+        publish_reflect(
+            producer,
+            original_job_id="job-q",
+            user_id="alice",
+            piece_name="default",
+            outcome="succeeded",
+        )
     finally:
         producer.close()
     broker = {c["name"]: c for c in cli.json("doctor")["checks"]}["broker"]

@@ -17,8 +17,13 @@ from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
 
 pytestmark = pytest.mark.integration
 
-UPDATE = {"op": "update", "name": "billing-db", "description": "DB", "type": "project",
-          "body": "Postgres 16."}  # fmt: skip
+UPDATE = {
+    "op": "update",
+    "name": "billing-db",
+    "description": "DB",
+    "type": "project",
+    "body": "Postgres 16.",
+}
 
 
 class Killed(Exception):

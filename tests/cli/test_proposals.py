@@ -19,7 +19,8 @@ def _stage(cli: Cli, job_id: str, marker: str = "(tuned)") -> dict[str, Any]:
     cli.env.script(job_id, {"content": decision("tune", piece_edit=tuned_piece(marker))})
     report = cli.env.run(job_id)
     assert report.outcome.value == "applied" and report.snapshot_dir is not None
-    return json.loads((report.snapshot_dir / "meta.json").read_text())
+    meta: dict[str, Any] = json.loads((report.snapshot_dir / "meta.json").read_text())
+    return meta
 
 
 def test_review_mode_stages_then_approve_writes(cli: Cli, make_job: Any) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from reflection import storage
 from reflection.constants import USER_LOCK_PREFIX
+from reflection.storage.db import as_utc, utcnow
 from tests.cli.conftest import Cli
 from tests.cli.helpers import row_counts, tree, tuned_piece
 from tests.integration.conftest import decision
@@ -188,7 +189,7 @@ def test_run_hitting_a_busy_lock_hands_the_claim_back(
             .one()
         )
     assert claim["state"] == "running" and claim["decision"]
-    assert storage._aware(claim["lease_expires_at"]) <= storage._now()
+    assert as_utc(claim["lease_expires_at"]) <= utcnow()  # type: ignore[operator]
     again = cli.json("run", "job-busy")
     assert again["outcome"] == "applied"
     assert cli.env.llm_calls() == 1

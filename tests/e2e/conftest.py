@@ -62,11 +62,16 @@ def entry(job_id: str) -> dict[str, Any]:
     return {
         "reasoning": "learned",
         "memory_changes": [
-            {"op": "add", "name": f"lesson-{job_id}", "description": "A lesson",
-             "type": "feedback", "body": f"Learned from {job_id}."}
+            {
+                "op": "add",
+                "name": f"lesson-{job_id}",
+                "description": "A lesson",
+                "type": "feedback",
+                "body": f"Learned from {job_id}.",
+            }
         ],
         "piece_edit": None,
-    }  # fmt: skip
+    }
 
 
 def script_for(jobs: list[str], delay: float = 0.0) -> dict[str, Any]:
@@ -174,8 +179,13 @@ def burst_through_outage(
         w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
         try:
             for job, user in BURST_JOBS.items():
-                publish_reflect(producer, original_job_id=job, user_id=user,
-                                piece_name="default", outcome="succeeded")  # fmt: skip
+                publish_reflect(
+                    producer,
+                    original_job_id=job,
+                    user_id=user,
+                    piece_name="default",
+                    outcome="succeeded",
+                )
             deadline = time.monotonic() + 60
             while len(w.rows()) < 6:
                 assert time.monotonic() < deadline, log.read_text()[-3000:]

@@ -20,8 +20,11 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["task_events"] is True  # the workers run the README's -E
@@ -33,9 +36,12 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     for scenario in ("prompt", "overhead", "in_flight", "isolation", "deferral"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
     assert {
-        "ratio_vs_sleep", "ratio_vs_equal_cpu_task", "burst_ratio_vs_sleep",
-        "cpu_ms_per_reflection_celery_loop", "cpu_ms_per_sleep_task_celery_loop",
-    } <= set(data["in_flight"])  # fmt: skip
+        "ratio_vs_sleep",
+        "ratio_vs_equal_cpu_task",
+        "burst_ratio_vs_sleep",
+        "cpu_ms_per_reflection_celery_loop",
+        "cpu_ms_per_sleep_task_celery_loop",
+    } <= set(data["in_flight"])
     assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
         data["overhead"]
     )
@@ -46,8 +52,19 @@ def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) 
     """`--broker` runs the workers and the baselines on another broker and says which;
     `--without-task-events` drops the workers' -E and says so."""
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "bench.run", "--quick", "--only", "in_flight",
-           "--broker", amqp_broker, "--without-task-events", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--quick",
+        "--only",
+        "in_flight",
+        "--broker",
+        amqp_broker,
+        "--without-task-events",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
@@ -60,7 +77,10 @@ def test_cpu_profile_quick(redis_client: object, pg_engine: object) -> None:
     """`python -m bench.cpu_profile` runs whole reflections in-process and reports them."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench.cpu_profile", "--runs", "5", "--cprofile"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "5 runs (under cProfile): wall" in proc.stdout and "function calls" in proc.stdout

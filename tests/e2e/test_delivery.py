@@ -28,8 +28,12 @@ def test_two_deliveries_at_once_make_one_llm_call(worker: Worker, make_job: Any)
     one duplicate."""
     make_job("job-twice")
     worker.llm.set_script(script_for(["job-twice"], delay=2))
-    kw = {"original_job_id": "job-twice", "user_id": "alice", "piece_name": "default",
-          "outcome": "succeeded"}  # fmt: skip
+    kw = {
+        "original_job_id": "job-twice",
+        "user_id": "alice",
+        "piece_name": "default",
+        "outcome": "succeeded",
+    }
     publish_reflect(worker.producer, **kw)  # type: ignore[arg-type]
     publish_reflect(worker.producer, **kw)  # type: ignore[arg-type]
     rows = worker.wait_rows(2, timeout=60)
@@ -42,9 +46,12 @@ def test_warm_shutdown_finishes_the_task_in_flight(worker: Worker, make_job: Any
     make_job("job-term")
     worker.llm.set_script(script_for(["job-term"], delay=3))
     publish_reflect(
-        worker.producer, original_job_id="job-term", user_id="alice", piece_name="default",
+        worker.producer,
+        original_job_id="job-term",
+        user_id="alice",
+        piece_name="default",
         outcome="succeeded",
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 30
     while worker.llm_calls() == 0:
         assert time.monotonic() < deadline
@@ -70,10 +77,24 @@ class OwnRedis:
         exe = shutil.which("redis-server")
         assert exe, "redis-server is not installed"
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
@@ -127,13 +148,17 @@ def test_redis_restart_mid_burst_loses_nothing(
         own_redis.start()
 
     burst_through_outage(
-        worker_env, make_job, pg_engine, tmp_path, restart,
+        worker_env,
+        make_job,
+        pg_engine,
+        tmp_path,
+        restart,
         worker_args=worker_args,
         REFLECTION_BROKER_URL=own_redis.url + "/0",
         REFLECTION_REDIS_URL=own_redis.url + "/1",
         REFLECTION_BROKER_VISIBILITY_TIMEOUT="10",
         REFLECTION_USER_MAX_IN_FLIGHT=cap,
-    )  # fmt: skip
+    )
 
 
 def _pg_cluster() -> tuple[str, str] | None:
@@ -156,8 +181,10 @@ def test_postgres_restart_mid_burst_loses_nothing(
     def ctl(*action: str) -> None:
         subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, *action],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def restart() -> None:
         ctl("stop", "-m", "fast")  # live connections are cut, in-flight runs see it

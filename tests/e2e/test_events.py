@@ -91,9 +91,13 @@ def events_worker(
             llm = stack.enter_context(ScriptedLlmServer(script, require_key=API_KEY))
             log = tmp_path / "worker.log"
             proc = testing_worker.start_worker(
-                worker_env(llm.base_url), log, *extra, pool="threads", concurrency=4,
+                worker_env(llm.base_url),
+                log,
+                *extra,
+                pool="threads",
+                concurrency=4,
                 name="events",
-            )  # fmt: skip
+            )
             stack.callback(testing_worker.stop_worker, proc)
             producer = make_producer(TEST_BROKER_URL)
             stack.callback(producer.close)
@@ -105,9 +109,12 @@ def events_worker(
 
 def publish(w: Worker, job_id: str) -> str:
     return publish_reflect(
-        w.producer, original_job_id=job_id, user_id="alice", piece_name="default",
+        w.producer,
+        original_job_id=job_id,
+        user_id="alice",
+        piece_name="default",
         outcome="succeeded",
-    )  # fmt: skip
+    )
 
 
 def test_the_readme_worker_command_sends_task_events(

@@ -17,7 +17,7 @@ from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
-ANSWER = {"reasoning": "nothing new", "memory_changes": [], "piece_edit": None}
+ANSWER: dict[str, Any] = {"reasoning": "nothing new", "memory_changes": [], "piece_edit": None}
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
@@ -47,11 +47,21 @@ def test_a_burst_of_one_user_waits_for_its_turn(
         w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
         try:
             for job in hot:
-                publish_reflect(producer, original_job_id=job, user_id="hot",
-                                piece_name="default", outcome="succeeded")  # fmt: skip
+                publish_reflect(
+                    producer,
+                    original_job_id=job,
+                    user_id="hot",
+                    piece_name="default",
+                    outcome="succeeded",
+                )
             for i, job in enumerate(others):
-                publish_reflect(producer, original_job_id=job, user_id=f"cold-{i}",
-                                piece_name="default", outcome="succeeded")  # fmt: skip
+                publish_reflect(
+                    producer,
+                    original_job_id=job,
+                    user_id=f"cold-{i}",
+                    piece_name="default",
+                    outcome="succeeded",
+                )
             rows = w.wait_rows(14, timeout=120)
         finally:
             stop_worker(proc)

@@ -27,10 +27,15 @@ from tests.e2e.conftest import API_KEY, ROOT, Worker, start_worker, stop_worker
 pytestmark = pytest.mark.e2e
 
 CHANGES = [
-    {"op": "add", "name": f"lesson-{i}", "description": f"Lesson {i}", "type": "feedback",
-     "body": f"Durable lesson number {i}."}
+    {
+        "op": "add",
+        "name": f"lesson-{i}",
+        "description": f"Lesson {i}",
+        "type": "feedback",
+        "body": f"Durable lesson number {i}.",
+    }
     for i in range(3)
-]  # fmt: skip
+]
 
 
 def _decision() -> dict[str, Any]:
@@ -80,9 +85,16 @@ def _check_one_clean_run(w: Worker, task_id: str) -> None:
 
 @pytest.mark.parametrize(
     "point",
-    ["before_llm", "after_llm", "after_journal", "between_writes", "after_files",
-     "after_snapshot", "after_commit"],
-)  # fmt: skip
+    [
+        "before_llm",
+        "after_llm",
+        "after_journal",
+        "between_writes",
+        "after_files",
+        "after_snapshot",
+        "after_commit",
+    ],
+)
 def test_sigkill_at_a_point_ends_as_one_clean_run(
     point: str,
     worker_env: Callable[..., dict[str, str]],
@@ -101,9 +113,12 @@ def test_sigkill_at_a_point_ends_as_one_clean_run(
         try:
             w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
             task_id = publish_reflect(
-                producer, original_job_id="job-k", user_id="alice", piece_name="default",
+                producer,
+                original_job_id="job-k",
+                user_id="alice",
+                piece_name="default",
                 outcome="succeeded",
-            )  # fmt: skip
+            )
             w.wait_rows(1, timeout=90)
             time.sleep(0.5)  # a doubled row would show up now
             assert marker.exists(), "the fault point was never reached"
@@ -130,9 +145,12 @@ def test_whole_worker_killed_during_the_llm_call_is_redelivered(
         w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
         try:
             task_id = publish_reflect(
-                producer, original_job_id="job-k", user_id="alice", piece_name="default",
+                producer,
+                original_job_id="job-k",
+                user_id="alice",
+                piece_name="default",
                 outcome="succeeded",
-            )  # fmt: skip
+            )
             deadline = time.monotonic() + 30
             while w.llm_calls() == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)

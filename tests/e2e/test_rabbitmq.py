@@ -51,9 +51,12 @@ class OnRabbitMq:
 
     def publish(self, w: Worker, job: str, user: str) -> str:
         return publish_reflect(
-            w.producer, original_job_id=job, user_id=user, piece_name="default",
+            w.producer,
+            original_job_id=job,
+            user_id=user,
+            piece_name="default",
             outcome="succeeded",
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -140,7 +143,13 @@ def test_rabbitmq_restart_mid_burst_loses_nothing(
         subprocess.run([ctl, "-q", "start_app"], check=True, capture_output=True, timeout=60)
 
     burst_through_outage(
-        worker_env, make_job, pg_engine, tmp_path, restart,
-        worker_args=("--pool", "threads", "--concurrency", "8"), recover_within=60,
-        REFLECTION_BROKER_URL=amqp_broker, REFLECTION_USER_MAX_IN_FLIGHT=cap,
-    )  # fmt: skip
+        worker_env,
+        make_job,
+        pg_engine,
+        tmp_path,
+        restart,
+        worker_args=("--pool", "threads", "--concurrency", "8"),
+        recover_within=60,
+        REFLECTION_BROKER_URL=amqp_broker,
+        REFLECTION_USER_MAX_IN_FLIGHT=cap,
+    )

@@ -107,21 +107,41 @@ def test_raw_protocol_message_as_documented(worker: Worker, make_job: Any) -> No
     make_job("job-raw")
     script(worker, "job-raw", {"reasoning": "ok", "memory_changes": [ENTRY], "piece_edit": None})
     task_id = str(uuid.uuid4())
-    kwargs = {"original_job_id": "job-raw", "user_id": "alice", "piece_name": "default",
-              "outcome": "succeeded"}  # fmt: skip
+    kwargs = {
+        "original_job_id": "job-raw",
+        "user_id": "alice",
+        "piece_name": "default",
+        "outcome": "succeeded",
+    }
     body = [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     message = {
         "body": base64.b64encode(json.dumps(body).encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {"lang": "py", "task": "reflect", "id": task_id, "root_id": task_id,
-                    "parent_id": None, "group": None, "retries": 0, "eta": None,
-                    "expires": None, "argsrepr": "()", "kwargsrepr": json.dumps(kwargs),
-                    "origin": "platform@host"},
-        "properties": {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-                       "delivery_info": {"exchange": "", "routing_key": "reflection"},
-                       "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())},
-    }  # fmt: skip
+        "headers": {
+            "lang": "py",
+            "task": "reflect",
+            "id": task_id,
+            "root_id": task_id,
+            "parent_id": None,
+            "group": None,
+            "retries": 0,
+            "eta": None,
+            "expires": None,
+            "argsrepr": "()",
+            "kwargsrepr": json.dumps(kwargs),
+            "origin": "platform@host",
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": "reflection"},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
     client = redis_lib.Redis.from_url(TEST_BROKER_URL)
     client.lpush("reflection", json.dumps(message))
     client.close()

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from reflection.cli.app import app
 from reflection.devtools.scripted_llm import ScriptedLlmServer

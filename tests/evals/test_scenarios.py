@@ -20,7 +20,7 @@ PIECES = Path(__file__).resolve().parents[2] / "pieces"
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings(pieces_dir=PIECES, _env_file=None)  # type: ignore[call-arg]
+    return Settings(pieces_dir=PIECES, _env_file=None)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.id)

@@ -100,7 +100,7 @@ class Hostile:
         mem = self.user(uid).memory_dir
         mem.mkdir(parents=True, exist_ok=True)
         extra = "protected: true\n" if protected else ""
-        path = mem / f"{name}.md"
+        path: Path = mem / f"{name}.md"
         path.write_text(
             f"---\nname: {name}\ndescription: d {name}\ntype: project\n{extra}---\n{body}"
         )
@@ -161,7 +161,7 @@ class Hostile:
 
 def codes(report: RunReport) -> list[str]:
     """The decision codes of a run, in order."""
-    return [d.code.value for d in report.decisions]
+    return [d.code.value for d in report.verdicts]
 
 
 def expect(report: RunReport, expected: str | list[str]) -> None:
@@ -170,7 +170,7 @@ def expect(report: RunReport, expected: str | list[str]) -> None:
         assert report.outcome is Outcome.FAILED, (report.outcome, codes(report), report.detail)
         assert report.error_code == expected, (report.error_code, report.detail)
         return
-    assert codes(report) == expected, [(d.code.value, d.detail) for d in report.decisions]
+    assert codes(report) == expected, [(d.code.value, d.detail) for d in report.verdicts]
     if not expected:
         assert report.outcome is Outcome.ABSTAINED
     elif "ok" in expected:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from reflection.apply import FileChange, Journal
 from reflection.paths import UserPaths
+from reflection.records import FileChange, Journal
 from reflection.snapshot import iter_index
 from tests.hostile.conftest import (
     CANARY,
@@ -278,8 +278,8 @@ def test_torn_index_line_then_a_run_appends_a_whole_line(hostile: Hostile) -> No
     index.write_bytes(lines + b'{"snapshot_id": "torn", "outc')
     report = hostile.run("job-second", ABSTAIN)
     items = list(iter_index(hostile.user()))
-    assert [i["original_job_id"] for i in items] == ["job-first", "job-second"]
-    assert report.snapshot_dir is not None and items[-1]["snapshot_id"] == report.snapshot_dir.name
+    assert [i.original_job_id for i in items] == ["job-first", "job-second"]
+    assert report.snapshot_dir is not None and items[-1].snapshot_id == report.snapshot_dir.name
     assert b'"outc\n' in index.read_bytes()
 
 
@@ -288,7 +288,7 @@ def test_unparsable_piece_copy_is_never_overwritten(hostile: Hostile) -> None:
     broken_piece_copy(hostile, "job-bp")
     before = hostile.user().piece_copy("default").read_bytes()
     report = hostile.run("job-bp", GOOD_EDIT)
-    assert "current piece is invalid" in report.decisions[0].detail
+    assert "current piece is invalid" in report.verdicts[0].detail
     assert hostile.user().piece_copy("default").read_bytes() == before
 
 

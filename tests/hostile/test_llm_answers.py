@@ -47,7 +47,7 @@ INVALID: list[tuple[str, object]] = [
     ("name-number", decision("x", [{**add("a"), "name": 5}])),
     ("body-object", decision("x", [{**add("a"), "body": {"$gt": ""}}])),
     ("no-reasoning", {"memory_changes": []}),
-    ("piece-yaml-object", decision("x", piece_edit={"yaml": {"name": "default"}, "summary": "s"})),
+    ("piece-yaml-object", decision("x", piece_edit={"yaml": {"name": "default"}, "summary": "s"})),  # type: ignore[dict-item]
     ("nan", '{"reasoning": NaN, "memory_changes": []}'),
 ]
 

@@ -74,7 +74,7 @@ def test_any_ids_are_refused_or_stay_inside(root: Path, uid: str, job: str, piec
 def test_any_memory_name_is_refused_or_one_file_in_memory(root: Path, name: str) -> None:
     """A memory name is invalid_name, or it names one file directly in memory/."""
     change = MemoryChange(op="add", name=name, description="d", type="user", body="b")
-    [verdict] = judge_memory_changes([change], {}, Limits()).decisions
+    [verdict] = judge_memory_changes([change], {}, Limits()).verdicts
     try:
         path = UserPaths(root, "alice").memory_file(name)
     except UnsafePathError:

@@ -86,7 +86,7 @@ def test_credential_as_name_or_type_is_masked_in_the_snapshot(hostile: Hostile) 
     report = hostile.run("job-name-secret", decision("x", changes))
     expect(report, ["invalid_name", "unknown_type"])
     assert OPENAI not in all_text(hostile.tmp) and AWS not in all_text(hostile.tmp)
-    assert "[REDACTED:" in report.decisions[0].name
+    assert "[REDACTED:" in report.verdicts[0].name
 
 
 def test_credential_in_piece_edit_is_refused(hostile: Hostile) -> None:

@@ -20,6 +20,7 @@ stands there:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ def _kind(path: Path) -> str:
 
 def plant(h: Hostile, rel: str, kind: str) -> Path:
     """A FIFO (`fifo`) or an empty folder (`dir`) at `rel` in alice's home."""
-    path = h.user().home / rel
+    path: Path = h.user().home / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "fifo":
         os.mkfifo(path)
@@ -205,7 +206,7 @@ def test_a_snapshot_meta_that_is_not_a_file_is_refused_by_the_cli(
     meta.unlink()
     with special_file(meta, kind):
         for cmd in ("show", "revert"):
-            result = returns(lambda c=cmd: cli(c, "alice", snap.name), fifos=[meta])
+            result = returns(functools.partial(cli, cmd, "alice", snap.name), fifos=[meta])
             assert result.exit_code == 1, result.output
             assert f"{meta} is a " in result.stderr and "not a regular file" in result.stderr
             assert len(result.stderr.strip().splitlines()) == 1
@@ -237,8 +238,12 @@ def test_several_fifos_in_one_folder_never_stop_its_runs(
         plant(hostile, "reflections/index.jsonl", "fifo"),
         plant(hostile, "jobs/job-2/activity.log", "fifo"),
     ]
+
+    def outcome(job: str) -> Outcome:
+        return hostile.run(job, ADD).outcome
+
     outcomes = [
-        returns(lambda j=job: hostile.run(j, ADD).outcome, fifos=planted)
+        returns(functools.partial(outcome, job), fifos=planted)
         for job in ("job-1", "job-2", "job-3")
     ]
     assert outcomes == [Outcome.APPLIED, Outcome.FAILED, Outcome.REJECTED]

@@ -95,7 +95,9 @@ def test_fifos_in_one_users_folder_never_stop_a_threads_worker(
     assert code == 0
     outcome = {r["original_job_id"]: (r["outcome"], r["error_code"]) for r in rows}
     assert len(rows) == len(jobs) == len(outcome), "a job was reflected twice"
-    expected = {j: ("applied", None) for j in [*APPLIED, *OTHERS]}
+    expected: dict[str, tuple[str, str | None]] = {
+        j: ("applied", None) for j in [*APPLIED, *OTHERS]
+    }
     expected |= {FIFO_LOG: ("failed", "input_invalid"), FIFO_PIECE: ("failed", "input_invalid")}
     assert outcome == expected
     lines = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]

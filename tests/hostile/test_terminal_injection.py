@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from click.testing import Result
+from typer.testing import Result
 
 from reflection.text import MULTILINE, find_unsafe_chars
 from tests.cli.conftest import Cli, cli

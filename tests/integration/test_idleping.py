@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from reflection import storage
-from reflection.storage import make_engine
+from reflection import clients
+from reflection.clients import make_engine
 from tests.conftest import TEST_DB_URL
 
 
@@ -53,7 +53,7 @@ def test_a_busy_pool_sends_no_ping(engine: Engine, monkeypatch: pytest.MonkeyPat
 def test_a_connection_killed_while_idle_is_replaced(
     pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage, "PING_AFTER_IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(clients, "PING_AFTER_IDLE_SECONDS", 0.0)
     eng = make_engine(TEST_DB_URL)  # built with the setting above: every checkout pings
     try:
         pings = _pings(eng, monkeypatch)

@@ -100,7 +100,7 @@ def test_rejected_run_records_codes(env: Env, make_job: Any) -> None:
     env.script("job-rj", {"content": decision("bad ideas", bad)})
     report = env.run("job-rj")
     assert report.outcome is Outcome.REJECTED
-    assert [d.code for d in report.decisions] == [
+    assert [d.code for d in report.verdicts] == [
         Code.INVALID_NAME,
         Code.SECRET_DETECTED,
         Code.PROTECTED,
@@ -161,7 +161,7 @@ def test_piece_edit_writes_user_copy_row_and_cooldown(env: Env, make_job: Any) -
     assert (r1.snapshot_dir / "piece.after.yaml").read_text() == edit["yaml"]
     assert builtin.read_text() == original
     r2 = env.run("job-p2")
-    assert [d.code for d in r2.decisions] == [Code.PIECE_COOLDOWN]
+    assert [d.code for d in r2.verdicts] == [Code.PIECE_COOLDOWN]
     assert r2.outcome is Outcome.REJECTED
 
 
@@ -253,7 +253,7 @@ def test_crash_after_journal_is_rolled_forward_once(
 
     make_job("job-cr")
     env.script("job-cr", {"content": decision("x", [PYTEST_ENTRY])})
-    real = apply_mod.write_snapshot
+    real = apply_mod.write_snapshot  # type: ignore[attr-defined]
 
     def crash(*a: Any, **kw: Any) -> Any:
         raise KeyboardInterrupt("simulated SIGKILL")

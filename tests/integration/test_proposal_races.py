@@ -10,16 +10,15 @@ import pytest
 
 import reflection.proposals as P
 from reflection import storage
-from reflection.errors import LockBusyError
+from reflection.errors import LockBusyError, ProposalError, ProposalRefusedError
 from reflection.proposals import (
     Approval,
-    ProposalError,
-    ProposalRefusedError,
     approve_proposal,
     get_proposal,
     list_proposals,
     reject_proposal,
 )
+from reflection.records import ProposalSummary
 from reflection.snapshot import iter_index
 from tests.cli.helpers import BUILTIN, rows, tuned_piece
 from tests.integration.conftest import Env, decision
@@ -31,42 +30,42 @@ class Killed(Exception):
     """Stands for the process dying at that point (its lock then expires)."""
 
 
-def _stage(env: Env, make_job: Any, job_id: str, marker: str = "(tuned)") -> dict[str, Any]:
+def _stage(env: Env, make_job: Any, job_id: str, marker: str = "(tuned)") -> ProposalSummary:
     """Run `job_id` in review mode proposing `marker`; its proposal."""
     make_job(job_id)
     env.script(job_id, {"content": decision("tune", piece_edit=tuned_piece(marker))})
     assert env.run(job_id).outcome.value == "applied"
-    [prop] = [p for p in list_proposals(engine=env.engine) if p["original_job_id"] == job_id]
+    [prop] = [p for p in list_proposals(engine=env.engine) if p.original_job_id == job_id]
     return prop
 
 
-def _approve(env: Env, prop: dict[str, Any]) -> Approval:
+def _approve(env: Env, prop: ProposalSummary) -> Approval:
     return approve_proposal(
         settings=env.deps.settings,
         engine=env.engine,
         redis_client=env.deps.redis,
-        proposal_id=prop["id"],
+        proposal_id=prop.id,
         now=datetime.now(UTC),
     )
 
 
-def _reject(env: Env, prop: dict[str, Any]) -> None:
+def _reject(env: Env, prop: ProposalSummary) -> None:
     reject_proposal(
         settings=env.deps.settings,
         engine=env.engine,
         redis_client=env.deps.redis,
-        proposal_id=prop["id"],
+        proposal_id=prop.id,
         reason="no",
         now=datetime.now(UTC),
     )
 
 
-def _status(env: Env, prop: dict[str, Any]) -> str:
-    return str(get_proposal(engine=env.engine, proposal_id=prop["id"])["status"])
+def _status(env: Env, prop: ProposalSummary) -> str:
+    return str(get_proposal(engine=env.engine, proposal_id=prop.id).status)
 
 
 def _approval_snapshots(env: Env) -> list[str]:
-    return [i["snapshot_id"] for i in iter_index(env.user()) if i.get("kind") == "approval"]
+    return [str(i.snapshot_id) for i in iter_index(env.user()) if i.kind == "approval"]
 
 
 def _journals(env: Env) -> list[str]:
@@ -88,18 +87,18 @@ def test_approve_refuses_a_proposal_made_against_an_older_piece(review: Env, mak
     would overwrite it wholesale: refused `piece_stale`, left pending, nothing written."""
     first = _stage(review, make_job, "job-s1", "(one)")
     second = _stage(review, make_job, "job-s2", "(two)")
-    assert first["before_sha256"] == second["before_sha256"]
+    assert first.before_sha256 == second.before_sha256
     _approve(review, first)
     copy = review.user().piece_copy("default")
     assert "(one)" in copy.read_text()
 
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert "changed since this proposal was made" in str(refused.value)
     assert "(one)" in copy.read_text() and "(two)" not in copy.read_text()
     assert _status(review, second) == "pending"
-    assert get_proposal(engine=review.engine, proposal_id=second["id"])["detail"].startswith(
+    assert get_proposal(engine=review.engine, proposal_id=second.id).detail.startswith(  # type: ignore[union-attr]
         "piece_stale: "
     )
     assert len(rows(review.engine, storage.piece_edits)) == 1
@@ -118,7 +117,7 @@ def test_approve_refuses_after_a_hand_edit_of_the_piece(review: Env, make_job: A
     copy.write_text(by_hand)
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, prop)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert copy.read_text() == by_hand
     assert rows(review.engine, storage.piece_edits) == []
 
@@ -133,7 +132,7 @@ def test_reject_cannot_land_between_an_approvals_write_and_its_record(
     waits for it (here: gives up busy) and then finds the proposal approved."""
     review.settings(lock_wait_seconds=0)
     prop = _stage(review, make_job, "job-race")
-    real = P.roll_forward
+    real = P.roll_forward  # type: ignore[attr-defined]
     attempts: list[BaseException | None] = []
 
     def written_then_rejected(**kw: Any) -> bool:
@@ -180,11 +179,11 @@ def test_reject_refuses_a_proposal_whose_approval_was_interrupted(
     assert _status(review, prop) == "pending"
 
     done = _approve(review, prop)
-    assert done.decision.detail == "completed an interrupted approval"
+    assert done.verdict.detail == "completed an interrupted approval"
     assert _status(review, prop) == "approved"
     [edit] = rows(review.engine, storage.piece_edits)
-    assert edit["before_sha256"] == prop["before_sha256"]
-    assert edit["after_sha256"] == prop["after_sha256"]
+    assert edit["before_sha256"] == prop.before_sha256
+    assert edit["after_sha256"] == prop.after_sha256
     assert _approval_snapshots(review) == [done.snapshot_dir.name]
     assert _journals(review) == []
     assert "(tuned)" in review.user().piece_copy("default").read_text()
@@ -233,11 +232,11 @@ def test_an_identical_second_proposal_is_judged(
     review.settings(piece_edit_cooldown_hours=cooldown)
     first = _stage(review, make_job, "job-i1")
     second = _stage(review, make_job, "job-i2")
-    assert first["after_sha256"] == second["after_sha256"]
+    assert first.after_sha256 == second.after_sha256
     _approve(review, first)
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == code
+    assert refused.value.verdict.code.value == code
     assert _status(review, second) == "pending"
     assert len(rows(review.engine, storage.piece_edits)) == 1
     assert len(_approval_snapshots(review)) == 1
@@ -260,7 +259,7 @@ def test_approve_completes_its_own_killed_journal_once(
     assert not review.user().piece_copy("default").exists()
 
     done = _approve(review, prop)
-    assert done.decision.detail == "completed an interrupted approval"
+    assert done.verdict.detail == "completed an interrupted approval"
     assert _journals(review) == []
     assert _approval_snapshots(review) == [done.snapshot_dir.name]
     assert len(rows(review.engine, storage.piece_edits)) == 1
@@ -282,10 +281,10 @@ def test_approve_plans_on_the_piece_a_killed_journal_writes(
 
     with pytest.raises(ProposalRefusedError) as refused:
         _approve(review, second)
-    assert refused.value.decision.code.value == "piece_stale"
+    assert refused.value.verdict.code.value == "piece_stale"
     assert _journals(review) == []
     copy = review.user().piece_copy("default")
     assert "(one)" in copy.read_text()
-    assert _approve(review, first).decision.detail == "completed an interrupted approval"
+    assert _approve(review, first).verdict.detail == "completed an interrupted approval"
     assert "(one)" in copy.read_text()
     assert len(rows(review.engine, storage.piece_edits)) == 1

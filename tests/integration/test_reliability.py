@@ -32,8 +32,12 @@ pytestmark = pytest.mark.integration
 def task_records_failure(env: Env, job_id: str, rid: str, error: ReflectionError) -> None:
     """What the task does when a run ends `failed` outside the pipeline (a bug, the
     time limit, a retry budget spent)."""
-    kwargs = {"original_job_id": job_id, "user_id": "alice", "piece_name": "default",
-              "outcome": "succeeded"}  # fmt: skip
+    kwargs = {
+        "original_job_id": job_id,
+        "user_id": "alice",
+        "piece_name": "default",
+        "outcome": "succeeded",
+    }
     record_failure(env.deps, reflection_job_id=rid, kwargs=kwargs, error=error)
 
 
@@ -50,8 +54,11 @@ def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
 def test_an_answer_that_never_validates_records_the_tokens_it_cost(env: Env, make_job: Any) -> None:
     make_job("job-junk")
     usage = {"prompt_tokens": 100, "completion_tokens": 5}
-    env.script("job-junk", {"content": "not json", "usage": usage},
-               {"content": "still not json", "usage": usage})  # fmt: skip
+    env.script(
+        "job-junk",
+        {"content": "not json", "usage": usage},
+        {"content": "still not json", "usage": usage},
+    )
     assert env.run("job-junk").error_code == "llm_invalid_output"
     [row] = env.metrics()
     assert row["llm_attempts"] == 2 == env.llm_calls()
@@ -98,7 +105,7 @@ def test_a_lost_lock_stops_the_run_before_its_next_write(
 
     make_job("job-lost")
     env.script("job-lost", {"content": decision("x", [PYTEST_ENTRY])})
-    real = apply_mod.write_snapshot
+    real = apply_mod.write_snapshot  # type: ignore[attr-defined]
     key = "lock:" + USER_LOCK_PREFIX + "alice"
 
     def steal(*a: Any, **kw: Any) -> Any:
@@ -130,7 +137,7 @@ def test_a_run_paused_past_its_lease_between_two_files_writes_neither_more(
     env.script("job-paused", {"content": decision("x", [PYTEST_ENTRY])})
     key = "lock:" + USER_LOCK_PREFIX + "alice"
     paused = [0.0]
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def pause(name: str) -> None:
         if name == "between_writes":
@@ -164,7 +171,7 @@ def test_stale_writer_commits_nothing_and_its_work_lands_once(
 
     make_job("job-stale")
     env.script("job-stale", {"content": decision("x", [PYTEST_ENTRY])})
-    real = pipeline_mod.plan
+    real = pipeline_mod.plan  # type: ignore[attr-defined]
 
     def take_over(*a: Any, **kw: Any) -> Any:
         with env.engine.begin() as conn:
@@ -194,10 +201,15 @@ def test_poison_after_too_many_crashed_deliveries(env: Env, make_job: Any) -> No
     with env.engine.begin() as conn:
         conn.execute(
             reflection_claims.insert().values(
-                original_job_id="job-poison", reflection_job_id="rid-p", user_id="alice",
-                state="running", fence=1, deliveries=2, lease_expires_at="2100-01-01T00:00:00Z",
+                original_job_id="job-poison",
+                reflection_job_id="rid-p",
+                user_id="alice",
+                state="running",
+                fence=1,
+                deliveries=2,
+                lease_expires_at="2100-01-01T00:00:00Z",
             )
-        )  # fmt: skip
+        )
     report = env.run("job-poison", reflection_job_id="rid-p")
     assert (report.outcome, report.error_code) == (Outcome.FAILED, "poison")
     assert env.llm_calls() == 0
@@ -242,7 +254,7 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
 
     make_job("job-stopped")
     env.script("job-stopped", {"content": decision("x", [PYTEST_ENTRY])})
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def stop(name: str) -> None:
         if name == "after_journal":
@@ -289,7 +301,7 @@ def test_a_link_planted_where_a_journal_writes_is_replaced_not_followed(
     outside = tmp_path / "outside.md"
     outside.write_text("not the user's\n")
     entry = env.user("alice").memory_file("prefers-pytest")
-    real_fault_point = apply_mod.fault_point
+    real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def plant(name: str) -> None:
         if name == "after_journal":

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from reflection.errors import RevertConflictError
 from reflection.lock import user_lock
 from reflection.models import Outcome
 from reflection.paths import UnsafePathError
-from reflection.revert import RevertConflictError, revert_snapshot
+from reflection.revert import revert_snapshot
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
 
@@ -68,8 +69,13 @@ def test_revert_reads_no_snapshot_file_through_a_link(env: Env, make_job: Any) -
     not restored from: nothing of the outside reaches the user's memory."""
     write_entry(env, "billing-db", body="Postgres 15.")
     make_job("job-rl")
-    update = {"op": "update", "name": "billing-db", "description": "DB", "type": "project",
-              "body": "Postgres 16."}  # fmt: skip
+    update = {
+        "op": "update",
+        "name": "billing-db",
+        "description": "DB",
+        "type": "project",
+        "body": "Postgres 16.",
+    }
     env.script("job-rl", {"content": decision("x", [update])})
     report = env.run("job-rl")
     assert report.snapshot_dir is not None

@@ -10,19 +10,21 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, select, update
 
 from reflection import storage
+from reflection.models import Outcome
+from reflection.records import MetricsRow, PieceEditRow
 from reflection.storage import piece_edits, reflection_claims, reflection_metrics
 
 pytestmark = pytest.mark.integration
 
 
-def _metrics(rid: str, outcome: str = "applied") -> dict[str, object]:
-    return {
-        "reflection_job_id": rid,
-        "original_job_id": "j1",
-        "user_id": "alice",
-        "piece_name": "default",
-        "outcome": outcome,
-    }
+def _metrics(rid: str, outcome: str = "applied") -> MetricsRow:
+    return MetricsRow(
+        reflection_job_id=rid,
+        original_job_id="j1",
+        user_id="alice",
+        piece_name="default",
+        outcome=Outcome(outcome),
+    )
 
 
 def _count(engine: Engine, table: object) -> int:
@@ -100,14 +102,14 @@ def test_commit_writes_rows_once(pg_engine: Engine) -> None:
         user_id="alice",
         lease_seconds=60,
     )
-    edit = {
-        "user_id": "alice",
-        "piece_name": "default",
-        "reflection_job_id": "r1",
-        "original_job_id": "j1",
-        "before_sha256": "a",
-        "after_sha256": "b",
-    }
+    edit = PieceEditRow(
+        user_id="alice",
+        piece_name="default",
+        reflection_job_id="r1",
+        original_job_id="j1",
+        before_sha256="a",
+        after_sha256="b",
+    )
     args = {
         "engine": pg_engine,
         "original_job_id": "j1",

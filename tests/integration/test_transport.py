@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from kombu import Connection
+from kombu.connection import Connection
 
 from tasks.app import app
 from tasks.transport import RedisTransport

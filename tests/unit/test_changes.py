@@ -44,7 +44,7 @@ def rm(name: str, merge_target: str | None = None) -> MemoryChange:
 
 def codes(changes: list[MemoryChange], limits: Limits | None = None, **kw: object) -> list[Code]:
     verdict = judge_memory_changes(changes, CURRENT, limits or Limits(), **kw)  # type: ignore[arg-type]
-    return [d.code for d in verdict.decisions]
+    return [d.code for d in verdict.verdicts]
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,28 @@ from reflection.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED = (
-    "BROKER_URL", "REDIS_URL", "DATABASE_URL", "USER_FOLDER_ROOT", "PIECES_DIR",
-    "LLM_ENDPOINT", "LLM_MODEL", "LLM_API_KEY", "LLM_PROXY", "LLM_CONTEXT_LIMIT_TOKENS",
-    "ACTIVITY_LOG_MAX_BYTES", "MAX_ENTRY_BODY_BYTES", "PIECE_EDIT_COOLDOWN_HOURS",
+    "BROKER_URL",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "USER_FOLDER_ROOT",
+    "PIECES_DIR",
+    "LLM_ENDPOINT",
+    "LLM_MODEL",
+    "LLM_API_KEY",
+    "LLM_PROXY",
+    "LLM_CONTEXT_LIMIT_TOKENS",
+    "ACTIVITY_LOG_MAX_BYTES",
+    "MAX_ENTRY_BODY_BYTES",
+    "PIECE_EDIT_COOLDOWN_HOURS",
     "STORE_LLM_RAW",
-)  # fmt: skip
+)
 
 
 def anchor() -> dict[str, str]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-reflection-env"]
+    env: dict[str, str] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
+        "x-reflection-env"
+    ]
+    return env
 
 
 def test_every_fixed_name_reaches_the_containers() -> None:
@@ -28,14 +41,20 @@ def test_every_fixed_name_reaches_the_containers() -> None:
 
 
 LIMITS = (
-    "LLM_PROXY", "LLM_CONTEXT_LIMIT_TOKENS", "LLM_MAX_OUTPUT_TOKENS", "ACTIVITY_LOG_MAX_BYTES",
-    "MAX_ENTRY_BODY_BYTES", "PIECE_EDIT_COOLDOWN_HOURS", "PIECE_EDIT_MODE", "STORE_LLM_RAW",
-)  # fmt: skip
+    "LLM_PROXY",
+    "LLM_CONTEXT_LIMIT_TOKENS",
+    "LLM_MAX_OUTPUT_TOKENS",
+    "ACTIVITY_LOG_MAX_BYTES",
+    "MAX_ENTRY_BODY_BYTES",
+    "PIECE_EDIT_COOLDOWN_HOURS",
+    "PIECE_EDIT_MODE",
+    "STORE_LLM_RAW",
+)
 
 
 def test_the_compose_defaults_are_the_workers() -> None:
     """(The services' URLs, the model and the log format are the stack's own choices.)"""
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
     for name in LIMITS:
         m = re.fullmatch(r"\$\{REFLECTION_(\w+):-([^}]*)\}", anchor()[f"REFLECTION_{name}"])
         assert m is not None and m.group(1) == name

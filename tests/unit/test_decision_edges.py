@@ -11,10 +11,10 @@ import pytest
 from reflection import constants as c
 from reflection import memory
 from reflection.changes import Limits, judge_memory_changes
-from reflection.decision import parse_decision
 from reflection.models import Code, MemoryEntry
 from reflection.paths import UserPaths
 from reflection.pieces import check_piece_edit
+from reflection.reply import parse_decision
 from tests.unit.test_changes import add, rm
 from tests.unit.test_pieces import PIECE
 
@@ -27,9 +27,11 @@ def test_a_remove_is_rejected_when_its_merge_target_is_full() -> None:
     verdict = judge_memory_changes(
         [add("c"), add("d"), rm("a", merge_target="d")], current, Limits(max_entries=2)
     )
-    assert [x.code for x in verdict.decisions] == [
-        Code.MEMORY_FULL, Code.MEMORY_FULL, Code.MERGE_TARGET_MISSING,
-    ]  # fmt: skip
+    assert [x.code for x in verdict.verdicts] == [
+        Code.MEMORY_FULL,
+        Code.MEMORY_FULL,
+        Code.MERGE_TARGET_MISSING,
+    ]
     assert not verdict.targets
 
 
@@ -37,7 +39,7 @@ def test_a_description_is_held_to_its_limit() -> None:
     verdict = judge_memory_changes(
         [add("long", description="x" * (c.MAX_DESCRIPTION_BYTES + 1)), add("fine")], {}, Limits()
     )
-    assert [x.code for x in verdict.decisions] == [Code.DESCRIPTION_TOO_LARGE, Code.OK]
+    assert [x.code for x in verdict.verdicts] == [Code.DESCRIPTION_TOO_LARGE, Code.OK]
 
 
 def test_a_lone_surrogate_is_made_writable() -> None:
@@ -50,7 +52,7 @@ def test_a_lone_surrogate_is_made_writable() -> None:
     [change] = decision.memory_changes
     assert change.body == "x?y" and change.description == "d?" and decision.reasoning == "r?"
     verdict = judge_memory_changes(decision.memory_changes, {}, Limits())
-    assert [x.code for x in verdict.decisions] == [Code.OK]
+    assert [x.code for x in verdict.verdicts] == [Code.OK]
 
 
 def test_an_object_after_a_stray_quote_is_found() -> None:

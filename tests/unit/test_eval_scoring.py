@@ -20,7 +20,7 @@ from reflection.evals.scenario import (
     load_scenario,
     load_suite,
 )
-from reflection.models import Code, Decision, LlmDecision, MemoryChange
+from reflection.models import Code, LlmDecision, MemoryChange, Verdict
 
 PIECE = """name: p
 initial_movement: a
@@ -35,14 +35,14 @@ def change(**kw: Any) -> MemoryChange:
     return MemoryChange.model_validate({"op": "add", "name": "n", **kw})
 
 
-def verdict(ch: MemoryChange, code: Code = Code.OK) -> Decision:
-    return Decision(kind="memory", name=ch.name, op=ch.op, accepted=code is Code.OK, code=code)
+def verdict(ch: MemoryChange, code: Code = Code.OK) -> Verdict:
+    return Verdict(kind="memory", name=ch.name, op=ch.op, accepted=code is Code.OK, code=code)
 
 
 def judged(decision: LlmDecision, *codes: Code, memory: frozenset[str] = frozenset()) -> Judged:
     verdicts = [verdict(ch, code) for ch, code in zip(decision.memory_changes, codes, strict=True)]
     if decision.piece_edit is not None:
-        verdicts.append(Decision(kind="piece", name="p", op="edit", accepted=True, code=Code.OK))
+        verdicts.append(Verdict(kind="piece", name="p", op="edit", accepted=True, code=Code.OK))
     return Judged(decision, tuple(verdicts), PIECE, memory)
 
 

@@ -47,7 +47,7 @@ def test_failed_write_leaves_old_content(tmp_path: Path, monkeypatch: pytest.Mon
     def boom(*a: object, **k: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(fsio.os, "replace", boom)
+    monkeypatch.setattr(fsio.os, "replace", boom)  # type: ignore[attr-defined]
     with pytest.raises(OSError, match="disk full"):
         fsio.atomic_write(p, "new")
     assert p.read_text() == "old"

@@ -12,8 +12,8 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from reflection import llm
-from reflection.decision import DecisionParseError
 from reflection.llm import MODE_DOWNGRADE_SECONDS, LlmClient
+from reflection.reply import DecisionParseError
 from reflection.settings import Settings
 
 GOOD: dict[str, Any] = {

@@ -452,9 +452,13 @@ def test_memory_budget_keeps_the_bodies_related_to_the_job() -> None:
     assert budget_memory(memory, 0, inputs.job, "") == memory
     assert budget_memory(memory, 10_000, inputs.job, "") == memory
     prompt = fit_prompt(
-        inputs, context_limit_tokens=32000, max_output_tokens=500, max_changes=8,
-        max_body_bytes=8192, memory_max_bytes=budget,
-    )  # fmt: skip
+        inputs,
+        context_limit_tokens=32000,
+        max_output_tokens=500,
+        max_changes=8,
+        max_body_bytes=8192,
+        memory_max_bytes=budget,
+    )
     assert prompt.memory_bodies_omitted == 2 and prompt.memory_bodies_trimmed == 0
     assert "Invoices are rounded" in prompt.user and prompt.user.count("not shown") == 2
     assert '"to fit the context" marker is incomplete' in prompt.system
@@ -467,17 +471,27 @@ def test_the_repair_round_fits_too(kind: str) -> None:
     from openai.types.chat import ChatCompletion
 
     from reflection import llm
-    from reflection.decision import DecisionParseError
+    from reflection.reply import DecisionParseError
 
     content, context, output = _corpora()[kind], 8000, 2048
     size = _largest_fitting(content, context, output)
     prompt = fit(make_inputs(task=content[:size], log="", log_max=256), context, output=output)
     broken = '{"reasoning": "' + _corpora()["base64"]  # the densest echo
     cut = ChatCompletion.model_validate(
-        {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
-         "choices": [{"index": 0, "finish_reason": "length",
-                      "message": {"role": "assistant", "content": broken}}]}
-    )  # fmt: skip
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "message": {"role": "assistant", "content": broken},
+                }
+            ],
+        }
+    )
     echo, request = llm._repair_turn(broken, DecisionParseError("not valid JSON"), cut)
     sent = _cl100k().encode_ordinary(prompt.system + prompt.user + echo + request)
     assert len(sent) + output <= context

@@ -27,12 +27,17 @@ from reflection.errors import (
     LockLostError,
     UserBusyError,
 )
-from tasks.reflect import MAX_RETRIES, REQUEUE_PAUSE_SECONDS, _retry, reflect
+from reflection.retries import MAX_RETRIES
+from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
 
 reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
 
-KWARGS = {"original_job_id": "j1", "user_id": "alice", "piece_name": "default",
-          "outcome": "succeeded"}  # fmt: skip
+KWARGS = {
+    "original_job_id": "j1",
+    "user_id": "alice",
+    "piece_name": "default",
+    "outcome": "succeeded",
+}
 
 
 @pytest.fixture

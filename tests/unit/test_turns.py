@@ -48,11 +48,11 @@ def _queue(turns: Turns, *holders: Holder) -> None:
     for h in holders:
         before = turns.queued
         h.start()
-        _until(lambda b=before: turns.queued == b + 1)
+        _until(lambda b=before: turns.queued == b + 1)  # type: ignore[misc]
 
 
 def test_turns_pass_in_arrival_order() -> None:
-    turns, log = Turns(1), []
+    turns, log = Turns(1), list[str]()
     first = Holder(turns, "a", log)
     first.start()
     _until(lambda: log == ["a"])
@@ -67,7 +67,7 @@ def test_turns_pass_in_arrival_order() -> None:
 
 
 def test_new_runs_go_ahead_of_runs_coming_back() -> None:
-    turns, log = Turns(1), []
+    turns, log = Turns(1), list[str]()
     back = Holder(turns, "back", log, back=True)
     back.start()
     assert back.in_wait.wait(WAIT)  # it had a turn and gave it back to wait
@@ -110,7 +110,7 @@ def test_at_most_permits_hold_at_once() -> None:
 
 
 def test_a_run_that_waits_lets_another_in() -> None:
-    turns, log = Turns(1), []
+    turns, log = Turns(1), list[str]()
     in_wait, answer = threading.Event(), threading.Event()
 
     def waiting() -> None:
@@ -161,7 +161,7 @@ def test_off_and_outside_a_turn_nothing_waits() -> None:
 def test_a_stuck_holder_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     """Past max_wait a run goes on without a turn, and gives back none it never had; the
     first such wait is logged, the next ones within a minute are only counted."""
-    turns, log = Turns(1, max_wait=0.05), []
+    turns, log = Turns(1, max_wait=0.05), list[str]()
     stuck = Holder(turns, "stuck", log)
     stuck.start()
     _until(lambda: log == ["stuck"])
@@ -202,7 +202,7 @@ def test_give_up_racing_a_hand_over_loses_no_turn() -> None:
 
 
 def test_waited_counts_the_queueing_of_this_run_only() -> None:
-    turns, log = Turns(1), []
+    turns, log = Turns(1), list[str]()
     with turns.hold():
         assert turns.waited_ms() == 0
     blocker = Holder(turns, "blocker", log)
@@ -219,7 +219,7 @@ def test_waited_counts_the_queueing_of_this_run_only() -> None:
 def test_an_exception_while_queued_leaves_no_ticket_behind() -> None:
     """A signal's exception during the wait (prefork's soft time limit arrives so) takes
     the run out of the line; the turn is not handed to a run that is gone."""
-    turns, log = Turns(1), []
+    turns, log = Turns(1), list[str]()
     holder = Holder(turns, "holder", log)
     holder.start()
     _until(lambda: log == ["holder"])

@@ -19,5 +19,5 @@ def test_warm_up_is_offline_and_builds_the_detectors(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     _finders.cache_clear()
-    warm_up(Settings(_env_file=None))  # type: ignore[call-arg]
+    warm_up(Settings(_env_file=None))
     assert _finders.cache_info().currsize == 1

@@ -58,7 +58,7 @@ def test_the_worker_sets_the_configured_level(level: str, monkeypatch: pytest.Mo
 
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ValidationError, match="log_level"):
-        Settings(log_level="LOUD", _env_file=None)  # type: ignore[arg-type, call-arg]
+        Settings(log_level="LOUD", _env_file=None)
 
 
 def test_the_task_modules_lines_are_formatted_and_masked() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reflection.constants import MAX_LLM_REPLY_CHARS
-from reflection.decision import (
+from reflection.reply import (
     MAX_JSON_DEPTH,
     DecisionParseError,
     decision_json_schema,
@@ -144,7 +144,7 @@ def test_extract_json_object(text: str, expected: str | None) -> None:
         ('{"reasoning": "r", "piece_edit": {"yaml": "x"}}', "piece_edit.summary: Field required"),
         ('{"reasoning": "r", "piece_edit": "rewrite it"}', "piece_edit"),
     ],
-)  # fmt: skip
+)
 def test_invalid_replies_explain_what_is_wrong(text: str, fragment: str) -> None:
     """Every invalid reply raises DecisionParseError naming the problem for the model."""
     with pytest.raises(DecisionParseError) as info:

@@ -1,4 +1,4 @@
-"""Parse and validate the LLM's answer: pure functions, no I/O.
+"""Read the LLM's reply into its decision (`LlmDecision`): pure functions, no I/O.
 
 A reply may be clean JSON, JSON inside a code fence, or an object inside chatter. The
 scanner is linear and bounded (size, nesting depth, candidates) so hostile replies cannot

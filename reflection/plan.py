@@ -1,0 +1,289 @@
+"""Plan a reflection's writes, under the user's lock, in three steps:
+
+    judge         the decision against the state read now: a verdict for every change,
+                  the entries and the piece to write (pure)
+    file changes  each file's text before (read now) and after
+    records       the snapshot, its meta, the metrics row and the piece-edit or proposal
+                  row (pure)
+
+and hand them on as one journal (`reflection.apply` writes it and rolls it forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from reflection.apply import journal_path, read_or_none, replaceable
+from reflection.changes import Limits, judge_memory_changes, judge_piece_edit
+from reflection.frontmatter import render_entry
+from reflection.memory import render_index
+from reflection.models import (
+    LlmDecision,
+    LlmResult,
+    MemoryEntry,
+    Outcome,
+    Piece,
+    ReflectRequest,
+    Verdict,
+)
+from reflection.paths import UserPaths
+from reflection.records import (
+    Change,
+    FileChange,
+    Journal,
+    MetricsRow,
+    PieceEditRow,
+    ProposalRow,
+    ReflectionMeta,
+    sha256,
+)
+from reflection.secrets import mask_secrets
+from reflection.snapshot import PIECE_BEFORE, PIECE_PROPOSED, snapshot_files
+
+_MAX_SUMMARY_CHARS = 2000  # of a staged piece edit's summary
+
+
+@dataclass(frozen=True)
+class State:
+    """The user's state as read under the lock."""
+
+    memory: Mapping[str, MemoryEntry]
+    unreadable: frozenset[str]
+    piece: Piece
+    last_piece_edit_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What judging a decision settled: every change's verdict (memory changes in the
+    decision's order, then the piece edit), each accepted memory change's entry (None:
+    removed), and the piece to write or, in review mode, to stage."""
+
+    verdicts: tuple[Verdict, ...]
+    targets: Mapping[str, MemoryEntry | None]
+    piece_after: str | None = None
+    staged: str | None = None
+
+
+@dataclass(frozen=True)
+class Writes:
+    """The user's files a plan writes (memory entries, MEMORY.md, the piece's copy), and
+    each memory entry's text before and after."""
+
+    files: tuple[FileChange, ...]
+    memory_before: Mapping[str, str | None]
+    memory_after: Mapping[str, str | None]
+
+
+def snapshot_id_for(reflection_job_id: str, now: datetime) -> str:
+    """Sortable by time, unique per run, safe as a folder name."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{sha256(reflection_job_id)[:12]}"
+
+
+def outcome_of(verdicts: tuple[Verdict, ...]) -> Outcome:
+    """applied (≥1 accepted), abstained (nothing proposed), rejected (none accepted)."""
+    if not verdicts:
+        return Outcome.ABSTAINED
+    return Outcome.APPLIED if any(v.accepted for v in verdicts) else Outcome.REJECTED
+
+
+def plan(
+    *,
+    paths: UserPaths,
+    request: ReflectRequest,
+    reflection_job_id: str,
+    fence: int,
+    llm: LlmResult,
+    state: State,
+    limits: Limits,
+    now: datetime,
+    store_llm_raw: bool,
+    piece_edit_mode: str = "auto",
+) -> Journal:
+    """Judge the decision against `state` and lay out every write as a journal.
+
+    In `review` mode an accepted piece edit is not written: it is staged, and the commit
+    inserts it as a `piece_proposals` row for an operator to approve."""
+    judged = judge(llm.decision, request.piece_name, state, limits, now, piece_edit_mode)
+    writes = file_changes(paths, judged, state, request.piece_name)
+    sid = snapshot_id_for(reflection_job_id, now)
+    # Before anything is written: like the files above, no snapshot, index or journal may
+    # go through a planted symlink (UnsafePathError: the run fails `input_invalid`).
+    for target in (
+        journal_path(paths, sid),
+        paths.snapshot_dir(sid) / "meta.json",
+        paths.snapshot_index,
+    ):
+        paths.writable_file(target)
+    return records(
+        Change(
+            snapshot_id=sid,
+            at=now,
+            user_id=request.user_id,
+            piece_name=request.piece_name,
+            original_job_id=request.original_job_id,
+            reflection_job_id=reflection_job_id,
+            memory_before=writes.memory_before,
+            memory_after=writes.memory_after,
+            piece_edited=judged.piece_after is not None,
+            piece_from_user=state.piece.user_copy,
+        ),
+        request=request,
+        fence=fence,
+        llm=llm,
+        judged=judged,
+        files=writes.files,
+        piece_before=state.piece.yaml,
+        store_llm_raw=store_llm_raw,
+    )
+
+
+# Step 1: judge.
+
+
+def judge(
+    decision: LlmDecision,
+    piece_name: str,
+    state: State,
+    limits: Limits,
+    now: datetime,
+    piece_edit_mode: str = "auto",
+) -> Judgement:
+    """Every change of `decision` judged against `state` (pure)."""
+    memory = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
+    if decision.piece_edit is None:
+        return Judgement(memory.verdicts, memory.targets)
+    verdict = judge_piece_edit(
+        decision.piece_edit,
+        piece_name=piece_name,
+        current_yaml=state.piece.yaml,
+        last_edit_at=state.last_piece_edit_at,
+        now=now,
+        cooldown_hours=limits.cooldown_hours,
+    )
+    proposed = decision.piece_edit.yaml
+    if not verdict.accepted:
+        return Judgement((*memory.verdicts, verdict), memory.targets)
+    if piece_edit_mode == "review":
+        staged = verdict.model_copy(update={"detail": "staged for review"})
+        return Judgement((*memory.verdicts, staged), memory.targets, staged=proposed)
+    return Judgement((*memory.verdicts, verdict), memory.targets, piece_after=proposed)
+
+
+# Step 2: file changes.
+
+
+def file_changes(paths: UserPaths, judged: Judgement, state: State, piece_name: str) -> Writes:
+    """Each file the judgement changes, with its text as it is now (read through no link:
+    `UnsafePathError` for a planted one) and as it will be."""
+    files: list[FileChange] = []
+    before: dict[str, str | None] = {}
+    after: dict[str, str | None] = {}
+    for name, entry in judged.targets.items():
+        path = paths.memory_file(name)
+        before[name] = read_or_none(paths, paths.writable(path))
+        after[name] = render_entry(entry) if entry is not None else None
+        files.append(_change(paths, path, before[name], after[name]))
+    if judged.targets:
+        final = {**state.memory, **judged.targets}
+        index = render_index(e for e in final.values() if e is not None)
+        index_path = paths.writable(paths.memory_index)
+        files.append(_change(paths, index_path, replaceable(paths, index_path), index))
+    if judged.piece_after is not None:
+        copy = paths.piece_copy(piece_name)
+        current = read_or_none(paths, paths.writable(copy))
+        files.append(_change(paths, copy, current, judged.piece_after))
+    return Writes(tuple(files), before, after)
+
+
+def _change(paths: UserPaths, path: Path, before: str | None, after: str | None) -> FileChange:
+    return FileChange(path=str(path.relative_to(paths.home)), before=before, after=after)
+
+
+# Step 3: records.
+
+
+def records(
+    change: Change,
+    *,
+    request: ReflectRequest,
+    fence: int,
+    llm: LlmResult,
+    judged: Judgement,
+    files: tuple[FileChange, ...],
+    piece_before: str,
+    store_llm_raw: bool,
+) -> Journal:
+    """The journal of a planned reflection: its files, snapshot, meta and rows (pure).
+    What the model wrote (reasoning, a rejected name or detail, a summary) is kept
+    masked: it may quote a credential."""
+    verdicts = tuple(
+        v.model_copy(update={"name": mask_secrets(v.name), "detail": mask_secrets(v.detail)})
+        for v in judged.verdicts
+    )
+    meta = ReflectionMeta.of(
+        change,
+        job_outcome=request.outcome,
+        outcome=outcome_of(verdicts),
+        reasoning=mask_secrets(llm.decision.reasoning),
+        model=llm.model,
+        tokens_in=llm.usage.tokens_in,
+        tokens_out=llm.usage.tokens_out,
+        llm_attempts=llm.attempts,
+        rejected=sum(1 for v in verdicts if not v.accepted),
+        verdicts=list(verdicts),
+        llm_raw=mask_secrets(llm.raw) if store_llm_raw else None,
+        piece_staged=True if judged.staged is not None else None,
+    )
+    snapshot = snapshot_files(
+        change.memory_before,
+        change.memory_after,
+        piece_before if judged.piece_after is not None else None,
+        judged.piece_after,
+    )
+    if judged.staged is not None:
+        snapshot[PIECE_BEFORE] = piece_before
+        snapshot[PIECE_PROPOSED] = judged.staged
+    return Journal(
+        snapshot_id=change.snapshot_id,
+        original_job_id=change.original_job_id,
+        reflection_job_id=change.reflection_job_id,
+        user_id=change.user_id,
+        fence=fence,
+        files=list(files),
+        snapshot=snapshot,
+        meta=meta,
+        metrics=MetricsRow.of_snapshot(meta),
+        piece_edit=_piece_edit_row(meta, piece_before, judged.piece_after, change.at),
+        proposal=_proposal_row(meta, piece_before, judged.staged, llm.decision),
+    )
+
+
+def _piece_edit_row(
+    meta: ReflectionMeta, before: str, after: str | None, at: datetime
+) -> PieceEditRow | None:
+    if after is None:
+        return None
+    return PieceEditRow.of(meta, before_sha256=sha256(before), after=after, at=at)
+
+
+def _proposal_row(
+    meta: ReflectionMeta, before: str, staged: str | None, decision: LlmDecision
+) -> ProposalRow | None:
+    """The `piece_proposals` row of a piece edit staged for review."""
+    if staged is None or decision.piece_edit is None:
+        return None
+    return ProposalRow(
+        user_id=meta.user_id,
+        piece_name=meta.piece_name or "",
+        reflection_job_id=meta.reflection_job_id,
+        original_job_id=meta.original_job_id,
+        snapshot_id=meta.snapshot_id,
+        summary=mask_secrets(decision.piece_edit.summary)[:_MAX_SUMMARY_CHARS],
+        yaml=staged,
+        before_sha256=sha256(before),
+        after_sha256=sha256(staged),
+    )

@@ -1,0 +1,454 @@
+"""The records a change leaves behind, after the LLM has answered: what a snapshot's
+`meta.json` says, its `index.jsonl` line, the `reflection_metrics`, `piece_edits` and
+`piece_proposals` rows, and the journal that carries them all to disk (`reflection.apply`).
+
+Each record is built in one place, by the builders here (`SnapshotMeta.of(Change)`,
+`MetricsRow.of_snapshot` and `of_run`, `PieceEditRow.of`) that a reflection
+(`reflection.plan`), a revert and an approval share, and read as attributes everywhere.
+Records are read back from files and rows that an older or a newer release may have
+written (SPEC §14): unknown fields are ignored and missing ones defaulted; only a field
+without which the record means nothing (a verdict's code, a journal's user) is required.
+New fields get defaults, so the files already on disk keep loading
+(`tests/fixtures/records_07ec03c`).
+
+    SnapshotMeta = ReflectionMeta | ConsolidationMeta | RevertMeta | ApprovalMeta   (on `kind`)
+    IndexLine      one line of index.jsonl, the summary of a SnapshotMeta
+    MetricsRow     reflection_metrics: one per run, failed and duplicate ones too, and revert
+    PieceEditRow   piece_edits: one per piece written (the cooldown reads it)
+    ProposalRow    piece_proposals, as a review-mode run inserts it; Proposal as read back
+    Journal        everything one change writes, decided before the first write
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from reflection.constants import MAX_ID_IN_METRICS, SLUG_RE
+from reflection.models import Outcome, Usage, Verdict
+
+PieceSource = Literal["user", "builtin"]
+MemoryName = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
+
+
+def _written_when_set() -> Any:
+    """A field that meta.json holds only when it has a value (`store_llm_raw`, review
+    mode), as the files on disk have it."""
+    return Field(default=None, exclude_if=lambda v: v is None)
+
+
+class Record(BaseModel):
+    """A record read back from disk or the database: unknown fields ignored, missing ones
+    defaulted, fields read and written by their on-disk names."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", validate_by_name=True, serialize_by_alias=True
+    )
+
+
+class MemoryFileState(Record):
+    """Whether a memory entry's file existed before and after the change."""
+
+    before: bool = False
+    after: bool = False
+
+
+class _Meta(Record):
+    """What every snapshot's meta.json says: whose change, of what, and which files."""
+
+    snapshot_id: str = ""
+    created_at: str = ""  # ISO 8601, as written
+    original_job_id: str = ""
+    reflection_job_id: str = ""
+    user_id: str = ""
+    piece_name: str | None = None
+    memory_changes: int = 0
+    piece_edited: bool = False
+    piece_before_source: PieceSource = "builtin"
+    memory_files: dict[MemoryName, MemoryFileState] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> _Meta:
+        if self.piece_edited and self.piece_name is None:
+            raise ValueError("piece_edited without a piece_name")
+        folder = (info.context or {}).get("snapshot_id")
+        if folder is not None and self.snapshot_id != folder:
+            # its diffs would be read from that other snapshot's folder
+            raise ValueError(f"its snapshot_id is {self.snapshot_id!r}")
+        return self
+
+    @classmethod
+    def of(cls, change: Change, **fields: Any) -> Self:
+        """The meta of `change`, with the fields of its kind."""
+        return cls(
+            snapshot_id=change.snapshot_id,
+            created_at=change.at.isoformat(),
+            original_job_id=change.original_job_id,
+            reflection_job_id=change.reflection_job_id,
+            user_id=change.user_id,
+            piece_name=change.piece_name,
+            memory_changes=len(change.memory_before),
+            piece_edited=change.piece_edited,
+            piece_before_source="user" if change.piece_from_user else "builtin",
+            memory_files=memory_files(change.memory_before, change.memory_after),
+            **fields,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """meta.json's object."""
+        return self.model_dump(mode="json")
+
+    def index_line(self) -> IndexLine:
+        """Its line in index.jsonl."""
+        return IndexLine.model_validate(self.to_json())
+
+
+class _JudgedMeta(_Meta):
+    """A snapshot of proposed changes, each with its verdict."""
+
+    rejected: int = 0
+    verdicts: list[Verdict] = Field(default_factory=list, alias="decisions")
+
+
+class AskedMeta(_JudgedMeta):
+    """A snapshot of changes the LLM proposed: what it said and what that cost."""
+
+    reasoning: str = ""
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    llm_attempts: int = 0
+    llm_raw: str | None = _written_when_set()
+
+
+class ReflectionMeta(AskedMeta):
+    """A reflection on a finished job (every run that reached the LLM has one)."""
+
+    kind: Literal["reflection"] = "reflection"
+    # Nothing proposed is abstained: the outcome of an empty list of verdicts.
+    outcome: Outcome = Outcome.ABSTAINED
+    job_outcome: str = ""
+    piece_staged: bool | None = _written_when_set()  # True: the piece edit waits for review
+
+
+class ConsolidationMeta(AskedMeta):
+    """A consolidation pass over a user's memory (SPEC §11; nothing writes it yet)."""
+
+    kind: Literal["consolidation"] = "consolidation"
+    outcome: Outcome = Outcome.ABSTAINED
+    reason: str = ""  # scheduled | threshold | operator
+
+
+class RevertMeta(_Meta):
+    """An operator's revert of another snapshot."""
+
+    kind: Literal["revert"] = "revert"
+    outcome: Outcome = Outcome.REVERTED
+    reverts: str = ""  # the snapshot reverted
+
+
+class ApprovalMeta(_JudgedMeta):
+    """An operator's approval of a piece edit staged for review."""
+
+    kind: Literal["approval"] = "approval"
+    outcome: Outcome = Outcome.APPLIED
+    proposal_id: int | None = None
+    summary: str = ""
+
+
+def _kind(value: Any) -> str:
+    """A meta's kind; one written before kinds existed is a reflection's."""
+    if isinstance(value, Mapping):
+        return str(value.get("kind", "reflection"))
+    return str(getattr(value, "kind", "reflection"))
+
+
+SnapshotMeta = Annotated[
+    Annotated[ReflectionMeta, Tag("reflection")]
+    | Annotated[ConsolidationMeta, Tag("consolidation")]
+    | Annotated[RevertMeta, Tag("revert")]
+    | Annotated[ApprovalMeta, Tag("approval")],
+    Discriminator(_kind),
+]
+_SNAPSHOT_META: TypeAdapter[SnapshotMeta] = TypeAdapter(SnapshotMeta)
+
+
+def parse_meta(data: object, snapshot_id: str | None = None) -> SnapshotMeta:
+    """A meta.json object as its kind's record; pydantic's ValidationError (a ValueError)
+    when it is malformed, or is not the meta of `snapshot_id`'s folder (when given)."""
+    return _SNAPSHOT_META.validate_python(data, context={"snapshot_id": snapshot_id})
+
+
+def describe_invalid(error: ValidationError, most: int = 3) -> str:
+    """A record's validation errors on one line, for an operator."""
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'meta'}: {e['msg']}"
+        for e in error.errors(include_url=False)[:most]
+    ]
+    return "; ".join(problems).replace("\n", " ")
+
+
+class IndexLine(Record):
+    """One line of `index.jsonl`: a snapshot's summary (None where the line has no value)."""
+
+    snapshot_id: str | None = None
+    created_at: str | None = None
+    original_job_id: str | None = None
+    reflection_job_id: str | None = None
+    piece_name: str | None = None
+    outcome: str | None = None
+    memory_changes: int | None = None
+    piece_edited: bool | None = None
+    rejected: int | None = None
+    model: str | None = None
+    kind: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The line's object: the fields it was given, in this order."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class MetricsRow(Record):
+    """One `reflection_metrics` row: every run (failed and duplicate ones too) and every
+    revert. Defaults are the columns' server defaults. Built by `of_snapshot` for a change
+    that has a snapshot, by `of_run` for a run that ended without one."""
+
+    reflection_job_id: str
+    original_job_id: str
+    user_id: str
+    piece_name: str
+    outcome: Outcome
+    error_code: str | None = None
+    memory_changes: int = 0
+    piece_edited: bool = False
+    rejections: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    llm_attempts: int = 0
+    duration_ms: int = 0
+    model: str | None = None
+    snapshot_id: str | None = None
+
+    @classmethod
+    def of_snapshot(cls, meta: ReflectionMeta | RevertMeta) -> MetricsRow:
+        """The row of a reflection or revert, from its snapshot's meta."""
+        asked: dict[str, Any] = {}  # what the LLM cost (a revert asked none)
+        if isinstance(meta, ReflectionMeta):
+            asked = {
+                "rejections": meta.rejected,
+                "tokens_in": meta.tokens_in,
+                "tokens_out": meta.tokens_out,
+                "llm_attempts": meta.llm_attempts,
+                "model": meta.model,
+            }
+        return cls(
+            reflection_job_id=meta.reflection_job_id,
+            original_job_id=meta.original_job_id[:MAX_ID_IN_METRICS],
+            user_id=meta.user_id,
+            piece_name=meta.piece_name or "",
+            outcome=meta.outcome,
+            memory_changes=meta.memory_changes,
+            piece_edited=meta.piece_edited,
+            snapshot_id=meta.snapshot_id,
+            **asked,
+        )
+
+    @classmethod
+    def of_run(
+        cls,
+        run: RunIdentity,
+        outcome: Outcome,
+        *,
+        error_code: str | None = None,
+        duration_ms: int = 0,
+        usage: Usage | None = None,
+        llm_attempts: int = 0,
+        model: str | None = None,
+    ) -> MetricsRow:
+        """The row of a run that ended without a snapshot (failed, duplicate), with what
+        its LLM calls cost, if any."""
+        usage = usage or Usage()
+        return cls(
+            reflection_job_id=run.reflection_job_id,
+            original_job_id=run.original_job_id,
+            user_id=run.user_id,
+            piece_name=run.piece_name,
+            outcome=outcome,
+            error_code=error_code,
+            duration_ms=duration_ms,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+            llm_attempts=llm_attempts,
+            model=model,
+        )
+
+
+class PieceEditRow(Record):
+    """One `piece_edits` row: a piece written by a reflection or an approval."""
+
+    user_id: str
+    piece_name: str
+    reflection_job_id: str
+    original_job_id: str
+    before_sha256: str
+    after_sha256: str
+    created_at: datetime | None = None  # None: the database's now()
+
+    @classmethod
+    def of(cls, owner: PieceOwner, *, before_sha256: str, after: str, at: datetime) -> Self:
+        """The row of `owner`'s piece (a reflection's or a proposal's) written as `after`."""
+        return cls(
+            user_id=owner.user_id,
+            piece_name=owner.piece_name or "",
+            reflection_job_id=owner.reflection_job_id,
+            original_job_id=owner.original_job_id,
+            before_sha256=before_sha256,
+            after_sha256=sha256(after),
+            created_at=at,
+        )
+
+
+class _ProposalFields(Record):
+    """A piece edit staged for review: whose, against which piece, and its state."""
+
+    user_id: str
+    piece_name: str
+    reflection_job_id: str
+    original_job_id: str
+    snapshot_id: str | None = None
+    summary: str = ""
+    before_sha256: str  # the piece it was judged against
+    after_sha256: str
+    status: str = "pending"  # pending | approved | rejected
+
+
+class ProposalRow(_ProposalFields):
+    """A `piece_proposals` row as a review-mode run inserts it."""
+
+    yaml: str  # the whole proposed piece
+
+
+class ProposalSummary(_ProposalFields):
+    """A `piece_proposals` row as listed (without its YAML)."""
+
+    id: int
+    detail: str | None = None  # why it was approved or rejected, or the last refusal
+    created_at: datetime | None = None
+    decided_at: datetime | None = None
+
+
+class Proposal(ProposalSummary):
+    """A `piece_proposals` row with the whole proposed piece."""
+
+    yaml: str
+
+
+class FileChange(Record):
+    """One file of the user's folder: its text before and after (None = absent)."""
+
+    path: str  # relative to the user's home
+    before: str | None = None
+    after: str | None = None
+
+
+class Journal(Record):
+    """Everything one change writes, decided before the first write (`reflection.apply`)."""
+
+    snapshot_id: str
+    original_job_id: str = ""
+    reflection_job_id: str = ""
+    user_id: str
+    fence: int = 0
+    files: list[FileChange] = Field(default_factory=list)
+    snapshot: dict[str, str] = Field(default_factory=dict)  # the snapshot's content files
+    meta: SnapshotMeta
+    # A run's row, committed with its claim; None for an operator's change.
+    metrics: MetricsRow | None = None
+    piece_edit: PieceEditRow | None = None
+    proposal: ProposalRow | None = None  # a piece edit staged for review, not written
+    # An operator's change (a revert) has no run to commit: its metrics row, recorded
+    # before the journal is removed so that a crash cannot lose it.
+    record: MetricsRow | None = None
+
+    @field_validator("metrics", "record", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == {} else value  # how journals until 07ec03c said "no row"
+
+
+# What the builders are given.
+
+
+def sha256(text: str) -> str:
+    """The hex SHA-256 of `text` (UTF-8): how piece edits and proposals name a piece."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class PieceOwner(Protocol):
+    """Whose piece edit it is: a reflection's meta or a proposal."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def piece_name(self) -> str | None: ...
+    @property
+    def reflection_job_id(self) -> str: ...
+    @property
+    def original_job_id(self) -> str: ...
+
+
+class RunIdentity(Protocol):
+    """Who a run is: its ids, as its log lines and metrics rows name them."""
+
+    @property
+    def reflection_job_id(self) -> str: ...
+    @property
+    def original_job_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def piece_name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one change (a reflection, a revert, an approval) writes, as its snapshot's meta
+    summarises it: whose it is, and each memory entry's text before and after (None =
+    absent; the accepted memory changes)."""
+
+    snapshot_id: str
+    at: datetime
+    user_id: str
+    piece_name: str | None
+    original_job_id: str = ""
+    reflection_job_id: str = ""
+    memory_before: Mapping[str, str | None] = field(default_factory=dict)
+    memory_after: Mapping[str, str | None] = field(default_factory=dict)
+    piece_edited: bool = False
+    piece_from_user: bool = False  # the piece before the change was the user's copy
+
+
+def memory_files(
+    before: Mapping[str, str | None], after: Mapping[str, str | None]
+) -> dict[str, MemoryFileState]:
+    """Which entries' files existed before and after, for meta.json."""
+    return {
+        n: MemoryFileState(before=before[n] is not None, after=after[n] is not None) for n in before
+    }

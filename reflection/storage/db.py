@@ -1,0 +1,58 @@
+"""What every query shares: driver errors wrapped as outages, one-statement connections,
+idempotent inserts and UTC timestamps."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from reflection.errors import InfrastructureError
+
+
+@functools.cache
+def insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING for the dialect; executed with the row as
+    parameters, so one statement serves every run (building and hashing a statement
+    costs about as much as running it on loopback)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> None:
+    """Insert `row` unless a row with the same `key` exists (a replay writes nothing)."""
+    conn.execute(insert_ignoring(conn.dialect.name, table, key), row)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(ts: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+class driver_errors:  # used like a function: `with driver_errors(), ...`
+    """Wrap driver errors as retryable infrastructure failures."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        if isinstance(e, SQLAlchemyError):
+            raise InfrastructureError(f"database error: {type(e).__name__}: {e}") from e
+
+
+@contextmanager
+def single_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection for one statement in autocommit: it is its own transaction, without
+    the BEGIN and COMMIT round trips around it (a run makes several)."""
+    with driver_errors(), engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
