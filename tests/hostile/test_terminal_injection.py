@@ -111,7 +111,6 @@ def test_a_planted_index_line_and_meta_print_nothing_raw(cli: Cli, hostile_run: 
     snap = u.snapshot_dir(line["snapshot_id"])
     meta = json.loads((snap / "meta.json").read_text())
     meta["decisions"][0]["detail"] = EVIL
-    meta["decisions"][0]["code"] = EVIL
     meta["piece_name"] = EVIL
     (snap / "meta.json").write_text(json.dumps(meta))
     with u.snapshot_index.open("a") as f:
@@ -121,6 +120,13 @@ def test_a_planted_index_line_and_meta_print_nothing_raw(cli: Cli, hostile_run: 
     ok(cli, "stats")
     assert raw_chars(cli("revert", "alice", snap.name)) == []
     assert raw_chars(cli("show", "alice", EVIL)) == []
+    # A code that is no code makes the meta malformed: refused, and the refusal, which
+    # quotes it, is escaped too.
+    meta["decisions"][0]["code"] = EVIL
+    (snap / "meta.json").write_text(json.dumps(meta))
+    refused = cli("show", "alice", snap.name)
+    assert refused.exit_code == 1 and "malformed" in refused.stderr
+    assert raw_chars(refused) == []
 
 
 def test_a_piece_summary_is_listed_escaped(cli: Cli, make_job: Any) -> None:
