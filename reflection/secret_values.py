@@ -33,7 +33,7 @@ Finder = Callable[[str], Iterator[Span]]
 # A value that is *wholly* a placeholder, a reference or a dummy; matched with fullmatch,
 # so `$ecretPass99`, `%Hk3x9q!z` and `P@ss(w0rd)!` are values, not placeholders.
 _PLACEHOLDER_SYNTAX = re.compile(
-    r"[*xX.#_-]+"  # ********, xxxx, ...
+    r"[*xX.#_…-]+"  # ********, xxxx, ..., …
     r"|<[^<>]*>?"  # <your password> (or its first word)
     r"|\{\{.*\}\}|\{[^{}]*\}"  # {{ vault_pw }}, {password}
     r"|\[[^\]]*\]|\[REDACTED:.*"  # [REDACTED], [hidden], our own `[REDACTED:Secret` (cut)
@@ -75,9 +75,14 @@ _SEPARATORS = re.compile(r"[_./-]")
 # Words (`Pipeline`, `end`, `CONFIG`) cover most of an identifier, little of a random key.
 _WORDISH = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{4,}")
 _MAX_WORDISH: Final = 0.6
+_VOWELS: Final = frozenset("aeiouyAEIOUY")
 SYMBOLS: Final = re.compile(r"[!@#$%^&*+=?~|]")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 TRAILING_PUNCT: Final = ".,;:!?)]}"
+TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+# The value after `keyword <op>`: quoted (`"…"`, `'…'`, `` `…` ``) or bare up to a blank,
+# a quote, a comma or a semicolon; groups `quoted` and `bare`.
+VALUE: Final = r"(?:(?P<q>[\"'`])(?P<quoted>[^\s\"'`]{4,})(?P=q)|(?P<bare>[^\s\"'`,;]{4,}))"
 
 
 def is_placeholder(value: str, *, words: bool = True) -> bool:
@@ -100,11 +105,36 @@ def is_relative_path(value: str) -> bool:
 
 
 def is_filler(value: str) -> bool:
-    """Mostly one repeated character (`AKIAXXXXXXXXXXXXXXXX`, `sk-xxxxxxxxxxxx`): a
-    template's placeholder, not a key."""
+    """Mostly one filler character repeated (`AKIAXXXXXXXXXXXXXXXX`, `sk-xxxxxxxxxxxx`,
+    `0000…`): a template's placeholder, not a key."""
     if len(value) < 8:
         return False
-    return Counter(value).most_common(1)[0][1] >= 0.6 * len(value)
+    char, count = Counter(value).most_common(1)[0]
+    return char in "xX*0#." and count >= 0.6 * len(value)
+
+
+def token_end(text: str, end: int) -> int:
+    """Where the token that a fixed-length pattern matched up to `end` really ends: past
+    its remaining letters, digits, `_` and `-`, and up to two `=` of base64 padding."""
+    while end < len(text) and text[end] in TOKEN_CHARS:
+        end += 1
+    for _ in range(2):
+        if end < len(text) and text[end] == "=":
+            end += 1
+    return end
+
+
+def starts_word(text: str, start: int, also: frozenset[str] | str = "") -> bool:
+    """No letter, digit, `_` (or one of `also`) before `start`: a token starts there."""
+    if start == 0:
+        return True
+    before = text[start - 1]
+    return not (before.isalnum() or before == "_" or before in also)
+
+
+def starts_argument(text: str, start: int) -> bool:
+    """A blank (or the text's start) before `start`: a command-line argument starts there."""
+    return start == 0 or text[start - 1].isspace()
 
 
 def mixes_classes(value: str) -> bool:
@@ -123,8 +153,10 @@ def is_hex_key(value: str, min_len: int = 32) -> bool:
 
 
 def wordish(value: str) -> float:
-    """The share of `value` made of words (`Pipeline`, `end`, `CONFIG`)."""
-    return sum(len(w) for w in _WORDISH.findall(value)) / max(len(value), 1)
+    """The share of `value` made of words (`Pipeline`, `end`, `CONFIG`): runs of letters
+    with a vowel, so that a random `NRVCC` or `xqzt` is not one."""
+    words = (w for w in _WORDISH.findall(value) if _VOWELS.intersection(w))
+    return sum(map(len, words)) / max(len(value), 1)
 
 
 def shannon_entropy(value: str) -> float:

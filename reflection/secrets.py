@@ -1,7 +1,7 @@
 """Credential detection for memory text (SPEC section 5, `secret_detected`) and masking for
 logs, snapshots and prompts.
 
-Two sources of rules, built once per process:
+Three sources of rules, built once per process:
 
 - detect-secrets' regex detectors (AWS, GitHub, GitLab, Slack, Stripe, basic-auth URLs,
   SendGrid, PyPI, Discord, Telegram, Twilio, ...), used through their maintained
@@ -22,20 +22,27 @@ Two sources of rules, built once per process:
   for identifiers ending in `token`, `pass` or `pwd` (`GITHUB_TOKEN=`, `export DB_PASS=`,
   `MYSQL_PWD=`) when the value looks like a credential, "the password is <value>" prose
   when the value has symbols, or digits and both cases, and standalone high-entropy
-  tokens of 32+ characters with mixed character classes.
+  tokens of 32+ characters with mixed character classes (not labelled digests such as
+  `sha512-…` or `h1:…`, data URIs, SSH public keys, certificate lines or base64 of plain
+  text).
+- `reflection.secret_rules`: credentials found by where they stand (vendor prefixes such
+  as `hvs.` or `dop_v1_`, `mysql -p…`, `curl -u user:…`, `docker login -p`,
+  `Authorization: Token …`, session cookies, `?access_token=`, `ENCRYPTION_KEY=…`,
+  `.netrc`, "the key is <hex>").
 
 Every rule is linear in the length of the text (no pattern backtracks over a run it has
 already matched from another start), so a hostile or huge log costs milliseconds per
 kilobyte, never minutes.
 
 Ordinary prose ("the user prefers pytest", "passwords must be hashed with argon2"), git
-SHAs, hex digests and UUIDs are not flagged.
+SHAs, hex digests and UUIDs are not flagged. `tests/secret_table.py` measures both sides
+(docs/security.md, "Credential detector").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache, lru_cache
 from typing import Any, Final
 
@@ -43,14 +50,18 @@ from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_cla
 from detect_secrets.plugins.base import RegexBasedDetector
 from detect_secrets.plugins.jwt import JwtTokenDetector
 
+from reflection import secret_rules
+from reflection.secret_entropy import find_high_entropy
 from reflection.secret_values import (
     TRAILING_PUNCT,
+    VALUE,
     Finder,
     Span,
+    is_filler,
     is_placeholder,
     looks_like_a_credential,
-    looks_random,
     looks_random_enough,
+    token_end,
 )
 
 # Plugins that flag prose or are not credentials, or that we replace with a stricter rule.
@@ -85,7 +96,8 @@ _DELIMITERS: Final = " \t\r\n\"'=:"
 _PEM_KEY = re.compile(
     r"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----"
     r"(?:[ \t]*+\r?\n[A-Za-z-]++:[^\n]*+){0,8}+"  # PEM headers such as Proc-Type, DEK-Info
-    r"\s*[A-Za-z0-9+/=]{20,}[A-Za-z0-9+/=\s]*"  # the key material itself
+    # the key material itself; `\n` escapes where the key sits in a JSON string
+    r"(?:\s|\\[nr])*+[A-Za-z0-9+/=]{20,}(?:[A-Za-z0-9+/=\s]|\\[nr])*+"
     r"(?:-----END (?P=label)-----)?"
 )
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
@@ -109,7 +121,6 @@ _BEARER = re.compile(r"(?=b)\bbearer\s+([A-Za-z0-9._~+/=-]{16,})", re.IGNORECASE
 _BASIC_HEADER = re.compile(
     r"(?=a)\bauthorization\s*:\s*basic\s+([A-Za-z0-9+/]{8,}={0,2})", re.IGNORECASE
 )
-_VALUE = r"(?:(?P<q>[\"'`])(?P<quoted>[^\s\"'`]{4,})(?P=q)|(?P<bare>[^\s\"'`,;]{4,}))"
 # `<keyword> <op> <value>`: the keyword ends the identifier (DB_PASSWORD, client_secret),
 # so `password_hash = ...` and `secrets:` are not assignments of a secret. The short
 # keywords (`strict`) must also start the identifier or one of its parts (GITHUB_TOKEN,
@@ -121,13 +132,13 @@ _ASSIGNMENT = re.compile(
     r"(?=[abprst])(?:(?P<word>passwd|password|passphrase|secret|secret[_-]?key|api[_-]?key|apikey"
     r"|access[_-]?key|private[_-]?key|(?:api|auth|access|refresh|bot)[_-]?token)"
     r"|(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?-i:(?<=[a-z0-9])(?=[A-Z])))(?P<strict>token|pass|pwd))"
-    r"(?![A-Za-z0-9_])[\"']?[ \t]*+(?:=>|:=|==?|:)[ \t]*+" + _VALUE,
+    r"(?![A-Za-z0-9_])[\"']?[ \t]*+(?:=>|:=|==?|:)[ \t]*+" + VALUE,
     re.IGNORECASE,
 )
 # "the (staging) password is Xk9!mq2z": prose, so the value must look random.
 _PASSWORD_PROSE = re.compile(
     r"(?=p)\b(?P<word>password|passwd|passphrase)(?:[ \t]+for[ \t]+[\w.-]{1,64})?[ \t]+(?:is|was)"
-    r"[ \t]+" + _VALUE,
+    r"[ \t]+" + VALUE,
     re.IGNORECASE,
 )
 # detect-secrets' basic-auth rule needs a user name and no sub-delimiters (`!$&*+,;=`) in
@@ -138,9 +149,6 @@ _URL_PASSWORD = re.compile(
 _SHELL_EXPANSION = re.compile(r"\$\{[A-Za-z0-9_]*\Z")
 _LINE_ENDS = re.compile(r"[.,;:!?)\]} \t\r]*+(?:\n|\Z)")
 _RANDOM_CHARS = re.compile(r"[0-9!@#%^&*+=?~|]")
-_STANDALONE = re.compile(
-    r"(?<![A-Za-z0-9+/=_.-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/=_-])(?!\.[A-Za-z0-9])"
-)
 
 
 def _regex_finder(kind: str, regex: re.Pattern[str], group: int = 0) -> Finder:
@@ -199,6 +207,7 @@ def _plugin_finder(plugin: Any) -> Finder:
 
     def find(text: str) -> Iterator[Span]:
         for regex in plugin.denylist:
+            extended = 0  # how far a token was already read: `AKIA` * N stays linear
             for m in regex.finditer(text):
                 if validates and m.group() not in set(plugin.analyze_string(m.group())):
                     continue
@@ -208,6 +217,12 @@ def _plugin_finder(plugin: Any) -> Finder:
                     kind in _NEEDS_MIXED_CASE and value.isupper()
                 ):
                     continue
+                if is_filler(value):
+                    continue  # AKIAXXXXXXXXXXXXXXXX
+                # Patterns of a fixed length (Stripe's 24 characters, Azure's 88 without
+                # its `==`) stop inside longer real keys: mask the rest of the token too.
+                if not captured:
+                    end = extended = token_end(text, max(end, extended))
                 yield Span(start, end, kind)
 
     return find
@@ -318,13 +333,6 @@ def _find_bearer(text: str) -> Iterator[Span]:
             yield Span(*m.span(1), "Bearer Token")
 
 
-def _find_high_entropy(text: str) -> Iterator[Span]:
-    """Standalone tokens of 32+ characters that look random: unknown vendors' keys."""
-    for m in _STANDALONE.finditer(text):
-        if looks_random(m.group()):
-            yield Span(m.start(), m.end(), "High Entropy String")
-
-
 @cache
 def _finders() -> tuple[Finder, ...]:
     """Every rule, built once per process (the detector runs on every memory change)."""
@@ -357,7 +365,16 @@ def _finders() -> tuple[Finder, ...]:
         _find_password_prose,
     ]
     # Most specific first: where matches start at the same place, the first rule names them.
-    return (*keys, *map(_plugin_finder, plugins), *replaced, *own, _find_high_entropy)
+    return (
+        *keys,
+        *map(_plugin_finder, plugins),
+        *replaced,
+        secret_rules.find_vendor_tokens,
+        *own,
+        *secret_rules.PLACED,
+        find_high_entropy,
+        secret_rules.find_key_prose,
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -389,12 +406,16 @@ def find_secrets(text: str) -> list[str]:
 
 def mask_secrets(text: str) -> str:
     """`text` with each secret value replaced by `[REDACTED:<kind>]`."""
-    spans = _spans(text)
+    return _masked(text, _spans(text), 0, len(text))
+
+
+def _masked(text: str, spans: Sequence[Span], start: int, end: int) -> str:
+    """`text[start:end]` with `spans` (which lie inside it) replaced by their masks."""
     if not spans:
-        return text
-    out, pos = [], 0
+        return text[start:end]
+    out, pos = [], start
     for span in spans:
         out += [text[pos : span.start], f"[REDACTED:{span.kind}]"]
         pos = span.end
-    out.append(text[pos:])
+    out.append(text[pos:end])
     return "".join(out)
