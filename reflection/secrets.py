@@ -409,6 +409,21 @@ def mask_secrets(text: str) -> str:
     return _masked(text, _spans(text), 0, len(text))
 
 
+def mask_head(text: str, keep: int) -> str:
+    """`text[:keep]` masked with what a scan of *all* of `text` finds: a credential that
+    starts before `keep` is replaced whole even where it runs past `keep`, so a cut at
+    `keep` shows none of its characters (the text past `keep` is the scan's margin)."""
+    spans = [s for s in _spans(text) if s.start < keep]
+    return _masked(text, spans, 0, max(keep, spans[-1].end if spans else 0))
+
+
+def mask_tail(text: str, start: int) -> str:
+    """`text[start:]` masked likewise: a credential that ends after `start` is replaced
+    whole even where it begins before `start`."""
+    spans = [s for s in _spans(text) if s.end > start]
+    return _masked(text, spans, min(start, spans[0].start if spans else start), len(text))
+
+
 def _masked(text: str, spans: Sequence[Span], start: int, end: int) -> str:
     """`text[start:end]` with `spans` (which lie inside it) replaced by their masks."""
     if not spans:
