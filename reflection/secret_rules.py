@@ -33,7 +33,6 @@ from reflection.secret_values import (
     is_relative_path,
     looks_like_a_credential,
     looks_random,
-    looks_random_enough,
     mixes_classes,
     starts_word,
     token_end,
@@ -134,7 +133,7 @@ _SESSION_COOKIE = re.compile(r"sess|sid|token|auth|jwt|remember|login", re.IGNOR
 _QUERY_PARAM = re.compile(
     r"[?&;](?P<name>sig|signature|x-amz-signature|x-goog-signature|token|access_token"
     r"|refresh_token|id_token|api_key|apikey|key|secret|client_secret|password|pwd"
-    r"|private_token|auth)=(?P<value>[^&\s#\"'<>]{8,})",
+    r"|private_token|auth)=(?P<value>[^&\s#\"'<>()\[\]{}]{8,})",
     re.IGNORECASE,
 )
 
@@ -187,7 +186,8 @@ def _find_query_credentials(text: str) -> Iterator[Span]:
 _KEY_SETTING = re.compile(
     r"(?=[abcks])(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?-i:(?<=[a-z0-9])(?=[A-Z])))"
     r"(?P<word>keys?|secret|salt|base|auth|credentials?)"
-    r"(?![A-Za-z0-9_])[\"']?[ \t]*+(?:=>|:=|==?|:)[ \t]*+" + VALUE,
+    # `KEY = v`, `key: v`, `"key" => v`, and a call's name and value: `('AUTH_KEY', 'v')`
+    r"(?![A-Za-z0-9_])(?:[\"']?[ \t]*+(?:=>|:=|==?|:)|[\"'][ \t]*+,)[ \t]*+" + VALUE,
     re.IGNORECASE,
 )
 _IDENT_CHARS: Final = frozenset(TOKEN_CHARS | {"."})
@@ -248,7 +248,7 @@ _KEY_PROSE = re.compile(
     r"(?=[kst])\b(?P<word>key|secret|token)(?![A-Za-z0-9_])"
     r"(?:[ \t]++(?:for|of)[ \t]++[\w.-]{1,64})?"
     r"[ \t]*+(?P<link>(?:is|was|=|:)[ \t]*+)?[\"'`]?"
-    r"(?P<value>[A-Za-z0-9+/_.=~!@#$%^&*-]{16,})",
+    r"(?P<value>[A-Za-z0-9+/_.=~-]{16,})",
     re.IGNORECASE,
 )
 
@@ -261,14 +261,14 @@ def find_netrc_passwords(text: str) -> Iterator[Span]:
 
 
 def find_key_prose(text: str) -> Iterator[Span]:
-    """A key named in prose: "the key is <hex>" (hex needs the `is`), or a random value
-    right after the word."""
+    """A key named in prose: "the key is <hex>" (a hex value needs the `is`, `:` or `=`),
+    or a random value right after the word."""
     for m in _KEY_PROSE.finditer(text):
         value = m.group("value").rstrip(TRAILING_PUNCT)
         linked = m.group("link") is not None
         if is_placeholder(value):
             continue
-        if (linked and (is_hex_key(value) or looks_random_enough(value))) or looks_random(value):
+        if (linked and is_hex_key(value)) or looks_random(value):
             yield Span(m.start("value"), m.start("value") + len(value), _KEYWORD_KIND)
 
 

@@ -46,6 +46,7 @@ _PLACEHOLDER_SYNTAX = re.compile(
     r"|%\(\w+\)[sdr]|%[sdr]|%[\w.]+%|%\{[^{}]*\}"  # %(name)s, %s, %DB_PASSWORD%, %{VAR}
     r"|#\{[^{}]*\}?|@+[A-Za-z_][\w.]*@+|__\w+__"  # #{Var}, @VAR@, __VAR__
     r"|![A-Z][A-Za-z]*(?:64)?|!vault"  # YAML tags: !Ref DbPassword, !vault |
+    r"|arn:[\w-]++:[\w-]++:.*"  # arn:aws:secretsmanager:…:secret:prod/db (a reference)
     # os.environ[...], process.env.X, settings.DB_PASSWORD, ENV['X'], env("X")
     r"|(?:os|process|env|ENV|settings|config)(?:\.\w+)*+(?:\[.*|\(.*)?"
     # getpass(), Field(...), f(g(x)), @Microsoft.KeyVault(...), and calls cut at a quote

@@ -1,20 +1,31 @@
 """The credential detector against its table (`tests/secret_table.py`): every credential
-is found and masked away, no look-alike is flagged, and the figures the docs report hold."""
+but the listed misses is found and masked away, no look-alike is flagged, and the figures
+the docs report hold."""
 
 from __future__ import annotations
 
 import pytest
 
 from reflection.secrets import find_secrets, mask_secrets
-from tests.secret_table import NEGATIVES, POSITIVES, Row, caught, leaks, score
+from tests.secret_table import KNOWN_MISSES, NEGATIVES, POSITIVES, Row, caught, leaks, score
+
+FOUND = [r for r in POSITIVES if r.label not in KNOWN_MISSES]
+MISSED = [r for r in POSITIVES if r.label in KNOWN_MISSES]
 
 
-@pytest.mark.parametrize("row", POSITIVES, ids=[r.label for r in POSITIVES])
+@pytest.mark.parametrize("row", FOUND, ids=[r.label for r in FOUND])
 def test_credential_is_found_and_masked(row: Row) -> None:
     """The detector flags the credential, and masking leaves none of its ends."""
     assert find_secrets(row.text), row.text
     masked = mask_secrets(row.text)
     assert not leaks(row, masked), masked
+
+
+@pytest.mark.parametrize("row", MISSED, ids=[r.label for r in MISSED])
+def test_a_known_miss_is_still_missed(row: Row) -> None:
+    """The misses the docs list are the detector's real ones: a rule that starts to catch
+    one moves it out of KNOWN_MISSES (and the figures in docs/security.md change)."""
+    assert not caught(row), KNOWN_MISSES[row.label]
 
 
 @pytest.mark.parametrize("row", NEGATIVES, ids=[r.label for r in NEGATIVES])
