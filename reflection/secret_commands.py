@@ -3,7 +3,8 @@
 `--password X`, `openssl … -pass pass:X`, `echo X | docker login --password-stdin`,
 `htpasswd -b FILE USER X`.
 
-A command's options are read on its own line only (with its `\\` continuations), and each
+A command's options are read up to its end only (its line, with its `\\` continuations,
+or a `;`, `&&` or `|`), and each
 family of commands reads a line at most once, so the cost stays linear in the text. On a
 command line a placeholder *word* is a value (`curl -u admin:pass` was typed to be used);
 only placeholder syntax (`$PASS`, `<password>`, `***`) is not.
@@ -52,6 +53,9 @@ _COMMAND_WORD = re.compile(
     "(?:" + "|".join(words for words, _, _ in _COMMAND_OPTIONS) + r")(?![\w-])"
 )
 _LOGIN = re.compile(r"\blogin\b")
+# A shell operator between blanks, a `;` before one, or an unescaped end of line (an `&`
+# or `|` inside a quoted URL does not end the command).
+_COMMAND_END = re.compile(r"[ \t](?:&&|\|\|?)[ \t]|;(?=\s)|(?<!\\)\n")
 # `--password X`, `--password=X`, `--api-key X`, `--client-secret=X` on any command.
 _LONG_OPTION = re.compile(
     r"--(?:[a-z0-9]++-)*?(?P<word>password|passwd|passphrase|pass|token|secret"
@@ -72,15 +76,12 @@ _HTPASSWD = re.compile(r"htpasswd(?P<args>(?:[ \t]++\S++){2,6})")
 _ARG = re.compile(r"\S++")
 
 
-def _line_end(text: str, pos: int) -> int:
-    """The end of the command line at `pos`, through its `\\` continuations."""
-    while True:
-        end = text.find("\n", pos)
-        if end < 0:
-            return len(text)
-        if end == 0 or text[end - 1] != "\\":
-            return end
-        pos = end + 1
+def _command_end(text: str, pos: int) -> int:
+    """The end of the command at `pos`: the end of its line (through `\\` continuations)
+    or a `;`, `&&`, `||` or `|` that starts the next command (`docker login … && docker
+    run -p 8080:80` gives no password)."""
+    m = _COMMAND_END.search(text, pos)
+    return len(text) if m is None else m.start()
 
 
 def _command_value(m: re.Match[str]) -> Span | None:
@@ -103,7 +104,7 @@ def find_command_passwords(text: str) -> Iterator[Span]:
         for family, (words, option, login) in enumerate(_COMMAND_FAMILIES):
             if m.start() < read_to[family] or not words.fullmatch(m.group()):
                 continue
-            end = read_to[family] = _line_end(text, m.end())
+            end = read_to[family] = _command_end(text, m.end())
             if login and not _LOGIN.search(text, m.end(), end):
                 continue
             for o in option.finditer(text, m.end(), end):

@@ -82,6 +82,7 @@ def _pw(label: str, n: int = 14) -> str:
 
 _ENC = rand_b64("enc", 32)
 _CURL = _pw("curl")
+_CURL2 = _pw("curl2")
 _MYSQL = _pw("mysql", 12)
 _MYSQL2 = _pw("mysql2")
 _MYSQL3 = _pw("mysql3")
@@ -294,6 +295,7 @@ POSITIVES: list[Row] = [
     Row("sh-vault-login", f"vault login {_HVB}", _HVB),
     Row("sh-git-remote", f"git remote add origin https://x-access-token:{_GHS}@github.com/acme/app.git", _GHS),
     Row("sh-htpasswd", f"htpasswd -b -c /etc/nginx/.htpasswd admin {_HTPASSWD}", _HTPASSWD),
+    Row("sh-curl-url-first", f'curl "https://api.example.com/v1/items?page=2&per_page=50" -u deploy:{_CURL2}', _CURL2),
     Row("sh-x-api-key", f"curl -H 'X-API-Key: {_API_KEY_HEADER}' https://api.example.com/items", _API_KEY_HEADER),
     # JSON
     Row("json-aws-session", f'{{"AccessKeyId": "{_ASIA}", "SecretAccessKey": "{_AWS_SECRET2}", "SessionToken": "{_AWS_SESSION}"}}', _AWS_SECRET2),
@@ -518,6 +520,7 @@ NEGATIVES: list[Row] = [
     Row("mysql-prompt", "mysql -u root -p"),
     Row("mysql-prompt-db", "mysql -u root -p app_production"),
     Row("ssh-port", "ssh -p 2222 deploy@host"),
+    Row("docker-run-after-login", "docker login ghcr.io && docker run -p 8080:80 ghcr.io/acme/app"),
     Row("mkdir-p", "mkdir -p /var/lib/app/cache"),
     Row("docker-user", "docker run -u 1000:1000 -v $PWD:/src image:latest"),
     Row("rsync-flags", "rsync -pav --delete build/ host:/srv/app/"),

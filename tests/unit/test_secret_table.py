@@ -4,6 +4,8 @@ the docs report hold."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from reflection.secrets import find_secrets, mask_secrets
@@ -59,3 +61,18 @@ def test_a_partial_mask_counts_as_a_miss() -> None:
     assert leaks(row, f"key {key[:10]}[REDACTED:X]")
     assert not leaks(row, "key [REDACTED:X]")
     assert not caught(Row("clean", "nothing to see here", "nothing!"))
+
+
+def test_the_docs_report_the_tables_figures() -> None:
+    """docs/security.md states the table's current size, recall and false-positive rate."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    figures = score()
+    found = figures.positives - len(figures.missed)
+    assert (
+        f"| credentials (recall) | {figures.positives} | {found} found: "
+        f"**{figures.recall:.3f}** |" in docs
+    )
+    assert (
+        f"| look-alikes (false-positive rate) | {figures.negatives} | "
+        f"{len(figures.false_positives)} flagged: **{figures.false_positive_rate:.3f}** |" in docs
+    )
