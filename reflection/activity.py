@@ -6,6 +6,11 @@ with a marker line in between that says how many bytes were left out. The marker
 against the budget, a cut never splits a UTF-8 character, undecodable bytes become U+FFFD
 and NUL bytes are dropped. Reading seeks to the head and the tail; the middle of the file
 is never read.
+
+Credentials are masked before the cut, not after (SPEC section 14): each side is scanned
+with `MASK_MARGIN` bytes past its cut, so a key that straddles the cut is recognised whole
+and replaced whole, never shown as its first (or last) characters. Masks count against
+the budget like any other text.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Final
 from reflection.errors import InfrastructureError, InputError
 from reflection.fsio import open_regular
 from reflection.models import ActivityLog
+from reflection.secrets import mask_head, mask_secrets, mask_tail
 
 _MARKER_FMT: Final = "\n[... {n} bytes of the activity log omitted ...]\n"
+# How far past each side of the cut the credential scan reads (SPEC section 14).
+MASK_MARGIN: Final = 256
 # A marker-like line inside the log itself is defused ("[..." -> "[.."), so the one real
 # marker can be found again when the prompt guard shrinks the text further.
 _FAKE_MARKER: Final = re.compile(r"\[\.\.\.(?= \d+ bytes of the activity log omitted \.\.\.\])")
@@ -62,26 +70,40 @@ def _drop_incomplete_start(raw: bytes) -> bytes:
     return raw[skip:]
 
 
-def _clean(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").replace("\x00", "")
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").replace("\x00", "")
+
+
+def _defuse(text: str) -> str:
     return _FAKE_MARKER.sub("[..", text)
 
 
 def _fit(buf: bytes, limit: int, budget: int, *, from_end: bool) -> tuple[str, int]:
-    """The longest clean head (or tail) of `buf`, at most `limit` raw bytes, whose text
-    fits `budget` UTF-8 bytes; returns the text and the raw bytes it used."""
+    """The longest clean, masked head (or tail) of `buf`, at most `limit` raw bytes, whose
+    text fits `budget` UTF-8 bytes; returns the text and the raw bytes it used.
+
+    The scan for credentials reads `MASK_MARGIN` bytes more than `limit` (the region), and
+    every candidate is that region's text cut at the candidate's length: decoding is
+    stable under a cut at a character boundary, so `region[:len(part)]` is the part."""
+    if from_end:
+        region = _decode(_drop_incomplete_start(buf[-(limit + MASK_MARGIN) :]))
+    else:
+        region = _decode(_drop_incomplete_end(buf[: limit + MASK_MARGIN]))
 
     def text_of(n: int) -> tuple[str, int]:
         if n <= 0:
             return "", 0
         raw = _drop_incomplete_start(buf[-n:]) if from_end else _drop_incomplete_end(buf[:n])
-        return _clean(raw), len(raw)
+        size = len(_decode(raw))
+        masked = mask_tail(region, len(region) - size) if from_end else mask_head(region, size)
+        return _defuse(masked), len(raw)
 
     hi = min(limit, len(buf))
     text, used = text_of(hi)
     if _utf8_len(text) <= budget:
         return text, used
-    # Replacement characters made the text longer than its bytes: search the raw length.
+    # Replacement characters or masks made the text longer than its bytes: search the
+    # raw length.
     lo, best = 0, ("", 0)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -96,14 +118,15 @@ def _fit(buf: bytes, limit: int, budget: int, *, from_end: bool) -> tuple[str, i
 def truncate_middle(head: bytes, tail: bytes, total: int, max_bytes: int) -> ActivityLog:
     """The log as it goes into the prompt: whole if it fits `max_bytes`, else head and tail.
 
-    `head` holds the log's first bytes and `tail` its last bytes (each at least `max_bytes`
-    long, or the whole log); `total` is the log's size. When `len(head) >= total`, `head`
-    is the whole log and `tail` is ignored. The result's text is at most `max_bytes` UTF-8
-    bytes, marker included; a budget too small for the marker yields an empty text.
+    `head` holds the log's first bytes and `tail` its last bytes (each at least
+    `max_bytes + MASK_MARGIN` long, or the whole log); `total` is the log's size. When
+    `len(head) >= total`, `head` is the whole log and `tail` is ignored. The result's text
+    is masked (`mask_secrets`) and at most `max_bytes` UTF-8 bytes, marker included; a
+    budget too small for the marker yields an empty text.
     """
     if len(head) >= total:
         head = tail = head[:total]
-        whole = _clean(head)
+        whole = _defuse(mask_secrets(_decode(head)))
         if _utf8_len(whole) <= max_bytes:
             return ActivityLog(text=whole, total_bytes=total, omitted_bytes=0)
     content = max_bytes - _utf8_len(_marker(total))  # `total` has the most digits possible
@@ -172,8 +195,8 @@ def _open(path: Path, root: Path | None) -> int | None:
 
 
 def read_activity_log(path: Path, max_bytes: int, *, root: Path | None = None) -> ActivityLog:
-    """Read at most about `2 * max_bytes` of the log (its head and its tail) and prepare it
-    for the prompt with `truncate_middle`.
+    """Read at most about `2 * (max_bytes + MASK_MARGIN)` of the log (its head and its
+    tail) and prepare it for the prompt with `truncate_middle`.
 
     A missing log (or home) is an empty, not-found `ActivityLog`. Raises InputError for a
     symlink or a file that is not regular, or with `root` (the user's home) for a link or
@@ -185,9 +208,9 @@ def read_activity_log(path: Path, max_bytes: int, *, root: Path | None = None) -
         return ActivityLog(text="", total_bytes=0, omitted_bytes=0, found=False)
     try:
         total = os.fstat(fd).st_size
-        span = max(0, min(total, max_bytes))
+        span = max(0, min(total, max_bytes + MASK_MARGIN))
         head = _pread_exact(fd, span, 0)
-        if total <= max_bytes:
+        if total <= span:
             return truncate_middle(head, head, len(head), max_bytes)
         tail = _pread_exact(fd, span, total - span)
     except OSError as e:

@@ -1,7 +1,7 @@
 """Credential detection for memory text (SPEC section 5, `secret_detected`) and masking for
 logs, snapshots and prompts.
 
-Two sources of rules, built once per process:
+Three sources of rules, built once per process:
 
 - detect-secrets' regex detectors (AWS, GitHub, GitLab, Slack, Stripe, basic-auth URLs,
   SendGrid, PyPI, Discord, Telegram, Twilio, ...), used through their maintained
@@ -22,29 +22,47 @@ Two sources of rules, built once per process:
   for identifiers ending in `token`, `pass` or `pwd` (`GITHUB_TOKEN=`, `export DB_PASS=`,
   `MYSQL_PWD=`) when the value looks like a credential, "the password is <value>" prose
   when the value has symbols, or digits and both cases, and standalone high-entropy
-  tokens of 32+ characters with mixed character classes.
+  tokens of 32+ characters with mixed character classes (not labelled digests such as
+  `sha512-…` or `h1:…`, data URIs, SSH public keys, certificate lines or base64 of plain
+  text).
+- `reflection.secret_rules`: credentials found by where they stand (vendor prefixes such
+  as `hvs.` or `dop_v1_`, `mysql -p…`, `curl -u user:…`, `docker login -p`,
+  `Authorization: Token …`, session cookies, `?access_token=`, `ENCRYPTION_KEY=…`,
+  `.netrc`, "the key is <hex>").
 
 Every rule is linear in the length of the text (no pattern backtracks over a run it has
 already matched from another start), so a hostile or huge log costs milliseconds per
 kilobyte, never minutes.
 
 Ordinary prose ("the user prefers pytest", "passwords must be hashed with argon2"), git
-SHAs, hex digests and UUIDs are not flagged.
+SHAs, hex digests and UUIDs are not flagged. `tests/secret_table.py` measures both sides
+(docs/security.md, "Credential detector").
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from functools import cache, lru_cache
 from typing import Any, Final
 
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from detect_secrets.plugins.base import RegexBasedDetector
 from detect_secrets.plugins.jwt import JwtTokenDetector
+
+from reflection import secret_rules
+from reflection.secret_entropy import find_high_entropy
+from reflection.secret_values import (
+    TRAILING_PUNCT,
+    VALUE,
+    Finder,
+    Span,
+    is_filler,
+    is_placeholder,
+    looks_like_a_credential,
+    looks_random_enough,
+    token_end,
+)
 
 # Plugins that flag prose or are not credentials, or that we replace with a stricter rule.
 _SKIPPED_PLUGINS: Final = frozenset(
@@ -78,7 +96,8 @@ _DELIMITERS: Final = " \t\r\n\"'=:"
 _PEM_KEY = re.compile(
     r"-----BEGIN (?P<label>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----"
     r"(?:[ \t]*+\r?\n[A-Za-z-]++:[^\n]*+){0,8}+"  # PEM headers such as Proc-Type, DEK-Info
-    r"\s*[A-Za-z0-9+/=]{20,}[A-Za-z0-9+/=\s]*"  # the key material itself
+    # the key material itself; `\n` escapes where the key sits in a JSON string
+    r"(?:\s|\\[nr])*+[A-Za-z0-9+/=]{20,}(?:[A-Za-z0-9+/=\s]|\\[nr])*+"
     r"(?:-----END (?P=label)-----)?"
 )
 _PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
@@ -102,7 +121,6 @@ _BEARER = re.compile(r"(?=b)\bbearer\s+([A-Za-z0-9._~+/=-]{16,})", re.IGNORECASE
 _BASIC_HEADER = re.compile(
     r"(?=a)\bauthorization\s*:\s*basic\s+([A-Za-z0-9+/]{8,}={0,2})", re.IGNORECASE
 )
-_VALUE = r"(?:(?P<q>[\"'`])(?P<quoted>[^\s\"'`]{4,})(?P=q)|(?P<bare>[^\s\"'`,;]{4,}))"
 # `<keyword> <op> <value>`: the keyword ends the identifier (DB_PASSWORD, client_secret),
 # so `password_hash = ...` and `secrets:` are not assignments of a secret. The short
 # keywords (`strict`) must also start the identifier or one of its parts (GITHUB_TOKEN,
@@ -114,13 +132,13 @@ _ASSIGNMENT = re.compile(
     r"(?=[abprst])(?:(?P<word>passwd|password|passphrase|secret|secret[_-]?key|api[_-]?key|apikey"
     r"|access[_-]?key|private[_-]?key|(?:api|auth|access|refresh|bot)[_-]?token)"
     r"|(?:(?<![A-Za-z0-9])|(?<=[_.-])|(?-i:(?<=[a-z0-9])(?=[A-Z])))(?P<strict>token|pass|pwd))"
-    r"(?![A-Za-z0-9_])[\"']?[ \t]*+(?:=>|:=|==?|:)[ \t]*+" + _VALUE,
+    r"(?![A-Za-z0-9_])[\"']?[ \t]*+(?:=>|:=|==?|:)[ \t]*+" + VALUE,
     re.IGNORECASE,
 )
 # "the (staging) password is Xk9!mq2z": prose, so the value must look random.
 _PASSWORD_PROSE = re.compile(
     r"(?=p)\b(?P<word>password|passwd|passphrase)(?:[ \t]+for[ \t]+[\w.-]{1,64})?[ \t]+(?:is|was)"
-    r"[ \t]+" + _VALUE,
+    r"[ \t]+" + VALUE,
     re.IGNORECASE,
 )
 # detect-secrets' basic-auth rule needs a user name and no sub-delimiters (`!$&*+,;=`) in
@@ -129,78 +147,20 @@ _URL_PASSWORD = re.compile(
     r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+://[^\s/:@]*+:(?P<pw>[^\s/@]+)@"
 )
 _SHELL_EXPANSION = re.compile(r"\$\{[A-Za-z0-9_]*\Z")
-_STANDALONE = re.compile(
-    r"(?<![A-Za-z0-9+/=_.-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/=_-])(?!\.[A-Za-z0-9])"
-)
-_TRAILING_PUNCT = ".,;:!?)]}"
 _LINE_ENDS = re.compile(r"[.,;:!?)\]} \t\r]*+(?:\n|\Z)")
 _RANDOM_CHARS = re.compile(r"[0-9!@#%^&*+=?~|]")
-_SYMBOLS = re.compile(r"[!@#$%^&*+=?~|]")
-# A value that is *wholly* a placeholder, a reference or a dummy; matched with fullmatch,
-# so `$ecretPass99`, `%Hk3x9q!z` and `P@ss(w0rd)!` are values, not placeholders.
-_PLACEHOLDER = re.compile(
-    r"[*xX.#_-]+"  # ********, xxxx, ...
-    r"|<[^<>]*>?"  # <your password> (or its first word)
-    r"|\{\{.*\}\}|\{[^{}]*\}"  # {{ vault_pw }}, {password}
-    r"|\[[^\]]*\]|\[REDACTED:.*"  # [REDACTED], [hidden], our own `[REDACTED:Secret` (cut)
-    # ${VAR}, ${VAR:-x}, $(cmd), $VAR, $var, $1, $env:VAR (and a `${VAR` cut at a comma);
-    # not `$ecretPass99` or `$ecret99`
-    r"|(?:\$\{[^{}]*\}|\$\([^()]*\)|\$[A-Z_][A-Z0-9_]*+|\$[a-z_][a-z_]*+|\$\d|\$env:\w++)+"
-    r"(?:\$\{[^{}]*+|\$\([^()]*+)?"
-    r"|\$\{[^{}]*+|\$\([^()]*+"
-    r"|\$\{\{.*"  # ${{ secrets.DB_PASSWORD }} (GitHub Actions)
-    r"|%\(\w+\)[sdr]|%[sdr]|%[\w.]+%|%\{[^{}]*\}"  # %(name)s, %s, %DB_PASSWORD%, %{VAR}
-    r"|#\{[^{}]*\}?|@+[A-Za-z_][\w.]*@+|__\w+__"  # #{Var}, @VAR@, __VAR__
-    r"|![A-Z][A-Za-z]*(?:64)?|!vault"  # YAML tags: !Ref DbPassword, !vault |
-    # os.environ[...], process.env.X, settings.DB_PASSWORD, ENV['X'], env("X")
-    r"|(?:os|process|env|ENV|settings|config)(?:\.\w+)*+(?:\[.*|\(.*)?"
-    # getpass(), Field(...), f(g(x)), @Microsoft.KeyVault(...), and calls cut at a quote
-    # or comma: getenv(, f(a[1]
-    r"|@?[A-Za-z_][\w.]*+\((?:[^()]|\([^()]*+\)?)*+\)?"
-)
-# A file path: `/run/secrets/db`, `~/.pgpass`, `../secrets.env`; a segment mixing upper
-# case, lower case and digits (`/K7MDENGbPxRfiCYzq8t3`) is a key that starts with `/`.
-_PATH = re.compile(r"(?:~|\.{1,2})?(?:/[\w.@+-]+)+/?")
-_PLACEHOLDER_WORDS: Final = frozenset(
-    {
-        "none", "null", "nil", "true", "false", "required", "optional", "redacted", "hidden",
-        "masked", "password", "passwd", "pass", "secret", "string", "str", "bytes", "int",
-        "example", "placeholder", "your-password", "yourpassword", "your_password",
-        "changeme", "change-me", "change_me", "changeit", "dummy", "fake", "sample",
-        "testing", "todo", "tbd", "fixme", "undefined", "unset", "empty", "default",
-        "mypassword", "my-password", "your-secret", "your_secret", "yoursecret",
-        "your-token", "your_token", "yourtoken", "your-api-key", "your_api_key",
-        "guest",  # RabbitMQ's default `guest:guest`, public by design
-    }
-)  # fmt: skip
-# Versions, sizes, times, dates and ratios: `v2.1.0`, `1920x1080`, `12:30`, `100ms`.
-_VERSIONISH = re.compile(r"[vV]?[0-9][0-9.,:/x_+-]*[A-Za-z]{0,3}")
-_SEPARATORS = re.compile(r"[_./-]")
-# Words (`Pipeline`, `end`, `CONFIG`) cover most of an identifier, little of a random key.
-_WORDISH = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{4,}")
-_MAX_WORDISH: Final = 0.6
-
-
-@dataclass(frozen=True)
-class _Span:
-    start: int
-    end: int
-    kind: str
-
-
-Finder = Callable[[str], Iterator[_Span]]
 
 
 def _regex_finder(kind: str, regex: re.Pattern[str], group: int = 0) -> Finder:
-    def find(text: str) -> Iterator[_Span]:
+    def find(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
             if m.end(group) > m.start(group) >= 0:
-                yield _Span(m.start(group), m.end(group), kind)
+                yield Span(m.start(group), m.end(group), kind)
 
     return find
 
 
-def _find_prefixed_pem(text: str) -> Iterator[_Span]:
+def _find_prefixed_pem(text: str) -> Iterator[Span]:
     """A PEM private key whose lines carry a prefix (`[00:00:40] MIIEow...`), which the
     plain pattern misses: from the BEGIN line through the END line or the last line of
     key material."""
@@ -218,7 +178,7 @@ def _find_prefixed_pem(text: str) -> Iterator[_Span]:
                 break
             material, end, pos = True, line_end, line_end
         if material:
-            yield _Span(m.start(), end, _PRIVATE_KEY)
+            yield Span(m.start(), end, _PRIVATE_KEY)
 
 
 def _value_span(m: re.Match[str]) -> tuple[int, int, bool]:
@@ -245,18 +205,25 @@ def _plugin_finder(plugin: Any) -> Finder:
     kind = str(plugin.secret_type)
     validates = type(plugin).analyze_string is not RegexBasedDetector.analyze_string
 
-    def find(text: str) -> Iterator[_Span]:
+    def find(text: str) -> Iterator[Span]:
         for regex in plugin.denylist:
+            extended = 0  # how far a token was already read: `AKIA` * N stays linear
             for m in regex.finditer(text):
                 if validates and m.group() not in set(plugin.analyze_string(m.group())):
                     continue
                 start, end, captured = _value_span(m)
                 value = text[start:end]
-                if (captured and _is_placeholder(value)) or (
+                if (captured and is_placeholder(value)) or (
                     kind in _NEEDS_MIXED_CASE and value.isupper()
                 ):
                     continue
-                yield _Span(start, end, kind)
+                if is_filler(value):
+                    continue  # AKIAXXXXXXXXXXXXXXXX
+                # Patterns of a fixed length (Stripe's 24 characters, Azure's 88 without
+                # its `==`) stop inside longer real keys: mask the rest of the token too.
+                if not captured:
+                    end = extended = token_end(text, max(end, extended))
+                yield Span(start, end, kind)
 
     return find
 
@@ -268,20 +235,7 @@ def _extend_token(text: str, end: int) -> int:
     return end
 
 
-def _is_placeholder(value: str) -> bool:
-    return (
-        bool(_PLACEHOLDER.fullmatch(value))
-        or value.lower() in _PLACEHOLDER_WORDS
-        or (bool(_PATH.fullmatch(value)) and not any(map(_mixes_classes, value.split("/"))))
-    )
-
-
-def _mixes_classes(value: str) -> bool:
-    """Upper case, lower case and digits all present."""
-    return all(any(f(ch) for ch in value) for f in (str.isupper, str.islower, str.isdigit))
-
-
-def _find_assignments(text: str) -> Iterator[_Span]:
+def _find_assignments(text: str) -> Iterator[Span]:
     for m in _ASSIGNMENT.finditer(text):
         if _SHELL_EXPANSION.search(text, max(0, m.start() - 128), m.start()):
             continue  # `${DB_PASSWORD:?set it}` names a variable; it holds no value
@@ -291,14 +245,14 @@ def _find_assignments(text: str) -> Iterator[_Span]:
         span = _assigned_value(text, m, lenient=not strict, min_len=min_len)
         if span is not None:
             kind = "Password" if word.lower().startswith(("pass", "pwd")) else "Secret Keyword"
-            yield _Span(*span, kind)
+            yield Span(*span, kind)
 
 
-def _find_password_prose(text: str) -> Iterator[_Span]:
+def _find_password_prose(text: str) -> Iterator[Span]:
     for m in _PASSWORD_PROSE.finditer(text):
         span = _assigned_value(text, m, lenient=False, min_len=8)
-        if span is not None and _looks_random_enough(text[span[0] : span[1]]):
-            yield _Span(*span, "Password")
+        if span is not None and looks_random_enough(text[span[0] : span[1]]):
+            yield Span(*span, "Password")
 
 
 def _assigned_value(
@@ -312,55 +266,20 @@ def _assigned_value(
     group = "quoted" if m.group("quoted") else "bare"
     value = m.group(group)
     start, end = m.span(group)
-    if _is_placeholder(value):  # before stripping: `[REDACTED:Password]` ends with `]`
+    if is_placeholder(value):  # before stripping: `[REDACTED:Password]` ends with `]`
         return None
     judged = value
     if group == "bare":
         # Judged without the punctuation that may end a sentence, but masked whole:
         # `password=hunter2!` may well end in its own `!`.
-        judged = value.rstrip(_TRAILING_PUNCT)
-        if len(judged) < 4 or _is_placeholder(judged):
+        judged = value.rstrip(TRAILING_PUNCT)
+        if len(judged) < 4 or is_placeholder(judged):
             return None
         if lenient and not _looks_like_a_value(text, judged, end - (len(value) - len(judged))):
             return None
-    if not lenient and not _looks_like_a_credential(judged, min_len):
+    if not lenient and not looks_like_a_credential(judged, min_len):
         return None
     return start, end
-
-
-def _looks_like_a_credential(value: str, min_len: int) -> bool:
-    """A value after a short keyword (`token`, `pass`, `pwd`): long enough, not a version,
-    size or date, and either letters mixed with digits or symbols (`hunter2`, `Xk9!mq2z`,
-    a hex token) without being mostly words (`next_page_2`), or 16+ random-looking
-    letters of both cases."""
-    if len(value) < min_len or _VERSIONISH.fullmatch(value):
-        return False
-    if not any(ch.isalpha() for ch in value):
-        return False
-    wordish = _wordish(value)
-    if any(ch.isdigit() for ch in value) or _SYMBOLS.search(value):
-        return wordish < _MAX_WORDISH or not _SEPARATORS.search(value)
-    return (
-        len(value) >= 16
-        and not value.islower()
-        and not value.isupper()
-        and wordish < _MAX_WORDISH
-        and _shannon_entropy(value) >= 3.5
-    )
-
-
-def _looks_random_enough(value: str) -> bool:
-    """A value in prose ("the password is ..."): symbols, or digits and both cases with
-    few words, so that "is SHA256-hashed" or "is argon2id" stay prose."""
-    value = value.rstrip(_TRAILING_PUNCT)
-    if _SYMBOLS.search(value):
-        return True
-    return _mixes_classes(value) and _wordish(value) < 0.3
-
-
-def _wordish(value: str) -> float:
-    """The share of `value` made of words (`Pipeline`, `end`, `CONFIG`)."""
-    return sum(len(w) for w in _WORDISH.findall(value)) / max(len(value), 1)
 
 
 def _looks_like_a_value(text: str, value: str, end: int) -> bool:
@@ -373,13 +292,13 @@ def _looks_like_a_value(text: str, value: str, end: int) -> bool:
     return len(value) >= 6 and _LINE_ENDS.match(text, end) is not None
 
 
-def _find_url_passwords(text: str) -> Iterator[_Span]:
+def _find_url_passwords(text: str) -> Iterator[Span]:
     for m in _URL_PASSWORD.finditer(text):
-        if not _is_placeholder(m.group("pw")):
-            yield _Span(*m.span("pw"), "Basic Auth Credentials")
+        if not is_placeholder(m.group("pw")):
+            yield Span(*m.span("pw"), "Basic Auth Credentials")
 
 
-def _find_jwts(text: str) -> Iterator[_Span]:
+def _find_jwts(text: str) -> Iterator[Span]:
     """detect-secrets' JWT rule: `eyJ<header>.<payload>` whose two parts decode to JSON,
     masked with its signature. Searched from the end of the last token, so no character is
     scanned twice."""
@@ -388,51 +307,30 @@ def _find_jwts(text: str) -> Iterator[_Span]:
         pos = m.end()
         if JwtTokenDetector.is_formally_valid(m.group()):
             pos = _extend_token(text, m.end())
-            yield _Span(m.start(), pos, "JSON Web Token")
+            yield Span(m.start(), pos, "JSON Web Token")
 
 
-def _find_npm_tokens(text: str) -> Iterator[_Span]:
+def _find_npm_tokens(text: str) -> Iterator[Span]:
     """An npm registry token in `.npmrc` form (`//registry.npmjs.org/:_authToken=...`)."""
     for m in _NPM_TOKEN.finditer(text):
-        if not _is_placeholder(m.group(1)):
-            yield _Span(*m.span(1), "NPM tokens")
+        if not is_placeholder(m.group(1)):
+            yield Span(*m.span(1), "NPM tokens")
 
 
-def _find_sk_keys(text: str) -> Iterator[_Span]:
+def _find_sk_keys(text: str) -> Iterator[Span]:
     for m in _SK_KEY.finditer(text):
         if any(ch.isdigit() for ch in m.group()):
             kind = (
                 "Anthropic API Key" if m.group().startswith("sk-ant-") else "OpenAI-style API Key"
             )
-            yield _Span(m.start(), m.end(), kind)
+            yield Span(m.start(), m.end(), kind)
 
 
-def _find_bearer(text: str) -> Iterator[_Span]:
+def _find_bearer(text: str) -> Iterator[Span]:
     for m in _BEARER.finditer(text):
         token = m.group(1)
-        if any(ch.isdigit() for ch in token) and not _is_placeholder(token):
-            yield _Span(*m.span(1), "Bearer Token")
-
-
-def _shannon_entropy(value: str) -> float:
-    counts = Counter(value)
-    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
-
-
-def _looks_random(token: str) -> bool:
-    """Upper case, lower case and digits mixed, high entropy for its length (random keys
-    of 32 to 64 characters score 4.2 to 5.2 bits a character), and not made of words."""
-    if not _mixes_classes(token):
-        return False  # hex digests, UUIDs, snake_case and all-caps names end here
-    limit = 4.1 + 0.02 * (min(len(token), 64) - 32)
-    return _shannon_entropy(token) >= limit and _wordish(token) < _MAX_WORDISH
-
-
-def _find_high_entropy(text: str) -> Iterator[_Span]:
-    """Standalone tokens of 32+ characters that look random: unknown vendors' keys."""
-    for m in _STANDALONE.finditer(text):
-        if _looks_random(m.group()):
-            yield _Span(m.start(), m.end(), "High Entropy String")
+        if any(ch.isdigit() for ch in token) and not is_placeholder(token):
+            yield Span(*m.span(1), "Bearer Token")
 
 
 @cache
@@ -467,11 +365,20 @@ def _finders() -> tuple[Finder, ...]:
         _find_password_prose,
     ]
     # Most specific first: where matches start at the same place, the first rule names them.
-    return (*keys, *map(_plugin_finder, plugins), *replaced, *own, _find_high_entropy)
+    return (
+        *keys,
+        *map(_plugin_finder, plugins),
+        *replaced,
+        secret_rules.find_vendor_tokens,
+        *own,
+        *secret_rules.PLACED,
+        find_high_entropy,
+        secret_rules.find_key_prose,
+    )
 
 
 @lru_cache(maxsize=1024)
-def _spans(text: str) -> tuple[_Span, ...]:
+def _spans(text: str) -> tuple[Span, ...]:
     """All secret spans in text order, overlapping ones merged; where two rules match at the
     same place, the earlier rule (the more specific one) names the span.
 
@@ -482,11 +389,11 @@ def _spans(text: str) -> tuple[_Span, ...]:
         for rank, finder in enumerate(_finders())
         for span in finder(text)
     ]
-    merged: list[_Span] = []
+    merged: list[Span] = []
     for _, _, _, span in sorted(found, key=lambda t: t[:3]):
         if merged and span.start < merged[-1].end:
             last = merged[-1]
-            merged[-1] = _Span(last.start, max(last.end, span.end), last.kind)
+            merged[-1] = Span(last.start, max(last.end, span.end), last.kind)
         else:
             merged.append(span)
     return tuple(merged)
@@ -499,12 +406,31 @@ def find_secrets(text: str) -> list[str]:
 
 def mask_secrets(text: str) -> str:
     """`text` with each secret value replaced by `[REDACTED:<kind>]`."""
-    spans = _spans(text)
+    return _masked(text, _spans(text), 0, len(text))
+
+
+def mask_head(text: str, keep: int) -> str:
+    """`text[:keep]` masked with what a scan of *all* of `text` finds: a credential that
+    starts before `keep` is replaced whole even where it runs past `keep`, so a cut at
+    `keep` shows none of its characters (the text past `keep` is the scan's margin)."""
+    spans = [s for s in _spans(text) if s.start < keep]
+    return _masked(text, spans, 0, max(keep, spans[-1].end if spans else 0))
+
+
+def mask_tail(text: str, start: int) -> str:
+    """`text[start:]` masked likewise: a credential that ends after `start` is replaced
+    whole even where it begins before `start`."""
+    spans = [s for s in _spans(text) if s.end > start]
+    return _masked(text, spans, min(start, spans[0].start if spans else start), len(text))
+
+
+def _masked(text: str, spans: Sequence[Span], start: int, end: int) -> str:
+    """`text[start:end]` with `spans` (which lie inside it) replaced by their masks."""
     if not spans:
-        return text
-    out, pos = [], 0
+        return text[start:end]
+    out, pos = [], start
     for span in spans:
         out += [text[pos : span.start], f"[REDACTED:{span.kind}]"]
         pos = span.end
-    out.append(text[pos:])
+    out.append(text[pos:end])
     return "".join(out)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from reflection.activity import truncate_middle
 from reflection.logs import configure_logging
 from tests.hostile.conftest import Hostile, add, decision, edit, expect, movement, piece_yaml
 
@@ -144,3 +145,69 @@ def test_log_lines_mask_credentials(hostile: Hostile, worker_log: io.StringIO) -
     for secret in (GITHUB, OPENAI, AWS):
         assert secret not in err
     assert "[REDACTED:" in err
+
+
+# Issue 22: shapes the detector let through, each reproduced against the real pipeline.
+_B64_KEY = "q8Zt4Lw9Xk2Pn7Rm" + "3Vb6Yc1Hd5Jf0Gs8Ta4Ue2Wi6Oy="
+_HEX_KEY = "3f9a8b7c6d5e4f3a" + "2b1c0d9e8f7a6b5c4d3e2f1a"
+_VAULT = "hvs." + "CAESIJ2kqzLxWq8m3N5Ytp4RvB7uKe9fH1sXj0Z"
+MISSED_BEFORE: list[tuple[str, str, str]] = [
+    ("env-base64-key", f"Set ENCRYPTION_KEY={_B64_KEY} in prod.", _B64_KEY),
+    ("curl-user-pass", "Probe with curl -u admin:pass https://api.internal/health", "admin:pass"),
+    ("mysql-attached", "Restore with mysql -uroot -pS3cretPw9 app < dump.sql", "S3cretPw9"),
+    ("password-option", "Deploy with ./deploy.sh --password hunter2x", "hunter2x"),
+    ("sshpass", "Copy with sshpass -p 'Tr0ub4dor' scp a host:/b", "Tr0ub4dor"),
+    ("docker-login", "Log in: docker login -u bot -p Zx9qW2erT5 registry.io", "Zx9qW2erT5"),
+    ("token-header", f"Send Authorization: Token {_HEX_KEY}", _HEX_KEY),
+    ("vault-token", f"Vault token {_VAULT} for migrations", _VAULT),
+    ("hex-key-prose", f"The signing key is {_HEX_KEY}.", _HEX_KEY),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "secret"), MISSED_BEFORE, ids=[m[0] for m in MISSED_BEFORE]
+)
+def test_a_shape_missed_before_is_refused_and_stored_nowhere(
+    hostile: Hostile, case: str, body: str, secret: str
+) -> None:
+    """Each credential shape of issue 22 in a memory body is secret_detected; no file the
+    run writes holds it, and the snapshot's reasoning holds it masked."""
+    report = hostile.run(f"job-{case}", decision(f"saving: {body}", [add(case, body)]))
+    expect(report, ["secret_detected"])
+    assert secret not in all_text(hostile.tmp)
+    assert report.snapshot_dir is not None
+    meta = json.loads((report.snapshot_dir / "meta.json").read_text())
+    assert "[REDACTED:" in meta["reasoning"]
+
+
+def test_a_shape_missed_before_reaches_the_model_masked(hostile: Hostile) -> None:
+    """The same shapes in the activity log reach the LLM only masked."""
+    log = hostile.user().activity_log("job-log-shapes")
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"[00:00:{i:02d}] {m[1]}\n" for i, m in enumerate(MISSED_BEFORE)))
+    expect(hostile.run("job-log-shapes", decision("nothing to keep")), [])
+    sent = json.dumps(hostile.env.llm.requests[-1]["json"]["messages"])
+    for case, _, secret in MISSED_BEFORE:
+        assert secret not in sent, case
+
+
+@pytest.mark.parametrize("offset", [8, 12, 20, 30])
+def test_a_key_across_the_log_cut_reaches_the_model_as_no_part_of_it(
+    hostile: Hostile, offset: int
+) -> None:
+    """A key straddling the activity log's head cut (its first `offset` characters before
+    the cut) shows none of its characters to the model: masked before the cut."""
+    budget = hostile.env.deps.settings.activity_log_max_bytes
+    line = b"[00:00:01] tool=Bash cmd=pytest -q -> 12 passed\n"
+    clean = (line * (4 * budget // len(line)))[: 4 * budget]
+    head = truncate_middle(clean, clean, len(clean), budget).text.index("\n[... ")
+    data = bytearray(clean)
+    at = head - offset
+    data[at - 1 : at + len(GITHUB) + 1] = f" {GITHUB} ".encode()
+    log = hostile.user().activity_log("job-cut")
+    log.parent.mkdir(parents=True)
+    log.write_bytes(bytes(data[: len(clean)]))
+    expect(hostile.run("job-cut", decision("nothing to keep")), [])
+    sent = json.dumps(hostile.env.llm.requests[-1]["json"]["messages"])
+    assert "bytes of the activity log omitted" in sent
+    assert not [GITHUB[i : i + 8] for i in range(len(GITHUB) - 7) if GITHUB[i : i + 8] in sent]

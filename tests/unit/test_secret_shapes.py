@@ -157,6 +157,27 @@ HOSTILE = {
     "pem header lines": "-----BEGIN PRIVATE KEY-----" + "\nts: " * (N // 5),
     "pem begins with headers": "-----BEGIN PRIVATE KEY-----\nts: " * (N // 32),
     "assignments on one line": "password=abcdefg " * (N // 17),
+    # The rules added for issue 22: vendor prefixes, command lines, headers, settings.
+    "vendor prefixes": "sk_live_" * (N // 8),
+    "vault prefixes": "hvs." * (N // 8) + "s." * (N // 4),
+    "fixed-length keys run together": "AKIA" * (N // 4),
+    "token middles": ("a" * 14 + ".atlasv1.") * (N // 46) + "1Q~" * (N // 6),
+    "commands on one line": "curl -u " * (N // 16) + "mysql -p" * (N // 16),
+    "commands on continued lines": "docker \\\n" * (N // 9),
+    "long option names": "--" + "pass-" * (N // 5),
+    "long options": "--password " * (N // 11),
+    "echo pipes": "echo x | " * (N // 9),
+    "htpasswd arguments": "htpasswd " * (N // 9),
+    "authorization headers": "authorization: " * (N // 15),
+    "cookie headers on one line": "cookie: a=b; " * (N // 13),
+    "query parameters": "?token=" * (N // 7),
+    "key settings": "a_key: " * (N // 7),
+    "netrc machines": "machine x " * (N // 10),
+    "key prose": "the key is " * (N // 11),
+    "public pem blocks": "-----BEGIN CERTIFICATE-----" * (N // 27),
+    "pem in a json string": "-----BEGIN PRIVATE KEY-----" + "\\n" * (N // 2),
+    "equals before tokens": "=a" * (N // 2),
+    "inline passwords": "-U a%" * (N // 10) + "-pass pass:" * (N // 22),
 }
 
 
