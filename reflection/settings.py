@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reflection import constants as c
 from reflection.frontmatter import MAX_FRONTMATTER_BYTES
+from reflection.shipped import BUILTIN_PIECES_DIR
 
 
 class Settings(BaseSettings):
@@ -31,7 +32,8 @@ class Settings(BaseSettings):
 
     # Files.
     user_folder_root: Path = Path("data/users")
-    pieces_dir: Path = Path("pieces")
+    # Unset or empty: the pieces shipped in the package, wherever it is installed.
+    pieces_dir: Path = BUILTIN_PIECES_DIR
 
     # LLM.
     llm_endpoint: str = "http://127.0.0.1:4000/v1"
@@ -98,6 +100,11 @@ class Settings(BaseSettings):
                 f"REFLECTION_LOCK_EXPIRE_SECONDS ({self.lock_expire_seconds})"
             )
         return self
+
+    @field_validator("pieces_dir", mode="before")
+    @classmethod
+    def _builtin_when_empty(cls, v: object) -> object:
+        return BUILTIN_PIECES_DIR if v in ("", None) else v
 
     @field_validator("database_url")
     @classmethod

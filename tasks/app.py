@@ -1,4 +1,4 @@
-"""The Celery application, configured from `celeryconfig.py`."""
+"""The Celery application, configured from `tasks/celeryconfig.py`."""
 
 from celery import Celery
 
@@ -6,4 +6,4 @@ from tasks import transport
 
 transport.install()  # on Redis, kombu's transport with one fix (tasks/transport.py)
 app = Celery("reflection")
-app.config_from_object("celeryconfig")
+app.config_from_object("tasks.celeryconfig")

@@ -20,9 +20,10 @@ from sqlalchemy import Engine, func, select
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
+from reflection.shipped import BUILTIN_PIECES_DIR
 from reflection.storage import piece_edits
 from tests.conftest import TEST_BROKER_URL
-from tests.e2e.conftest import API_KEY, ROOT, Worker, start_worker, stop_worker
+from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +40,7 @@ CHANGES = [
 
 
 def _decision() -> dict[str, Any]:
-    text = (ROOT / "pieces" / "default.yaml").read_text()
+    text = (BUILTIN_PIECES_DIR / "default.yaml").read_text()
     line = next(x for x in text.splitlines() if x.startswith("description:"))
     edit = {"yaml": text.replace(line, line + " (tuned)", 1), "summary": "tune"}
     return {

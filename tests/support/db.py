@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, insert, make_url, text
 
+from reflection import migrations
 from reflection.clients import make_engine
 from reflection.storage import jobs, platform_metadata
 
@@ -33,11 +32,8 @@ def ensure_database(url: str) -> None:
 
 
 def migrate(url: str) -> None:
-    """`alembic upgrade head` against `url`."""
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["url"] = url
-    command.upgrade(cfg, "head")
+    """The shipped migrations to head against `url` (what `reflection migrate` runs)."""
+    migrations.upgrade(url)
 
 
 def create_jobs_table(engine: Engine) -> None:

@@ -1,5 +1,8 @@
 """Celery configuration for the reflection worker, derived from `REFLECTION_*` settings.
 
+It lives in the `tasks` package, so the installed app reads it from any directory
+(`tasks.app` loads it by module name).
+
 Delivery is at-least-once (late ack, requeue when a worker dies) and the pipeline makes
 the effect exactly-once (claims, journal, fencing); see the README, "Delivery".
 """

@@ -35,7 +35,7 @@ def start_worker(
         "--without-gossip", "--without-mingle", "--loglevel", "INFO", *extra,
     ]  # fmt: skip
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if "ready." in log.read_text(errors="replace"):
