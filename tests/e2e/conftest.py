@@ -100,10 +100,11 @@ def check_exactly_once(w: Worker, jobs: dict[str, str]) -> None:
 
 
 def start_worker(
-    env: dict[str, str], log: Path, *extra: str, app: str = "tasks"
+    env: dict[str, str], log: Path, *extra: str, **options: Any
 ) -> subprocess.Popen[bytes]:
+    """`tests.support.worker.start_worker` (same options), failing the test on error."""
     try:
-        return testing_worker.start_worker(env, log, *extra, app=app, name="e2e")
+        return testing_worker.start_worker(env, log, *extra, name="e2e", **options)
     except testing_worker.WorkerStartError as e:
         pytest.fail(str(e))
 
