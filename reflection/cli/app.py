@@ -10,6 +10,7 @@ import typer
 from reflection.cli import (
     doctor,
     evals,
+    health,
     memory_cmds,
     migrate,
     proposals,
@@ -52,6 +53,7 @@ def _global(
 
 
 app.command(rich_help_panel="Health")(doctor.doctor)
+app.command(rich_help_panel="Health")(health.health)
 app.command(rich_help_panel="Health")(migrate.migrate)
 app.command(rich_help_panel="Runs")(runs.run)
 app.command(rich_help_panel="Runs")(runs.enqueue)
