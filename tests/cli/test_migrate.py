@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import inspect, make_url, text
+from sqlalchemy import inspect
 
 from reflection import migrations
 from reflection.clients import make_engine
 from tests.cli.conftest import Cli
 from tests.conftest import TEST_DB_URL
-from tests.support.db import ensure_database
+from tests.support.db import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -20,19 +20,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def empty_db(pg_engine_session: object) -> Iterator[str]:
     """A fresh, empty database beside the test database, dropped afterwards."""
-    url = make_url(TEST_DB_URL)
-    fresh = url.set(database=f"{url.database}_migrate").render_as_string(hide_password=False)
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False))
-    drop = text(f'DROP DATABASE IF EXISTS "{url.database}_migrate" WITH (FORCE)')
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(drop)
-        ensure_database(fresh)
-        yield fresh
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(drop)
-    finally:
-        admin.dispose()
+    with scratch_database(TEST_DB_URL, "_migrate") as url:
+        yield url
 
 
 def test_migrate_creates_the_tables_then_does_nothing(cli: Cli, empty_db: str) -> None:

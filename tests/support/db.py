@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,26 @@ def ensure_database(url: str) -> None:
             ).scalar()
             if not exists:
                 conn.execute(text(f'CREATE DATABASE "{u.database}"'))
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def scratch_database(url: str, suffix: str) -> Iterator[str]:
+    """An empty database beside the one `url` names (its name plus `suffix`), dropped
+    again afterwards; its URL."""
+    u = make_url(url)
+    name = f"{u.database}{suffix}"
+    admin = make_engine(u.set(database="postgres").render_as_string(hide_password=False))
+    drop = text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(drop)
+        fresh = u.set(database=name).render_as_string(hide_password=False)
+        ensure_database(fresh)
+        yield fresh
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(drop)
     finally:
         admin.dispose()
 
