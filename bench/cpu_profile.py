@@ -37,8 +37,9 @@ from reflection.clients import make_engine  # noqa: E402
 from reflection.llm import LlmClient  # noqa: E402
 from reflection.pipeline import Deps, run_reflection  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
+from reflection.shipped import BUILTIN_PIECES_DIR  # noqa: E402
 from reflection.storage import jobs  # noqa: E402
-from reflection.testing.db import prepare_database  # noqa: E402
+from tests.support.db import prepare_database  # noqa: E402
 
 WARM_UP = 20
 
@@ -103,7 +104,7 @@ def main() -> int:
                 llm_endpoint=llm.base_url,
                 llm_api_key=KEY,
                 user_folder_root=Path(tmp),
-                pieces_dir=ROOT / "pieces",
+                pieces_dir=BUILTIN_PIECES_DIR,
                 _env_file=None,
             )
             run_engine = make_engine(DB_URL)

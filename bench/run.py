@@ -70,9 +70,10 @@ from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
+from reflection.shipped import BUILTIN_PIECES_DIR  # noqa: E402
 from reflection.storage import jobs, reflection_metrics  # noqa: E402
-from reflection.testing.broker import empty_broker  # noqa: E402
-from reflection.testing.db import prepare_database  # noqa: E402
+from tests.support.broker import empty_broker  # noqa: E402
+from tests.support.db import prepare_database  # noqa: E402
 
 DB_URL = os.environ.get(
     "REFLECTION_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reflection_bench"
@@ -278,7 +279,7 @@ class Bench:
             "REFLECTION_LLM_API_KEY": KEY,
             "REFLECTION_LLM_MODEL": "scripted-bench",
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
-            "REFLECTION_PIECES_DIR": str(ROOT / "pieces"),
+            "REFLECTION_PIECES_DIR": str(BUILTIN_PIECES_DIR),
             "REFLECTION_LOG_FORMAT": "text",
         }
         if self.cpu_turns is not None:
@@ -685,7 +686,7 @@ def prompt_size(work: Path) -> dict[str, float]:
         ),
         activity=read_activity_log(log, s.activity_log_max_bytes),
         memory=memory,
-        piece=load_piece(UserPaths(work, "u1"), ROOT / "pieces", "default"),
+        piece=load_piece(UserPaths(work, "u1"), BUILTIN_PIECES_DIR, "default"),
     )
     system = build_system_prompt(
         max_changes=s.max_changes_per_run, max_body_bytes=s.max_entry_body_bytes

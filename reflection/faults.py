@@ -1,20 +1,17 @@
-"""Test-only fault injection at named points of a run (the fault suite of the README).
+"""Named points of a run where the fault tests crash or pause a worker.
 
-Set `REFLECTION_FAULT=<point>:<action>:<marker file>`; the first process to reach
-`<point>` creates the marker and then performs `<action>`: `kill` (SIGKILL itself, as a
-crashed worker would) or `sleep<seconds>` (a paused process, e.g. `sleep20`). Later
-processes see the marker and pass. Unset — the production case — it costs one dict
-lookup.
+In production this is a no-op: `fault_point` checks its name and calls the hook, and
+there is no hook. The tests install one (`tests/support/faults.py`, through the test-only
+Celery app `tests.support.fault_app`), so `REFLECTION_FAULT` can SIGKILL only a worker
+the tests started, never a deployed one.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Final, Literal, get_args
 
-POINTS = (
+Point = Literal[
     "before_llm",
     "after_llm",
     "after_journal",
@@ -22,24 +19,26 @@ POINTS = (
     "after_files",
     "after_snapshot",
     "after_commit",
-)
+]
+POINTS: Final[frozenset[str]] = frozenset(get_args(Point))
+
+_hook: Callable[[str], None] | None = None
 
 
-def fault_point(name: str) -> None:
-    """Crash or pause here if the environment asks for it (tests only)."""
-    spec = os.environ.get("REFLECTION_FAULT")
-    if not spec:
-        return
-    point, action, marker = spec.split(":", 2)
-    if point != name:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-    Path(marker).write_text(f"{name} {action} pid={os.getpid()}\n")
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action.startswith("sleep"):
-        time.sleep(float(action[5:]))
+class UnknownFaultPointError(ValueError):
+    """Raised when a fault point's name is not one of `POINTS` (a typo would otherwise
+    leave a fault test passing without ever reaching its point)."""
+
+
+def fault_point(name: Point) -> None:
+    """Let an installed hook crash or pause the run here; nothing without one."""
+    if name not in POINTS:
+        raise UnknownFaultPointError(f"unknown fault point {name!r}")
+    if _hook is not None:
+        _hook(name)
+
+
+def install(hook: Callable[[str], None] | None) -> None:
+    """Call `hook(point)` at every fault point of this process (None: none again)."""
+    global _hook
+    _hook = hook

@@ -124,7 +124,14 @@ class _Run:
     def ms(self) -> int:
         return int((time.monotonic() - self.t0) * 1000)
 
-    def log(self, level: int, stage: str, msg: str, *args: object) -> None:
+    def log(self, level: int, stage: str, msg: str, *args: object, **fields: object) -> None:
+        """A line about this run; its ids and `fields` are also separate JSON fields."""
+        ids = {
+            "job_id": self.original_job_id,
+            "reflection_job_id": self.reflection_job_id,
+            "user_id": self.user_id,
+            "stage": stage,
+        }
         log.log(
             level,
             "%s job=%s reflection=%s user=%s " + msg,
@@ -133,6 +140,7 @@ class _Run:
             self.reflection_job_id,
             self.user_id,
             *args,
+            extra=ids | fields,
         )
 
     def report(self, outcome: Outcome, **kw: Any) -> RunReport:
@@ -421,6 +429,8 @@ def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunR
         meta.tokens_out,
         run.ms(),
         ",".join(f"{k}:{v}" for k, v in run.stages.items()) or "-",
+        outcome=meta.outcome.value,
+        duration_ms=run.ms(),
     )
     return run.report(
         meta.outcome,
@@ -433,7 +443,7 @@ def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunR
 
 
 def _duplicate(deps: Deps, run: _Run) -> RunReport:
-    run.log(logging.INFO, "claim", "already reflected; nothing to do")
+    run.log(logging.INFO, "claim", "already reflected; nothing to do", outcome="duplicate")
     storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.DUPLICATE))
     return run.report(Outcome.DUPLICATE)
 
@@ -468,7 +478,16 @@ def record_failure(
 
 
 def _fail(deps: Deps, run: _Run, error: ReflectionError) -> RunReport:
-    run.log(logging.ERROR, "failed", "code=%s %s", error.code, error)
+    run.log(
+        logging.ERROR,
+        "failed",
+        "code=%s %s",
+        error.code,
+        error,
+        outcome="failed",
+        error_code=error.code,
+        duration_ms=run.ms(),
+    )
     run.spent(error.usage, error.attempts)  # none unless it failed asking the LLM
     storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.FAILED, error.code))
     return run.report(

@@ -6,15 +6,17 @@ builds it after fork and tests can change the environment between cases.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reflection import constants as c
 from reflection.frontmatter import MAX_FRONTMATTER_BYTES
+from reflection.shipped import BUILTIN_PIECES_DIR
 
 
 class Settings(BaseSettings):
@@ -31,7 +33,8 @@ class Settings(BaseSettings):
 
     # Files.
     user_folder_root: Path = Path("data/users")
-    pieces_dir: Path = Path("pieces")
+    # Unset or empty: the pieces shipped in the package, wherever it is installed.
+    pieces_dir: Path = BUILTIN_PIECES_DIR
 
     # LLM.
     llm_endpoint: str = "http://127.0.0.1:4000/v1"
@@ -99,6 +102,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("pieces_dir", mode="before")
+    @classmethod
+    def _builtin_when_empty(cls, v: object) -> object:
+        return BUILTIN_PIECES_DIR if v in ("", None) else v
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:
@@ -120,3 +128,51 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read from the environment once."""
     return Settings()
+
+
+# Settings whose value is never shown, even when it is the one refused.
+_HIDDEN = frozenset({"llm_api_key"})
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@\s]*@")
+
+
+def describe_invalid(e: ValidationError) -> str:
+    """One line for an operator: each refused variable, its value (credentials hidden)
+    and what it accepts, e.g. `invalid configuration: REFLECTION_PIECE_EDIT_MODE='bogus':
+    Input should be 'auto' or 'review'`."""
+    ours = e.title == Settings.__name__
+    return "invalid configuration: " + "; ".join(
+        _describe(err, ours) for err in e.errors(include_url=False)
+    )
+
+
+def _describe(err: Any, ours: bool) -> str:
+    accepts = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:  # a rule across settings; its message names them
+        return accepts
+    field = str(err["loc"][0])
+    name = f"REFLECTION_{field.upper()}" if ours else ".".join(map(str, err["loc"]))
+    return f"{name}={_shown(field, err.get('input'))}: {accepts}"
+
+
+def _shown(field: str, value: object) -> str:
+    if field in _HIDDEN:
+        return "'***'"
+    from reflection.secrets import mask_secrets  # only on this error path: a heavy import
+
+    text = mask_secrets(_URL_PASSWORD.sub(r"\1***@", str(value)))
+    return repr(text if len(text) <= 120 else text[:117] + "...")
+
+
+class _LogFormat(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFLECTION_", env_file=".env", extra="ignore")
+
+    log_format: Literal["text", "json"] = "text"
+
+
+def log_format_of_environment() -> Literal["text", "json"]:
+    """REFLECTION_LOG_FORMAT on its own, for reporting that the other settings are
+    invalid in the format the operator asked for (`text` when it is invalid too)."""
+    try:
+        return _LogFormat().log_format
+    except ValidationError:
+        return "text"

@@ -27,13 +27,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from reflection.shipped import BUILTIN_PIECES_DIR  # noqa: E402
+
 SAMPLES = ROOT / "samples"
 WORK = Path(os.environ.get("REFLECTION_DEMO_DIR", ROOT / ".demo")).resolve()
 DEMO_KEY = "sk-demo-not-a-real-key"
 
 
 def _piece(name: str) -> dict[str, Any]:
-    data = yaml.safe_load((ROOT / "pieces" / f"{name}.yaml").read_text())
+    data = yaml.safe_load((BUILTIN_PIECES_DIR / f"{name}.yaml").read_text())
     assert isinstance(data, dict)
     return data
 
@@ -187,7 +189,7 @@ def _forget_demo_users(engine: Any, users: set[str]) -> None:
 
 @contextmanager
 def _real_worker(env: dict[str, str], log: Path) -> Iterator[None]:
-    from reflection.testing.worker import WorkerStartError, start_worker, stop_worker
+    from tests.support.worker import WorkerStartError, start_worker, stop_worker
 
     log.unlink(missing_ok=True)
     try:
@@ -288,7 +290,7 @@ def main() -> int:
         )
 
     from reflection.devtools.scripted_llm import ScriptedLlmServer
-    from reflection.testing.db import insert_job, prepare_database
+    from tests.support.db import insert_job, prepare_database
 
     run = time.strftime("%Y%m%d%H%M%S")
     users = WORK / "users"
@@ -314,7 +316,7 @@ def main() -> int:
             "REFLECTION_REDIS_URL": redis_url,
             "REFLECTION_DATABASE_URL": db_url,
             "REFLECTION_USER_FOLDER_ROOT": str(users),
-            "REFLECTION_PIECES_DIR": str(ROOT / "pieces"),
+            "REFLECTION_PIECES_DIR": str(BUILTIN_PIECES_DIR),
             "REFLECTION_LLM_ENDPOINT": llm.base_url,
             "REFLECTION_LLM_API_KEY": DEMO_KEY,
             "REFLECTION_LLM_MODEL": "scripted-demo",

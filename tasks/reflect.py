@@ -73,8 +73,15 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     if not retries_again(policy, retries):
         return _fail(task, deps, kwargs, error)
     level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
+    fields = {"reflection_job_id": task.request.id, "error_code": error.code}
     log.log(
-        level, "reflect %s retrying (%s, retry %d): %s", task.request.id, error.code, retries + 1, e
+        level,
+        "reflect %s retrying (%s, retry %d): %s",
+        task.request.id,
+        error.code,
+        retries + 1,
+        e,
+        extra=fields,
     )
     raise _retry(task, e, _countdown(retries)) from e
 
@@ -115,7 +122,8 @@ def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
 def _defer(task: Any, error: UserBusyError, delay: float) -> Retry | Reject:
     """Publish the task again in `delay` seconds without counting a retry (waiting for
     its user's turn is not a failure), and tell the worker it was re-sent."""
-    log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error)
+    fields = {"reflection_job_id": task.request.id, "error_code": error.code}
+    log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error, extra=fields)
     try:
         task.signature_from_request(countdown=delay, retries=task.request.retries).apply_async()
     except (kombu.exceptions.OperationalError, redis.RedisError) as e:

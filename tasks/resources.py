@@ -12,16 +12,10 @@ import os
 import sys
 import threading
 
-from celery.signals import (
-    after_setup_logger,
-    after_setup_task_logger,
-    worker_init,
-    worker_process_init,
-    worker_process_shutdown,
-)
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from reflection.clients import worker_deps
-from reflection.logs import configure_logging, mask_handlers
+from reflection.logs import configure_logging
 from reflection.pipeline import Deps
 from reflection.settings import get_settings
 from reflection.warmup import warm_up
@@ -58,12 +52,6 @@ def _init_process(**_: object) -> None:
         warm_up(s)
     except Exception:  # an optimisation only: the runs build it themselves
         log.warning("warm-up failed; the first runs will be slower", exc_info=True)
-
-
-@after_setup_logger.connect
-@after_setup_task_logger.connect
-def _mask_celery_logs(logger: logging.Logger, **_: object) -> None:
-    mask_handlers(logger)
 
 
 @worker_process_shutdown.connect

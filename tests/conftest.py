@@ -12,8 +12,8 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from reflection.testing import db as testdb
-from reflection.testing.broker import empty_broker
+from tests.support import db as testdb
+from tests.support.broker import empty_broker
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_DB_URL = os.environ.get(

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from reflection.cli import doctor, evals, memory_cmds, proposals, runs, snapshots, stats
+from reflection.cli import (
+    doctor,
+    evals,
+    health,
+    memory_cmds,
+    migrate,
+    proposals,
+    runs,
+    snapshots,
+    stats,
+)
 from reflection.cli.common import FLAGS
 from reflection.logs import configure_logging
 from reflection.settings import get_settings
@@ -43,6 +53,8 @@ def _global(
 
 
 app.command(rich_help_panel="Health")(doctor.doctor)
+app.command(rich_help_panel="Health")(health.health)
+app.command(rich_help_panel="Health")(migrate.migrate)
 app.command(rich_help_panel="Runs")(runs.run)
 app.command(rich_help_panel="Runs")(runs.enqueue)
 app.command(rich_help_panel="Runs")(runs.backfill)

@@ -40,7 +40,7 @@ from reflection.errors import (
 from reflection.llm import LlmClient
 from reflection.paths import UserPaths
 from reflection.pipeline import Deps
-from reflection.settings import Settings, get_settings
+from reflection.settings import Settings, describe_invalid, get_settings
 from reflection.storage import reports
 from reflection.text import MULTILINE, escape_for_terminal
 
@@ -142,7 +142,7 @@ _KNOWN: tuple[tuple[type[Exception], Callable[[Any], str], int], ...] = (
     (RetryableError, str, EXIT_FAILED),
     (UnsafePathError, str, EXIT_FAILED),
     (ReflectionError, lambda e: f"[{e.code}] {e}", EXIT_FAILED),
-    (ValidationError, lambda e: f"invalid configuration: {_first_line(e)}", EXIT_USAGE),
+    (ValidationError, describe_invalid, EXIT_USAGE),
     (OSError, _os_message, EXIT_FAILED),
 )
 

@@ -6,15 +6,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
 import typer
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from rich.table import Table
 
+from reflection import migrations
 from reflection.cli.common import (
     EXIT_FAILED,
     JsonOpt,
@@ -31,8 +29,6 @@ from reflection.pieces import PieceError, load_piece_file, parse_piece_yaml, val
 from reflection.producer import make_producer
 from reflection.settings import Settings, get_settings
 from reflection.storage import reports
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -95,12 +91,6 @@ def check_lock_redis(s: Settings) -> Check:
     return Check("lock redis", True, url)
 
 
-def _head_revision() -> str | None:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    return ScriptDirectory.from_config(cfg).get_current_head()
-
-
 def check_postgres(s: Settings) -> Check:
     url = safe_url(s.database_url)
     engine = make_engine(s.database_url, DOCTOR)
@@ -112,13 +102,13 @@ def check_postgres(s: Settings) -> Check:
         )
     finally:
         engine.dispose()
-    head = _head_revision()
+    head = migrations.head_revision()
     if found.revision != head:
         return Check(
             "postgres",
             False,
             f"{url}: migrations at {found.revision}, head is {head}",
-            "run `alembic upgrade head` from the repository root",
+            "run `reflection migrate`",
         )
     if not found.has_jobs:
         return Check(
@@ -201,7 +191,7 @@ def check_pieces(s: Settings) -> Check:
             "pieces",
             False,
             f"{folder}: no *.yaml pieces",
-            "run from the repository root or set REFLECTION_PIECES_DIR",
+            "set REFLECTION_PIECES_DIR to a folder of pieces, or unset it for the built-in ones",
         )
     bad = []
     for path in files:

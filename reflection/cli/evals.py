@@ -39,6 +39,7 @@ from reflection.evals.runner import RunResult, run_suite
 from reflection.evals.scenario import SuiteError, load_suite
 from reflection.llm import LlmClient
 from reflection.settings import Settings, get_settings
+from reflection.shipped import EVAL_SCENARIOS_DIR
 
 UNREACHABLE = ("llm_unavailable",)
 
@@ -207,9 +208,9 @@ def eval_(
     ] = None,
     repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs per scenario.")] = 1,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Runs at once.")] = 4,
-    suite: Annotated[Path, typer.Option(help="Folder of scenario files.")] = Path(
-        "evals/scenarios"
-    ),
+    suite: Annotated[
+        Path, typer.Option(help="Folder of scenario files (default: the shipped suite).")
+    ] = EVAL_SCENARIOS_DIR,
     out_path: Annotated[
         Path | None,
         typer.Option("--out", help="Report file (default evals/reports/<time>-<model>.json)."),

@@ -1,2 +1,3 @@
-"""The evaluation suite: scenarios as data (`evals/scenarios`), run through the worker's
-own stages and scored by deterministic checks (`reflection eval`, README)."""
+"""The evaluation suite: scenarios as data (`scenarios/` beside this file, shipped in the
+package), run through the worker's own stages and scored by deterministic checks
+(`reflection eval`, README)."""

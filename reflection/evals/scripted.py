@@ -2,7 +2,7 @@
 every scenario with its reference answer (or a counterexample): the evaluation suite's
 self-check, and what the CI tests run `reflection eval` against.
 
-    python -m reflection.evals.scripted [--suite evals/scenarios] [--counterexample N] > script.json
+    python -m reflection.evals.scripted [--suite DIR] [--counterexample N] > script.json
     python -m reflection.devtools.scripted_llm --port 4010 --script script.json
     reflection eval --endpoint http://127.0.0.1:4010/v1 --model scripted-1   # 100 %
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from reflection.evals.scenario import Scenario, load_suite
 from reflection.models import LlmDecision
+from reflection.shipped import EVAL_SCENARIOS_DIR
 
 
 def reference(s: Scenario) -> LlmDecision:
@@ -50,7 +51,7 @@ def script_for(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", type=Path, default=Path("evals/scenarios"))
+    parser.add_argument("--suite", type=Path, default=EVAL_SCENARIOS_DIR)
     parser.add_argument("--counterexample", type=int, metavar="N", default=None)
     args = parser.parse_args(argv)
     pick = reference if args.counterexample is None else counterexample(args.counterexample)

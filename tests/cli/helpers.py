@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from reflection import storage
+from reflection.shipped import BUILTIN_PIECES_DIR
 from tests.integration.conftest import Env
 
-BUILTIN = Path(__file__).resolve().parents[2] / "pieces" / "default.yaml"
+BUILTIN = BUILTIN_PIECES_DIR / "default.yaml"
 
 
 def tuned_piece(marker: str = "(tuned)") -> dict[str, str]:

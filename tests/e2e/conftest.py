@@ -19,10 +19,11 @@ from sqlalchemy import Engine, select
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
+from reflection.shipped import BUILTIN_PIECES_DIR
 from reflection.storage import reflection_metrics
-from reflection.testing import worker as testing_worker
-from reflection.testing.broker import empty_broker
 from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
+from tests.support import worker as testing_worker
+from tests.support.broker import empty_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-worker-key-abcdef0123456789"
@@ -98,9 +99,12 @@ def check_exactly_once(w: Worker, jobs: dict[str, str]) -> None:
         assert names == sorted(f"lesson-{j}" for j in mine)
 
 
-def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], log: Path, *extra: str, **options: Any
+) -> subprocess.Popen[bytes]:
+    """`tests.support.worker.start_worker` (same options), failing the test on error."""
     try:
-        return testing_worker.start_worker(env, log, *extra, name="e2e")
+        return testing_worker.start_worker(env, log, *extra, name="e2e", **options)
     except testing_worker.WorkerStartError as e:
         pytest.fail(str(e))
 
@@ -121,7 +125,7 @@ def worker_env(
             REFLECTION_REDIS_URL=TEST_REDIS_URL,
             REFLECTION_DATABASE_URL=TEST_DB_URL,
             REFLECTION_USER_FOLDER_ROOT=str(tmp_path / "users"),
-            REFLECTION_PIECES_DIR=str(ROOT / "pieces"),
+            REFLECTION_PIECES_DIR=str(BUILTIN_PIECES_DIR),
             REFLECTION_LLM_ENDPOINT=llm_url,
             REFLECTION_LLM_API_KEY=API_KEY,
             REFLECTION_LLM_MODEL="scripted-1",

@@ -22,9 +22,9 @@ from sqlalchemy import Engine
 from reflection.constants import USER_SLOTS_PREFIX
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.producer import make_producer, publish_reflect
-from reflection.testing import worker as testing_worker
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, script_for
+from tests.support import worker as testing_worker
 
 pytestmark = pytest.mark.e2e
 

@@ -1,8 +1,10 @@
 """Crash consistency with real worker processes: SIGKILL at named points of a run.
 
-Each case kills the worker child at one point (REFLECTION_FAULT, see reflection/faults.py);
-Celery requeues the task (late ack, reject on worker lost), a fresh child finishes it, and
-the user's folder, snapshot, index and rows must equal one clean run.
+Each case kills the worker child at one point (REFLECTION_FAULT, see
+tests/support/faults.py; these workers run the test-only app `tests.support.fault_app`,
+which installs the injector); Celery requeues the task (late ack, reject on worker
+lost), a fresh child finishes it, and the user's folder, snapshot, index and rows must
+equal one clean run.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from sqlalchemy import Engine, func, select
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
+from reflection.shipped import BUILTIN_PIECES_DIR
 from reflection.storage import piece_edits
 from tests.conftest import TEST_BROKER_URL
-from tests.e2e.conftest import API_KEY, ROOT, Worker, start_worker, stop_worker
+from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
+FAULT_APP = "tests.support.fault_app"
 
 CHANGES = [
     {
@@ -39,7 +43,7 @@ CHANGES = [
 
 
 def _decision() -> dict[str, Any]:
-    text = (ROOT / "pieces" / "default.yaml").read_text()
+    text = (BUILTIN_PIECES_DIR / "default.yaml").read_text()
     line = next(x for x in text.splitlines() if x.startswith("description:"))
     edit = {"yaml": text.replace(line, line + " (tuned)", 1), "summary": "tune"}
     return {
@@ -108,7 +112,7 @@ def test_sigkill_at_a_point_ends_as_one_clean_run(
     with ScriptedLlmServer({"default": {"content": _decision()}}, require_key=API_KEY) as llm:
         env = worker_env(llm.base_url, REFLECTION_FAULT=f"{point}:kill:{marker}")
         log = tmp_path / "worker.log"
-        proc = start_worker(env, log)
+        proc = start_worker(env, log, app=FAULT_APP)
         producer = make_producer(TEST_BROKER_URL)
         try:
             w = Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")

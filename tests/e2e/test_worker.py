@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 import pytest
+import redis
 
+from reflection import message
 from reflection.paths import UserPaths
 from reflection.producer import publish_reflect
+from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import Worker
 
 pytestmark = pytest.mark.e2e
@@ -147,3 +150,28 @@ def test_raw_protocol_message_as_documented(worker: Worker, make_job: Any) -> No
     client.close()
     [row] = worker.wait_rows(1)
     assert (row["reflection_job_id"], row["outcome"]) == (task_id, "applied")
+
+
+def test_a_raw_message_from_the_standalone_builder_is_reflected(
+    worker: Worker, make_job: Any
+) -> None:
+    """A producer without Celery (reflection/message.py, stdlib only) LPUSHes the
+    protocol-level message onto the Redis broker; the worker reflects it under its id."""
+    make_job("job-raw")
+    script(
+        worker, "job-raw", {"reasoning": "learned", "memory_changes": [ENTRY], "piece_edit": None}
+    )
+    envelope = message.redis_envelope(
+        original_job_id="job-raw",
+        user_id="alice",
+        piece_name="default",
+        outcome="succeeded",
+        task_id="raw-0001",
+    )
+    broker = redis.Redis.from_url(TEST_BROKER_URL)
+    try:
+        broker.lpush(message.QUEUE, envelope)
+    finally:
+        broker.close()
+    [row] = worker.wait_rows(1)
+    assert (row["reflection_job_id"], row["outcome"]) == ("raw-0001", "applied")

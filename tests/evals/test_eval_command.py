@@ -19,9 +19,9 @@ from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.evals.scenario import load_suite
 from reflection.evals.scripted import counterexample, script_for
 from reflection.settings import get_settings
+from reflection.shipped import BUILTIN_PIECES_DIR, EVAL_SCENARIOS_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
-SUITE = ROOT / "evals" / "scenarios"
+SUITE = EVAL_SCENARIOS_DIR
 SCENARIOS = load_suite(SUITE)
 KEY = "sk-eval-test-key-0123456789"
 
@@ -41,7 +41,7 @@ def run(
         "LLM_API_KEY": KEY,
         "LLM_ENDPOINT": server.base_url,
         "LLM_MODEL": "scripted-1",
-        "PIECES_DIR": str(ROOT / "pieces"),
+        "PIECES_DIR": str(BUILTIN_PIECES_DIR),
         "LLM_BACKOFF_BASE_SECONDS": "0.01",
         "LLM_BACKOFF_MAX_SECONDS": "0.02",
         "LLM_TIMEOUT_SECONDS": "5",

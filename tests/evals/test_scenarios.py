@@ -12,10 +12,11 @@ import pytest
 from reflection.evals.runner import judge_answer, prepare
 from reflection.evals.scenario import CheckKind, Scenario, load_suite
 from reflection.settings import Settings
+from reflection.shipped import BUILTIN_PIECES_DIR, EVAL_SCENARIOS_DIR
 
-SUITE = Path(__file__).resolve().parents[2] / "evals" / "scenarios"
+SUITE = EVAL_SCENARIOS_DIR
 SCENARIOS = load_suite(SUITE)
-PIECES = Path(__file__).resolve().parents[2] / "pieces"
+PIECES = BUILTIN_PIECES_DIR
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ import yaml
 
 from reflection.models import Outcome
 from reflection.pipeline import RunReport, run_reflection
-from reflection.testing import db as testdb
+from reflection.shipped import BUILTIN_PIECES_DIR
 from tests.integration.conftest import Env, decision, env
+from tests.support import db as testdb
 
 __all__ = ["Env", "Hostile", "decision", "env", "hostile"]
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_PIECES = ROOT / "pieces"
+BUILTIN_PIECES = BUILTIN_PIECES_DIR
 CANARY = "outside the user's folder; must never change\n"
 
 # path (relative to the snapshot root) -> (kind, mode, content or link target)

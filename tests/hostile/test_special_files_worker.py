@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-import celeryconfig
 from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
+from tasks import celeryconfig
 from tests.blocking import release
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, script_for, start_worker, stop_worker, worker_env

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_worker_accepts_json_only() -> None:
     """celeryconfig: JSON for tasks, results, events; nothing else accepted."""
-    import celeryconfig
+    from tasks import celeryconfig
     from tasks.app import app
 
     assert celeryconfig.accept_content == ["json"]
@@ -57,7 +57,8 @@ def test_flower_is_behind_basic_auth_without_a_default_password() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["docker-compose.yml", ".env.example", "celeryconfig.py", "alembic.ini", "Dockerfile"]
+    "name",
+    ["docker-compose.yml", ".env.example", "tasks/celeryconfig.py", "alembic.ini", "Dockerfile"],
 )
 def test_no_credential_in_default_config(name: str) -> None:
     """No default configuration file holds a credential."""

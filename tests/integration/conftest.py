@@ -17,11 +17,11 @@ from reflection.llm import LlmClient
 from reflection.paths import UserPaths
 from reflection.pipeline import Deps, RunReport, run_reflection
 from reflection.settings import Settings
+from reflection.shipped import BUILTIN_PIECES_DIR
 from reflection.storage import reflection_metrics
 from reflection.turns import Turns
 from tests.conftest import TEST_DB_URL, TEST_REDIS_URL
 
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-test-worker-key-0123456789abcdef"
 
 
@@ -89,7 +89,7 @@ def env(pg_engine: Engine, redis_client: redis.Redis, user_root: Path) -> Iterat
             database_url=TEST_DB_URL,
             redis_url=TEST_REDIS_URL,
             user_folder_root=user_root,
-            pieces_dir=ROOT / "pieces",
+            pieces_dir=BUILTIN_PIECES_DIR,
             llm_endpoint=srv.base_url,
             llm_api_key=API_KEY,
             llm_model="scripted-1",

@@ -20,6 +20,7 @@ from reflection.errors import (
     ReflectionError,
     UserBusyError,
 )
+from reflection.faults import Point
 from reflection.models import Outcome
 from reflection.pipeline import record_failure
 from reflection.storage import reflection_claims
@@ -139,7 +140,7 @@ def test_a_run_paused_past_its_lease_between_two_files_writes_neither_more(
     paused = [0.0]
     real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
-    def pause(name: str) -> None:
+    def pause(name: Point) -> None:
         if name == "between_writes":
             paused[0] = env.deps.settings.lock_expire_seconds + 1.0
             env.deps.redis.set(key, "another-worker")
@@ -303,7 +304,7 @@ def test_a_link_planted_where_a_journal_writes_is_replaced_not_followed(
     entry = env.user("alice").memory_file("prefers-pytest")
     real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
-    def plant(name: str) -> None:
+    def plant(name: Point) -> None:
         if name == "after_journal":
             entry.parent.mkdir(parents=True, exist_ok=True)
             entry.symlink_to(outside)

@@ -11,8 +11,9 @@ from reflection import constants as c
 from reflection.models import Code
 from reflection.pieces import check_piece_edit, load_piece_file, parse_piece_yaml, validate_piece
 from reflection.secrets import find_secrets
+from reflection.shipped import BUILTIN_PIECES_DIR
 
-PIECES_DIR = Path(__file__).resolve().parents[2] / "pieces"
+PIECES_DIR = BUILTIN_PIECES_DIR
 BUILTINS = sorted(PIECES_DIR.glob("*.yaml"))
 
 

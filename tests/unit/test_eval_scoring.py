@@ -21,6 +21,7 @@ from reflection.evals.scenario import (
     load_suite,
 )
 from reflection.models import Code, LlmDecision, MemoryChange, Verdict
+from reflection.shipped import EVAL_SCENARIOS_DIR
 
 PIECE = """name: p
 initial_movement: a
@@ -129,7 +130,7 @@ def test_expect_refuses_contradictions() -> None:
 
 
 def test_scenario_files_are_strict(tmp_path: Path) -> None:
-    src = Path(__file__).resolve().parents[2] / "evals" / "scenarios" / "learn-feedback-pytest.yaml"
+    src = EVAL_SCENARIOS_DIR / "learn-feedback-pytest.yaml"
     text = src.read_text()
     (tmp_path / "other-name.yaml").write_text(text)
     with pytest.raises(SuiteError, match="file stem"):

@@ -27,6 +27,7 @@ from reflection.prompt import (
     fit_prompt,
     reserved_tokens,
 )
+from reflection.shipped import BUILTIN_PIECES_DIR
 
 PIECE_YAML = """\
 name: default
@@ -255,7 +256,7 @@ def _corpora() -> dict[str, str]:
     return {
         "prose": (repo / "README.md").read_text()[:30000],
         "code": (repo / "reflection" / "pipeline.py").read_text(),
-        "piece": (repo / "pieces" / "default.yaml").read_text(),
+        "piece": (BUILTIN_PIECES_DIR / "default.yaml").read_text(),
         "hashes": "\n".join(
             f"{uuid.UUID(int=rnd.getrandbits(128))} sha={rnd.randbytes(20).hex()} ok"
             for _ in range(200)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reflection.secrets import find_secrets, mask_secrets
+from reflection.shipped import BUILTIN_PIECES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,7 @@ REPO_PROSE = sorted(
         ROOT / "README.md",
         *(ROOT / "docs").glob("*.md"),
         *(ROOT / "reflection" / "prompts").iterdir(),
-        *(ROOT / "pieces").iterdir(),
+        *BUILTIN_PIECES_DIR.iterdir(),
     ]
 )
 

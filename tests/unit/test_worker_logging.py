@@ -13,7 +13,7 @@ import pytest
 from celery.signals import after_setup_logger
 from pydantic import ValidationError
 
-from reflection.logs import OWN_LOGGERS, configure_logging
+from reflection.logs import OWN_LOGGERS, LogFormat, configure_logging
 from reflection.settings import Settings, get_settings
 from reflection.text import find_unsafe_chars
 from tasks.resources import _init_process
@@ -34,7 +34,7 @@ def own_loggers() -> Iterator[None]:
         lg.handlers, lg.propagate = handlers, propagate
 
 
-def buffered(fmt: str) -> io.StringIO:
+def buffered(fmt: LogFormat) -> io.StringIO:
     buf = io.StringIO()
     configure_logging(fmt, stream=buf)
     return buf
@@ -71,7 +71,7 @@ def test_the_task_modules_lines_are_formatted_and_masked() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_a_traceback_is_masked_too(fmt: str) -> None:
+def test_a_traceback_is_masked_too(fmt: LogFormat) -> None:
     buf = buffered(fmt)
     try:
         raise RuntimeError(f"connect failed with token {TOKEN}")
@@ -108,7 +108,7 @@ def test_a_bad_format_call_elsewhere_is_reported_not_raised(
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
-def test_control_characters_are_logged_escaped(fmt: str) -> None:
+def test_control_characters_are_logged_escaped(fmt: LogFormat) -> None:
     """A message quoting a planted file name or value (ESC, C1, bidi, tags) is written
     with them escaped, so a log read in a terminal shows them and never acts on them."""
     buf = buffered(fmt)
@@ -118,3 +118,38 @@ def test_control_characters_are_logged_escaped(fmt: str) -> None:
     assert find_unsafe_chars(out, allow="\n") == []
     shown = "memory/\\x1b]52;c;eA==\\x07\\x9b2J\\u202e\\U000e0041.md"
     assert shown in (json.loads(out)["msg"] if fmt == "json" else out)
+
+
+def test_a_records_extra_fields_are_json_fields() -> None:
+    """The run's ids, outcome and duration are fields of the JSON object, not only text."""
+    buf = buffered("json")
+    fields = {"job_id": "j1", "user_id": "u1", "outcome": "applied", "duration_ms": 12}
+    logging.getLogger("reflection").info("done job=j1", extra=fields)
+    doc = json.loads(buf.getvalue())
+    assert {k: doc[k] for k in fields} == fields
+    assert doc["level"] == "INFO" and doc["logger"] == "reflection" and doc["ts"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_celerys_handlers_take_the_configured_format(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In JSON mode Celery's own handlers write JSON; in text mode they keep Celery's
+    layout. Both mask credentials."""
+    monkeypatch.setenv("REFLECTION_LOG_FORMAT", fmt)
+    get_settings.cache_clear()
+    buf = io.StringIO()
+    logger = logging.Logger("celery-root-standin")
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("[celery] %(message)s"))
+    logger.addHandler(handler)
+    after_setup_logger.send(
+        sender=None, logger=logger, loglevel=logging.INFO, logfile=None, format="", colorize=False
+    )
+    logger.warning("Task reflect[t1] received with token %s", TOKEN)
+    line = buf.getvalue().strip()
+    assert TOKEN not in line
+    if fmt == "json":
+        assert json.loads(line)["msg"].startswith("Task reflect[t1] received")
+    else:
+        assert line.startswith("[celery] Task reflect[t1] received")

@@ -26,26 +26,33 @@ def start_worker(
     concurrency: int = 2,
     name: str = "worker",
     timeout: float = 60,
+    stderr_log: Path | None = None,
+    cwd: Path = ROOT,
+    python: str = sys.executable,
 ) -> subprocess.Popen[bytes]:
-    """Start a worker with its output appended to `log`; return once it is ready."""
+    """Start `python -m celery -A <app> worker` in `cwd`, its output appended to `log`
+    (its stderr to `stderr_log` when given); return once it is ready."""
     cmd = [
-        sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "reflection",
+        python, "-m", "celery", "-A", app, "worker", "-Q", "reflection",
         "--pool", pool, "--concurrency", str(concurrency),
         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
         "--without-gossip", "--without-mingle", "--loglevel", "INFO", *extra,
     ]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    logs = [log] if stderr_log is None else [log, stderr_log]
+    with log.open("ab") as out, (stderr_log or log).open("ab") as err:
+        to_err = subprocess.STDOUT if stderr_log is None else err
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=to_err)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "ready." in log.read_text(errors="replace"):
+        if any("ready." in p.read_text(errors="replace") for p in logs):
             return proc
         if proc.poll() is not None:
             break
         time.sleep(0.1)
     proc.kill()
     proc.wait()
-    raise WorkerStartError(f"the worker did not start; its log:\n{log.read_text()[-4000:]}")
+    output = "".join(p.read_text(errors="replace") for p in logs)
+    raise WorkerStartError(f"the worker did not start; its log:\n{output[-4000:]}")
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -1,5 +1,8 @@
 """Celery configuration for the reflection worker, derived from `REFLECTION_*` settings.
 
+It lives in the `tasks` package, so the installed app reads it from any directory
+(`tasks.app` loads it by module name).
+
 Delivery is at-least-once (late ack, requeue when a worker dies) and the pipeline makes
 the effect exactly-once (claims, journal, fencing); see the README, "Delivery".
 """
@@ -58,4 +61,9 @@ worker_enable_soft_shutdown_on_idle = True
 # No `task-sent` events (task_send_sent_event): the platform's publishes send none, so
 # they came only from the worker's own re-sends (retries and deferrals), each one more
 # publish in the pool thread (README, Scaling, Task events).
-worker_hijack_root_logger = False
+# Logging: Celery sets up the root logger's handler (its layout in text mode) and we adopt
+# it in `tasks.worker` (masking, JSON). Hijacking leaves that handler the only one, and
+# stray prints go through logging too, so in JSON mode every line is one JSON object.
+worker_hijack_root_logger = True
+worker_redirect_stdouts = True
+worker_redirect_stdouts_level = "WARNING"

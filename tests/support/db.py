@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, insert, make_url, text
 
+from reflection import migrations
 from reflection.clients import make_engine
 from reflection.storage import jobs, platform_metadata
 
@@ -32,12 +33,29 @@ def ensure_database(url: str) -> None:
         admin.dispose()
 
 
+@contextmanager
+def scratch_database(url: str, suffix: str) -> Iterator[str]:
+    """An empty database beside the one `url` names (its name plus `suffix`), dropped
+    again afterwards; its URL."""
+    u = make_url(url)
+    name = f"{u.database}{suffix}"
+    admin = make_engine(u.set(database="postgres").render_as_string(hide_password=False))
+    drop = text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(drop)
+        fresh = u.set(database=name).render_as_string(hide_password=False)
+        ensure_database(fresh)
+        yield fresh
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(drop)
+    finally:
+        admin.dispose()
+
+
 def migrate(url: str) -> None:
-    """`alembic upgrade head` against `url`."""
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["url"] = url
-    command.upgrade(cfg, "head")
+    """The shipped migrations to head against `url` (what `reflection migrate` runs)."""
+    migrations.upgrade(url)
 
 
 def create_jobs_table(engine: Engine) -> None:
