@@ -76,4 +76,18 @@ ensure_rabbitmq() {
   fi
 }
 
+# The tests check docker-compose.yml with `docker-compose config` (no Docker engine is
+# needed for that); in CI a missing client is installed from Debian's packages.
+ensure_compose_client() {
+  command -v docker-compose >/dev/null 2>&1 && return 0
+  case "${CI:-}" in 1|true|yes) ;; *) return 0 ;; esac
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing docker-compose (Debian) to check docker-compose.yml"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && \
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1; } \
+      || echo "setup: could not install docker-compose"
+  fi
+}
+
 if [ "${SETUP_SERVICES:-1}" = "1" ]; then ensure_services; fi
