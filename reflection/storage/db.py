@@ -25,9 +25,10 @@ def insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
     return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
-def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> None:
-    """Insert `row` unless a row with the same `key` exists (a replay writes nothing)."""
-    conn.execute(insert_ignoring(conn.dialect.name, table, key), row)
+def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> bool:
+    """Insert `row` unless a row with the same `key` exists (a replay writes nothing);
+    whether it was inserted."""
+    return bool(conn.execute(insert_ignoring(conn.dialect.name, table, key), row).rowcount)
 
 
 def utcnow() -> datetime:
