@@ -430,21 +430,18 @@ class EntryChanges(Record):
         (`updated` when the change `restores` it, as a revert does), one absent after is
         `removed`, any other `updated`. `types`: each entry's type; `found`: the entries
         on disk the change leaves alone."""
+        evidence, reasons = evidence or {}, reasons or {}
         writes = []
         for name, before in change.memory_before.items():
-            after = change.memory_after.get(name)
-            action: Literal["created", "updated", "removed"] = "updated"
-            if after is None:
-                action = "removed"
-            elif before is None and not restores:
-                action = "created"
+            action = _entry_action(before, change.memory_after.get(name), restores)
+            removed = action == "removed"
             writes.append(
                 EntryWrite(
                     name=name,
                     action=action,
                     type=types.get(name),
-                    evidence=(evidence or {}).get(name, []) if action != "removed" else [],
-                    reason=(reasons or {}).get(name) if action == "removed" else None,
+                    evidence=[] if removed else evidence.get(name, []),
+                    reason=reasons.get(name) if removed else None,
                 )
             )
         return cls(
@@ -455,6 +452,14 @@ class EntryChanges(Record):
             confirmed=list(confirmed),
             found={n: t for n, t in (found or {}).items() if n not in change.memory_before},
         )
+
+
+def _entry_action(
+    before: str | None, after: str | None, restores: bool
+) -> Literal["created", "updated", "removed"]:
+    if after is None:
+        return "removed"
+    return "created" if before is None and not restores else "updated"
 
 
 class EntryEvidence(Record):
