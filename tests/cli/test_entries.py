@@ -11,6 +11,7 @@ import pytest
 from reflection import storage
 from reflection.cli.entries import format_age
 from reflection.records import EntryChanges, EntryWrite
+from reflection.text import MULTILINE, find_unsafe_chars
 from tests.cli.conftest import Cli
 from tests.cli.helpers import no_traceback
 from tests.integration.conftest import decision
@@ -118,7 +119,7 @@ def test_why_prints_the_quotes_escaped(cli: Cli) -> None:
     cli.env.user().home.mkdir(parents=True)
     shown = cli("why", "alice", "prefers-pytest")
     assert shown.exit_code == 0, shown.output
-    assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout
+    assert find_unsafe_chars(shown.stdout, allow=MULTILINE) == []
     assert "\\x1b[2Juse pytest" in shown.stdout and "by rid-q" in shown.stdout
     raw = cli("why", "alice", "prefers-pytest", "--json").stdout
     assert "\x1b" not in raw and "\\u001b[2J" in raw
@@ -138,5 +139,8 @@ def test_why_and_memory_refuse_what_is_not_there(cli: Cli) -> None:
     hand = cli("why", "alice", "by-hand")
     assert hand.exit_code == 0 and "without a record" in hand.stdout
     assert cli.json("why", "alice", "by-hand")["record"] is None
-    for result in (missing, nobody, hand):
+    hostile = cli("why", "alice", "x\x1b]52;c;cHduZWQ=\x07\u202e")
+    assert hostile.exit_code == 2
+    for result in (missing, nobody, hand, hostile):
         assert no_traceback(result.output)
+        assert find_unsafe_chars(result.stdout + result.stderr, allow=MULTILINE) == []
