@@ -300,11 +300,17 @@ def _entry_changes(
     )
 
 
+def _for_a_row(text: object, limit: int) -> str:
+    """The model's text as a record keeps it: masked, bounded, without NUL (which no
+    Postgres text or JSONB value may hold: the commit would fail for good)."""
+    return mask_secrets(str(text)).replace("\x00", "")[:limit]
+
+
 def _quotes(change: MemoryChange | None) -> list[str]:
     """The change's evidence quotes, masked and bounded (none until the decision carries
     `evidence`, SPEC §11)."""
     quotes = getattr(change, "evidence", None) or []
-    return [mask_secrets(str(q))[:MAX_QUOTE_CHARS] for q in quotes[:MAX_QUOTES]]
+    return [_for_a_row(q, MAX_QUOTE_CHARS) for q in quotes[:MAX_QUOTES]]
 
 
 def _removal_reason(change: MemoryChange | None) -> str | None:
@@ -314,7 +320,7 @@ def _removal_reason(change: MemoryChange | None) -> str | None:
     if change.merge_target is not None:
         return f"merged into {change.merge_target}"
     reason = getattr(change, "reason", None)
-    return mask_secrets(str(reason))[:_MAX_REASON_CHARS] if reason else None
+    return _for_a_row(reason, _MAX_REASON_CHARS) if reason else None
 
 
 def _piece_edit_row(

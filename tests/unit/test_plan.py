@@ -276,8 +276,8 @@ def test_records_carry_the_entry_records_of_the_change() -> None:
 
 def test_entry_records_keep_the_quotes_masked_and_bounded() -> None:
     """A change's quotes (once the decision carries them) reach its record masked, at
-    most three of at most 300 characters."""
-    quotes = [f"the key {KEY} was rotated", "x" * 400, "third", "fourth"]
+    most three of at most 300 characters, without NUL (Postgres refuses it)."""
+    quotes = [f"the key {KEY} was rotated", "x" * 400, "th\x00ird", "fourth"]
     change = _Quoted.model_validate(add("uses-uv").model_dump() | {"evidence": quotes})
     decision = LlmDecision(reasoning="r", memory_changes=[change])
     judged = judge(decision, "default", _state(), Limits(), NOW)
