@@ -91,7 +91,11 @@ def main() -> int:
     args = ap.parse_args()
     engine = prepare_database(DB_URL)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
+        conn.execute(
+            text(
+                "TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims, memory_entries"
+            )
+        )
     lock_redis = redis.Redis.from_url(LOCK_URL)
     lock_redis.flushdb()
     llm = RemoteLlm()

@@ -247,7 +247,12 @@ class Bench:
 
     def reset(self, latency: float) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims"))
+            conn.execute(
+                text(
+                    "TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims,"
+                    " memory_entries"
+                )
+            )
         self.lock.flushdb()
         empty_broker(self.broker_url)
         jitter = min(self.jitter, latency)

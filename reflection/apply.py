@@ -3,10 +3,10 @@ forward under the user's lock.
 
 Inside the user lock a run writes a journal holding every file's before and after text,
 the snapshot and the database rows, then rolls it forward: files, snapshot, index line,
-one Postgres transaction (metrics row, piece_edits row, claim marked done), and deletes
-the journal. Every step is idempotent, so a worker killed anywhere leaves either no
-journal (nothing was written) or a journal that the next holder of the user's lock
-completes exactly once. Reverts and approvals go through the same journal.
+one Postgres transaction (metrics row, piece_edits row, entry records, claim marked
+done), and deletes the journal. Every step is idempotent, so a worker killed anywhere
+leaves either no journal (nothing was written) or a journal that the next holder of the
+user's lock completes exactly once. Reverts and approvals go through the same journal.
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def _write_files(paths: UserPaths, journal: Journal, lock: UserLock, recovering:
 
 
 def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering: bool) -> bool:
-    """A run's rows and its claim marked done, in one transaction (False: stale); an
-    operator's change has no run to commit, only its metrics row (if any)."""
+    """A run's rows (entry records included) and its claim marked done, in one
+    transaction (False: stale); an operator's change has no run to commit, only its
+    metrics row and entry records (if any), once."""
     if journal.metrics is not None:
         return storage.commit_run(
             engine=engine,
@@ -190,7 +191,8 @@ def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering:
             metrics=journal.metrics.model_copy(update={"duration_ms": duration_ms}),
             piece_edit=journal.piece_edit,
             proposal=journal.proposal,
+            entries=journal.entries,
         )
     if journal.record is not None:
-        storage.record_metrics(engine=engine, row=journal.record)
+        storage.record_change(engine=engine, row=journal.record, entries=journal.entries)
     return True

@@ -155,6 +155,9 @@ class LlmDecision(BaseModel):
     reasoning: str
     memory_changes: list[MemoryChange] = Field(default_factory=list)
     piece_edit: PieceEdit | None = None
+    # Existing entries this job relied on or showed to be still true (SPEC §11): at most
+    # five are counted, unknown names ignored (`reflection.evidence.confirmed_names`).
+    confirmed: list[str] = Field(default_factory=list)
 
     @property
     def abstained(self) -> bool:

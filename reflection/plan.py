@@ -3,8 +3,8 @@
     judge         the decision against the state read now: a verdict for every change,
                   the entries and the piece to write (pure)
     file changes  each file's text before (read now) and after
-    records       the snapshot, its meta, the metrics row and the piece-edit or proposal
-                  row (pure)
+    records       the snapshot, its meta, the metrics row, the piece-edit or proposal row
+                  and the entry records (pure)
 
 and hand them on as one journal (`reflection.apply` writes it and rolls it forward).
 """
@@ -18,11 +18,13 @@ from pathlib import Path
 
 from reflection.apply import journal_path, read_or_none, replaceable
 from reflection.changes import Limits, judge_memory_changes, judge_piece_edit
+from reflection.evidence import MAX_QUOTE_CHARS, MAX_QUOTES, confirmed_names
 from reflection.frontmatter import render_entry
 from reflection.memory import render_index
 from reflection.models import (
     LlmDecision,
     LlmResult,
+    MemoryChange,
     MemoryEntry,
     Outcome,
     Piece,
@@ -32,6 +34,7 @@ from reflection.models import (
 from reflection.paths import UserPaths
 from reflection.records import (
     Change,
+    EntryChanges,
     FileChange,
     Journal,
     MetricsRow,
@@ -44,6 +47,7 @@ from reflection.secrets import mask_secrets
 from reflection.snapshot import PIECE_BEFORE, PIECE_PROPOSED, snapshot_files
 
 _MAX_SUMMARY_CHARS = 2000  # of a staged piece edit's summary
+_MAX_REASON_CHARS = 300  # of a removal's reason, as its entry's record keeps it
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def plan(
         files=writes.files,
         piece_before=state.piece.yaml,
         store_llm_raw=store_llm_raw,
+        memory=state.memory,
     )
 
 
@@ -216,14 +221,18 @@ def records(
     files: tuple[FileChange, ...],
     piece_before: str,
     store_llm_raw: bool,
+    memory: Mapping[str, MemoryEntry],
 ) -> Journal:
-    """The journal of a planned reflection: its files, snapshot, meta and rows (pure).
-    What the model wrote (reasoning, a rejected name or detail, a summary) is kept
-    masked: it may quote a credential."""
+    """The journal of a planned reflection: its files, snapshot, meta and rows, entry
+    records included (`memory`: the entries as read under the lock) (pure). What the model
+    wrote (reasoning, a rejected name or detail, a summary, a quote) is kept masked: it
+    may quote a credential."""
     verdicts = tuple(
         v.model_copy(update={"name": mask_secrets(v.name), "detail": mask_secrets(v.detail)})
         for v in judged.verdicts
     )
+    removed = {n for n, entry in judged.targets.items() if entry is None}
+    confirmed = confirmed_names(llm.decision.confirmed, memory.keys() - removed)
     meta = ReflectionMeta.of(
         change,
         job_outcome=request.outcome,
@@ -237,6 +246,7 @@ def records(
         verdicts=list(verdicts),
         llm_raw=mask_secrets(llm.raw) if store_llm_raw else None,
         piece_staged=True if judged.staged is not None else None,
+        confirmed=list(confirmed),
     )
     snapshot = snapshot_files(
         change.memory_before,
@@ -259,7 +269,58 @@ def records(
         metrics=MetricsRow.of_snapshot(meta),
         piece_edit=_piece_edit_row(meta, piece_before, judged.piece_after, change.at),
         proposal=_proposal_row(meta, piece_before, judged.staged, llm.decision),
+        entries=_entry_changes(change, judged, memory, llm.decision, confirmed),
     )
+
+
+def _entry_changes(
+    change: Change,
+    judged: Judgement,
+    memory: Mapping[str, MemoryEntry],
+    decision: LlmDecision,
+    confirmed: tuple[str, ...],
+) -> EntryChanges:
+    """The entry records of a planned reflection: each accepted change's write with its
+    quotes, a merge's target, the confirmed entries, and the entries on disk it left
+    alone (recorded as `external` if nothing recorded them yet)."""
+    proposed: dict[str, MemoryChange] = {}
+    for ch in decision.memory_changes:
+        proposed.setdefault(ch.name, ch)  # a name's accepted change is its first one
+    types = {
+        n: entry.type if entry is not None else getattr(memory.get(n), "type", None)
+        for n, entry in judged.targets.items()
+    }
+    return EntryChanges.of(
+        change,
+        types=types,
+        evidence={n: _quotes(proposed.get(n)) for n in judged.targets},
+        reasons={n: _removal_reason(proposed.get(n)) for n in judged.targets},
+        confirmed=confirmed,
+        found={n: e.type for n, e in memory.items()},
+    )
+
+
+def _for_a_row(text: object, limit: int) -> str:
+    """The model's text as a record keeps it: masked, bounded, without NUL (which no
+    Postgres text or JSONB value may hold: the commit would fail for good)."""
+    return mask_secrets(str(text)).replace("\x00", "")[:limit]
+
+
+def _quotes(change: MemoryChange | None) -> list[str]:
+    """The change's evidence quotes, masked and bounded (none until the decision carries
+    `evidence`, SPEC §11)."""
+    quotes = getattr(change, "evidence", None) or []
+    return [_for_a_row(q, MAX_QUOTE_CHARS) for q in quotes[:MAX_QUOTES]]
+
+
+def _removal_reason(change: MemoryChange | None) -> str | None:
+    """Why an entry was removed: the entry it was merged into, or the reason given."""
+    if change is None:
+        return None
+    if change.merge_target is not None:
+        return f"merged into {change.merge_target}"
+    reason = getattr(change, "reason", None)
+    return _for_a_row(reason, _MAX_REASON_CHARS) if reason else None
 
 
 def _piece_edit_row(

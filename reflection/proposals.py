@@ -6,7 +6,8 @@ user lock (after completing any journal a killed writer left), re-judges it agai
 piece as it is *now* (cooldown, secrets, escalation, validity), refuses it if that piece is
 no longer the one the proposal was made against (`piece_stale`), then writes the user's
 copy through a journal (crash-safe, snapshotted with `kind: approval`, revertible) and
-records the `piece_edits` row and the approval in one transaction. A refused approval
+records the `piece_edits` row, the approval and its metrics row (`kind: approval`, a job
+id of its own, `approve-<uuid>`) in one transaction. A refused approval
 leaves the proposal pending with the refusal's code.
 
 Rejection takes the same user lock, so it cannot land between an approval's write and its
@@ -16,6 +17,7 @@ journal or its `kind: approval` snapshot exists): `approve` completes that one.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ from reflection.records import (
     Change,
     FileChange,
     Journal,
+    MetricsRow,
     PieceEditRow,
     Proposal,
     ProposalSummary,
@@ -115,7 +118,7 @@ def _approval_journal(paths: UserPaths, prop: Proposal) -> bool:
     )
 
 
-def _approval_snapshot(paths: UserPaths, prop: Proposal) -> str | None:
+def _approval_snapshot(paths: UserPaths, prop: Proposal) -> ApprovalMeta | None:
     """The snapshot an approval of this very proposal wrote (the latest), if any."""
     found = None
     for item in iter_index(paths):
@@ -131,21 +134,21 @@ def _approval_snapshot(paths: UserPaths, prop: Proposal) -> str | None:
         except (OSError, ValueError):  # a garbled or planted line: no evidence
             continue
         if isinstance(meta, ApprovalMeta) and meta.proposal_id == prop.id:
-            found = sid
+            found = meta
     return found
 
 
 def _approval_in_effect(
     paths: UserPaths, settings: Settings, prop: Proposal, current: Piece | None = None
-) -> str | None:
+) -> ApprovalMeta | None:
     """The snapshot of this proposal's own interrupted approval (files and snapshot
     written, rows not) if the user's copy still holds the proposal; else None."""
-    sid = _approval_snapshot(paths, prop)
-    if sid is None:
+    meta = _approval_snapshot(paths, prop)
+    if meta is None:
         return None
     if current is None:
         current = load_piece(paths, settings.pieces_dir, prop.piece_name)
-    return sid if current.user_copy and current.yaml == prop.yaml else None
+    return meta if current.user_copy and current.yaml == prop.yaml else None
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,8 @@ def approve_proposal(
         # files it has still to write, the approval would be undone by its roll-forward.
         finish_pending_journals(paths=paths, lock=lock, engine=engine)
         current = load_piece(paths, settings.pieces_dir, prop.piece_name)
-        sid = _approval_in_effect(paths, settings, prop, current)
-        if sid is not None:
+        done = _approval_in_effect(paths, settings, prop, current)
+        if done is not None:
             # This proposal's own approval wrote the copy and its snapshot, then stopped
             # before its rows: record them. (A copy that merely equals the proposal, as a
             # second run proposing the same edit finds it, is judged below: unchanged.)
@@ -188,8 +191,8 @@ def approve_proposal(
                 code=Code.OK,
                 detail="completed an interrupted approval",
             )
-            _record(engine, prop, prop.before_sha256, now)
-            return Approval(proposal_id, paths.snapshot_dir(sid), verdict)
+            _record(engine, prop, prop.before_sha256, now, done)
+            return Approval(proposal_id, paths.snapshot_dir(done.snapshot_id), verdict)
         verdict = _rejudge(engine, settings, prop, current, now)
         if not verdict.accepted:
             storage.note_proposal_refusal(
@@ -198,9 +201,9 @@ def approve_proposal(
                 detail=f"{verdict.code.value}: {verdict.detail}",
             )
             raise ProposalRefusedError(verdict)
-        folder = _write(paths, lock, engine, prop, current, verdict, now)
-        _record(engine, prop, sha256(current.yaml), now)
-    return Approval(proposal_id, folder, verdict)
+        meta = _write(paths, lock, engine, prop, current, verdict, now)
+        _record(engine, prop, sha256(current.yaml), now, meta)
+    return Approval(proposal_id, paths.snapshot_dir(meta.snapshot_id), verdict)
 
 
 def _rejudge(
@@ -231,7 +234,11 @@ def _rejudge(
     return verdict
 
 
-def _record(engine: Engine, prop: Proposal, before_sha256: str, now: datetime) -> None:
+def _record(
+    engine: Engine, prop: Proposal, before_sha256: str, now: datetime, meta: ApprovalMeta
+) -> None:
+    """The approval's rows: the piece edit (the cooldown starts), the proposal approved and
+    the approval's own metrics row."""
     row = PieceEditRow.of(prop, before_sha256=before_sha256, after=prop.yaml, at=now)
     if not storage.decide_proposal(
         engine=engine,
@@ -240,6 +247,7 @@ def _record(engine: Engine, prop: Proposal, before_sha256: str, now: datetime) -
         detail="approved by an operator",
         now=now,
         piece_edit=row,
+        metrics=MetricsRow.of_snapshot(meta, reflection_job_id=f"approve-{uuid.uuid4()}"),
     ):
         raise ProposalError(f"proposal {prop.id} was decided meanwhile")
 
@@ -252,8 +260,9 @@ def _write(
     current: Piece,
     verdict: Verdict,
     now: datetime,
-) -> Path:
-    """Write the user's copy through a journal and snapshot it (`kind: approval`)."""
+) -> ApprovalMeta:
+    """Write the user's copy through a journal and snapshot it (`kind: approval`); the
+    snapshot's meta."""
     copy = paths.writable(paths.piece_copy(prop.piece_name))
     change = Change(
         snapshot_id=snapshot_id_for(f"approve:{prop.id}:{now.isoformat()}", now),
@@ -265,6 +274,7 @@ def _write(
         piece_edited=True,
         piece_from_user=current.user_copy,
     )
+    meta = ApprovalMeta.of(change, proposal_id=prop.id, summary=prop.summary, verdicts=[verdict])
     journal = Journal(
         snapshot_id=change.snapshot_id,
         # No original_job_id: the run's claim is done, and recovery must not skip this.
@@ -278,11 +288,11 @@ def _write(
             )
         ],
         snapshot=snapshot_files({}, {}, current.yaml, prop.yaml),
-        meta=ApprovalMeta.of(change, proposal_id=prop.id, summary=prop.summary, verdicts=[verdict]),
+        meta=meta,
     )
     lock.ensure_owned()
     write_journal(paths, journal)
     roll_forward(
         paths=paths, journal=journal, lock=lock, engine=engine, duration_ms=0, recovering=False
     )
-    return paths.snapshot_dir(change.snapshot_id)
+    return meta

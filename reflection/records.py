@@ -13,18 +13,21 @@ New fields get defaults, so the files already on disk keep loading
 
     SnapshotMeta = ReflectionMeta | ConsolidationMeta | RevertMeta | ApprovalMeta   (on `kind`)
     IndexLine      one line of index.jsonl, the summary of a SnapshotMeta
-    MetricsRow     reflection_metrics: one per run, failed and duplicate ones too, and revert
+    MetricsRow     reflection_metrics: one per run, failed and duplicate ones too, and one
+                   per revert and approval (`kind` says which)
     PieceEditRow   piece_edits: one per piece written (the cooldown reads it)
     ProposalRow    piece_proposals, as a review-mode run inserts it; Proposal as read back
+    EntryChanges   what a change does to memory_entries (EntryWrite per entry written,
+                   confirmations, entries found on disk); EntryRecord as read back
     Journal        everything one change writes, decided before the first write
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, Self
 
 from pydantic import (
@@ -136,6 +139,9 @@ class AskedMeta(_JudgedMeta):
     tokens_out: int = 0
     llm_attempts: int = 0
     llm_raw: str | None = _written_when_set()
+    # Existing entries the job relied on or showed to be still true (SPEC §11), as counted;
+    # written only when there are any, as meta.json files before it have it.
+    confirmed: list[MemoryName] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 class ReflectionMeta(AskedMeta):
@@ -225,10 +231,14 @@ class IndexLine(Record):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+MetricsKind = Literal["reflection", "consolidation", "revert", "approval"]
+
+
 class MetricsRow(Record):
-    """One `reflection_metrics` row: every run (failed and duplicate ones too) and every
-    revert. Defaults are the columns' server defaults. Built by `of_snapshot` for a change
-    that has a snapshot, by `of_run` for a run that ended without one."""
+    """One `reflection_metrics` row: every run (failed and duplicate ones too), every
+    revert and every approval, its `kind` saying which. Defaults are the columns' server
+    defaults. Built by `of_snapshot` for a change that has a snapshot, by `of_run` for a
+    run that ended without one."""
 
     reflection_job_id: str
     original_job_id: str
@@ -245,12 +255,28 @@ class MetricsRow(Record):
     duration_ms: int = 0
     model: str | None = None
     snapshot_id: str | None = None
+    kind: MetricsKind = "reflection"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_of_old_rows(cls, data: Any) -> Any:
+        # A revert's row journaled before kinds existed says so only by its outcome.
+        if isinstance(data, Mapping) and "kind" not in data and data.get("outcome") == "reverted":
+            return {**data, "kind": "revert"}
+        return data
 
     @classmethod
-    def of_snapshot(cls, meta: ReflectionMeta | RevertMeta) -> MetricsRow:
-        """The row of a reflection or revert, from its snapshot's meta."""
-        asked: dict[str, Any] = {}  # what the LLM cost (a revert asked none)
-        if isinstance(meta, ReflectionMeta):
+    def of_snapshot(
+        cls,
+        meta: ReflectionMeta | ConsolidationMeta | RevertMeta | ApprovalMeta,
+        *,
+        reflection_job_id: str | None = None,
+    ) -> MetricsRow:
+        """The row of a reflection, consolidation, revert or approval, from its snapshot's
+        meta; `reflection_job_id` when the row has an id of its own (an approval's meta
+        names the run that proposed the edit, whose row exists already)."""
+        asked: dict[str, Any] = {}  # what the LLM cost (an operator's change asked none)
+        if isinstance(meta, AskedMeta):
             asked = {
                 "rejections": meta.rejected,
                 "tokens_in": meta.tokens_in,
@@ -259,7 +285,7 @@ class MetricsRow(Record):
                 "model": meta.model,
             }
         return cls(
-            reflection_job_id=meta.reflection_job_id,
+            reflection_job_id=reflection_job_id or meta.reflection_job_id,
             original_job_id=meta.original_job_id[:MAX_ID_IN_METRICS],
             user_id=meta.user_id,
             piece_name=meta.piece_name or "",
@@ -267,6 +293,7 @@ class MetricsRow(Record):
             memory_changes=meta.memory_changes,
             piece_edited=meta.piece_edited,
             snapshot_id=meta.snapshot_id,
+            kind=meta.kind,
             **asked,
         )
 
@@ -360,6 +387,125 @@ class Proposal(ProposalSummary):
     yaml: str
 
 
+EntryOrigin = Literal["worker", "external"]
+
+
+class EntryWrite(Record):
+    """One entry a change wrote, as its `memory_entries` row records it: `created` (an
+    add: the record starts anew), `updated` (an update, or a revert bringing the entry
+    back: its history is kept) or `removed`."""
+
+    name: MemoryName
+    action: Literal["created", "updated", "removed"]
+    type: str | None = None  # the entry's type after the change (before it, for a removal)
+    evidence: list[str] = Field(default_factory=list)  # the quotes behind the write
+    reason: str | None = None  # a removal's: "merged into <target>", "reverted <snapshot>"
+
+
+class EntryChanges(Record):
+    """What one change does to the user's `memory_entries` rows, committed with its
+    metrics row: the entries it wrote, the existing entries it confirmed, and the entries
+    it found on disk and left alone (recorded `external` when they have no record)."""
+
+    user_id: str
+    job: str  # the reflection (or revert) job id the rows name
+    at: datetime
+    writes: list[EntryWrite] = Field(default_factory=list)
+    confirmed: list[MemoryName] = Field(default_factory=list)
+    found: dict[MemoryName, str | None] = Field(default_factory=dict)  # name -> type
+
+    @classmethod
+    def of(
+        cls,
+        change: Change,
+        *,
+        types: Mapping[str, str | None],
+        evidence: Mapping[str, list[str]] | None = None,
+        reasons: Mapping[str, str | None] | None = None,
+        restores: bool = False,
+        confirmed: Sequence[str] = (),
+        found: Mapping[str, str | None] | None = None,
+    ) -> Self:
+        """The records of `change`'s memory entries: an entry absent before is `created`
+        (`updated` when the change `restores` it, as a revert does), one absent after is
+        `removed`, any other `updated`. `types`: each entry's type; `found`: the entries
+        on disk the change leaves alone."""
+        evidence, reasons = evidence or {}, reasons or {}
+        writes = []
+        for name, before in change.memory_before.items():
+            action = _entry_action(before, change.memory_after.get(name), restores)
+            removed = action == "removed"
+            writes.append(
+                EntryWrite(
+                    name=name,
+                    action=action,
+                    type=types.get(name),
+                    evidence=[] if removed else evidence.get(name, []),
+                    reason=reasons.get(name) if removed else None,
+                )
+            )
+        return cls(
+            user_id=change.user_id,
+            job=change.reflection_job_id,
+            at=change.at,
+            writes=writes,
+            confirmed=list(confirmed),
+            found={n: t for n, t in (found or {}).items() if n not in change.memory_before},
+        )
+
+
+def _entry_action(
+    before: str | None, after: str | None, restores: bool
+) -> Literal["created", "updated", "removed"]:
+    if after is None:
+        return "removed"
+    return "created" if before is None and not restores else "updated"
+
+
+class EntryEvidence(Record):
+    """What an entry's latest write stood on: the job and the quotes it gave."""
+
+    job_id: str = ""
+    quotes: list[str] = Field(default_factory=list)
+
+
+class EntryRecord(Record):
+    """A `memory_entries` row as read back: one entry's history."""
+
+    user_id: str
+    name: str
+    type: str | None = None
+    origin: str = "worker"  # EntryOrigin; a value of a later release is shown as it is
+    created_at: datetime
+    created_by_job: str | None = None  # None: written outside the worker
+    updated_at: datetime
+    updated_by_job: str | None = None
+    confirmed_at: datetime | None = None
+    confirmations: int = 0
+    evidence: EntryEvidence | None = None
+    removed_at: datetime | None = None
+    removed_by: str | None = None
+    removed_reason: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether the entry exists (it was not removed)."""
+        return self.removed_at is None
+
+    @property
+    def last_changed(self) -> datetime:
+        """When the entry was last written (created or updated)."""
+        return max(self.created_at, self.updated_at)
+
+    def age(self, now: datetime) -> timedelta:
+        """How long ago the entry was created (or first recorded, when found on disk)."""
+        return now - self.created_at
+
+    def unconfirmed_for(self, now: datetime) -> timedelta:
+        """How long the entry has gone without a write or a confirmation (how stale)."""
+        return now - max(self.last_changed, self.confirmed_at or self.last_changed)
+
+
 class FileChange(Record):
     """One file of the user's folder: its text before and after (None = absent)."""
 
@@ -386,6 +532,9 @@ class Journal(Record):
     # An operator's change (a revert) has no run to commit: its metrics row, recorded
     # before the journal is removed so that a crash cannot lose it.
     record: MetricsRow | None = None
+    # Its memory_entries rows, committed with `metrics` (or `record`); None: none (also a
+    # journal written before entry records existed).
+    entries: EntryChanges | None = None
 
     @field_validator("metrics", "record", mode="before")
     @classmethod

@@ -2,7 +2,10 @@
 
 The revert goes through the same journal as a reflection (so a crash mid-revert is
 completed by the next lock holder), is itself snapshotted, with `kind: revert`, and is
-recorded like any change: a `reflection_metrics` row with outcome `reverted`.
+recorded like any change: a `reflection_metrics` row with outcome `reverted` (`kind:
+revert`, a job id of its own), committed with the records of the entries it touched
+(`memory_entries`): an entry brought back is updated back to life, one the revert takes
+away is removed with the reason `reverted <snapshot>`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from reflection.lock import UserLock
 from reflection.memory import load_memory, render_index
 from reflection.paths import UserPaths
 from reflection.plan import snapshot_id_for
-from reflection.records import Change, FileChange, Journal, MetricsRow, RevertMeta, SnapshotMeta
+from reflection.records import (
+    Change,
+    EntryChanges,
+    FileChange,
+    Journal,
+    MetricsRow,
+    RevertMeta,
+    SnapshotMeta,
+)
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, read_meta, snapshot_files
 
 
@@ -154,6 +165,15 @@ def _journal(
         piece_from_user=piece is not None and piece.before is not None,
     )
     meta = RevertMeta.of(change, reverts=snapshot_id)
+    entries = EntryChanges.of(
+        change,
+        types={
+            n: _entry_type(n, c.after if c.after is not None else c.before)
+            for n, c in memory.items()
+        },
+        reasons=dict.fromkeys(memory, f"reverted {snapshot_id}"),
+        restores=True,
+    )
     return Journal(
         snapshot_id=change.snapshot_id,
         user_id=paths.user_id,
@@ -166,4 +186,15 @@ def _journal(
         ),
         meta=meta,
         record=MetricsRow.of_snapshot(meta),
+        entries=entries,
     )
+
+
+def _entry_type(name: str, text: str | None) -> str | None:
+    """The type an entry's text declares (None: no text, or not an entry)."""
+    if text is None:
+        return None
+    try:
+        return parse_entry(text, stem=name).type
+    except FrontmatterError:
+        return None

@@ -177,13 +177,19 @@ def _seed_users(users: Path, run: str) -> list[dict[str, Any]]:
 
 
 def _forget_demo_users(engine: Any, users: set[str]) -> None:
-    """A re-run starts clean: drop the demo users' rows (piece cooldowns, claims, metrics)."""
+    """A re-run starts clean: drop the demo users' rows (piece cooldowns, claims, metrics,
+    entry records)."""
     from sqlalchemy import delete
 
-    from reflection.storage import piece_edits, reflection_claims, reflection_metrics
+    from reflection.storage import (
+        memory_entries,
+        piece_edits,
+        reflection_claims,
+        reflection_metrics,
+    )
 
     with engine.begin() as conn:
-        for table in (piece_edits, reflection_claims, reflection_metrics):
+        for table in (piece_edits, reflection_claims, reflection_metrics, memory_entries):
             conn.execute(delete(table).where(table.c.user_id.in_(users)))
 
 

@@ -62,8 +62,8 @@ def pg_engine(pg_engine_session: Engine) -> Engine:
     with pg_engine_session.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims, piece_proposals"
-                " RESTART IDENTITY"
+                "TRUNCATE jobs, reflection_metrics, piece_edits, reflection_claims,"
+                " piece_proposals, memory_entries RESTART IDENTITY"
             )
         )
     return pg_engine_session

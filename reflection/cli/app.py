@@ -9,6 +9,7 @@ import typer
 
 from reflection.cli import (
     doctor,
+    entries,
     evals,
     health,
     memory_cmds,
@@ -65,6 +66,8 @@ app.command(rich_help_panel="Audit and undo")(stats.stats)
 app.command(rich_help_panel="Piece review")(proposals.proposals)
 app.command(rich_help_panel="Piece review")(proposals.approve)
 app.command(rich_help_panel="Piece review")(proposals.reject)
+app.command(rich_help_panel="Memory")(entries.memory)
+app.command(rich_help_panel="Memory")(entries.why)
 app.command(rich_help_panel="Memory")(memory_cmds.protect)
 app.command(rich_help_panel="Memory")(memory_cmds.unprotect)
 app.command(name="eval", rich_help_panel="Quality")(evals.eval_)

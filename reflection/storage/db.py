@@ -25,9 +25,17 @@ def insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
     return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
-def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> None:
-    """Insert `row` unless a row with the same `key` exists (a replay writes nothing)."""
-    conn.execute(insert_ignoring(conn.dialect.name, table, key), row)
+@functools.cache
+def _insert_returning(dialect_name: str, table: Table, key: str) -> Any:
+    # The driver's rowcount of an INSERT SQLAlchemy adds its own RETURNING to is -1.
+    return insert_ignoring(dialect_name, table, key).returning(table.c[key])
+
+
+def insert_row(conn: Connection, table: Table, key: str, row: dict[str, Any]) -> bool:
+    """Insert `row` unless a row with the same `key` exists (a replay writes nothing);
+    whether it was inserted."""
+    stmt = _insert_returning(conn.dialect.name, table, key)
+    return conn.execute(stmt, row).first() is not None
 
 
 def utcnow() -> datetime:

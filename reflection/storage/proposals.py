@@ -6,10 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
-from reflection.records import PieceEditRow, Proposal, ProposalSummary
-from reflection.storage.db import driver_errors, single_statement
+from reflection.records import MetricsRow, PieceEditRow, Proposal, ProposalSummary
+from reflection.storage.db import driver_errors, insert_row, single_statement
 from reflection.storage.runs import record_piece_edit
-from reflection.storage.tables import piece_proposals
+from reflection.storage.tables import piece_proposals, reflection_metrics
 
 _p = piece_proposals.c
 
@@ -42,9 +42,10 @@ def decide_proposal(
     detail: str,
     now: datetime,
     piece_edit: PieceEditRow | None = None,
+    metrics: MetricsRow | None = None,
 ) -> bool:
-    """Move a pending proposal to `status` (and record its piece edit) in one transaction;
-    False when it was no longer pending."""
+    """Move a pending proposal to `status` (and record its piece edit and the approval's
+    metrics row) in one transaction; False when it was no longer pending."""
     with driver_errors(), engine.begin() as conn:
         res = conn.execute(
             update(piece_proposals)
@@ -55,6 +56,10 @@ def decide_proposal(
             return False
         if piece_edit is not None:
             record_piece_edit(conn, piece_edit)
+        if metrics is not None:
+            insert_row(
+                conn, reflection_metrics, "reflection_job_id", metrics.model_dump(mode="json")
+            )
         return True
 
 

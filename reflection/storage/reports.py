@@ -17,6 +17,8 @@ from reflection.storage.tables import jobs, reflection_claims, reflection_metric
 _M = reflection_metrics.c
 # The outcomes of runs that asked the LLM.
 RAN_LLM = (Outcome.APPLIED.value, Outcome.ABSTAINED.value, Outcome.REJECTED.value)
+# The kinds of rows that can ask it (an operator's approval is `applied` without a call).
+_ASKED = _M.kind.in_(("reflection", "consolidation"))
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def usage_by_model(*, engine: Engine, f: RunFilters) -> list[ModelUsage]:
             func.coalesce(func.sum(_M.tokens_out), 0),
             func.coalesce(func.avg(_M.duration_ms), 0),
         )
-        .where(*f.where(), _M.outcome.in_(RAN_LLM))
+        .where(*f.where(), _M.outcome.in_(RAN_LLM), _ASKED)
         .group_by(_M.model)
     )
     with engine.connect() as conn:
@@ -86,7 +88,9 @@ def usage_by_model(*, engine: Engine, f: RunFilters) -> list[ModelUsage]:
 
 def durations_ms(*, engine: Engine, f: RunFilters) -> list[int]:
     """The durations of the runs that asked the LLM or failed, sorted."""
-    q = select(_M.duration_ms).where(*f.where(), _M.outcome.in_((*RAN_LLM, Outcome.FAILED.value)))
+    q = select(_M.duration_ms).where(
+        *f.where(), _M.outcome.in_((*RAN_LLM, Outcome.FAILED.value)), _ASKED
+    )
     with engine.connect() as conn:
         return sorted(int(v) for v in conn.execute(q).scalars())
 
@@ -97,7 +101,7 @@ def token_totals(*, engine: Engine, f: RunFilters) -> tuple[int, int, int]:
         func.count(),
         func.coalesce(func.sum(_M.tokens_in), 0),
         func.coalesce(func.sum(_M.tokens_out), 0),
-    ).where(*f.where(), _M.outcome.in_(RAN_LLM))
+    ).where(*f.where(), _M.outcome.in_(RAN_LLM), _ASKED)
     with engine.connect() as conn:
         n, t_in, t_out = conn.execute(q).one()
     return int(n), int(t_in), int(t_out)

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reflection.models import Job
-from reflection.records import MetricsRow, PieceEditRow, ProposalRow
+from reflection.records import EntryChanges, MetricsRow, PieceEditRow, ProposalRow
 from reflection.storage.db import (
     as_utc,
     driver_errors,
@@ -22,6 +22,7 @@ from reflection.storage.db import (
     single_statement,
     utcnow,
 )
+from reflection.storage.entries import write_entries
 from reflection.storage.tables import (
     jobs,
     piece_edits,
@@ -261,6 +262,19 @@ def record_metrics(*, engine: Engine, row: MetricsRow) -> None:
         insert_row(conn, reflection_metrics, "reflection_job_id", row.model_dump(mode="json"))
 
 
+def record_change(*, engine: Engine, row: MetricsRow, entries: EntryChanges | None) -> bool:
+    """An operator's change (a revert): its metrics row and the entry records it touched,
+    in one transaction; False (nothing written) when the row exists (a replay)."""
+    with driver_errors(), engine.begin() as conn:
+        if not insert_row(
+            conn, reflection_metrics, "reflection_job_id", row.model_dump(mode="json")
+        ):
+            return False
+        if entries is not None:
+            write_entries(conn, entries)
+        return True
+
+
 def commit_run(
     *,
     engine: Engine,
@@ -269,9 +283,10 @@ def commit_run(
     metrics: MetricsRow,
     piece_edit: PieceEditRow | None,
     proposal: ProposalRow | None = None,
+    entries: EntryChanges | None = None,
 ) -> bool:
-    """Mark the job reflected, record its piece edit (or staged proposal) and metrics row,
-    in one transaction.
+    """Mark the job reflected, record its piece edit (or staged proposal), metrics row and
+    entry records, in one transaction.
 
     `fence` is the claim's fencing token: a stale writer (one whose claim was taken over)
     commits nothing and gets False. `fence=None` is the journal roll-forward by the current
@@ -294,6 +309,8 @@ def commit_run(
         if proposal is not None:
             insert_row(conn, piece_proposals, "reflection_job_id", proposal.model_dump())
         conn.execute(_insert_over_failed(conn.dialect.name), metrics.model_dump(mode="json"))
+        if entries is not None:
+            write_entries(conn, entries)
         return True
 
 

@@ -5,6 +5,7 @@ the demo and compose) and the worker's own, created by the alembic migrations in
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -12,16 +13,20 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 platform_metadata = MetaData()
 metadata = MetaData()
 
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 _TS = DateTime(timezone=True)
+# JSON text on SQLite (the demo); a Python None is SQL NULL, not JSON null.
+_Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 jobs = Table(
     "jobs",
@@ -57,6 +62,9 @@ reflection_metrics = Table(
     Column("model", Text),
     Column("snapshot_id", Text),
     Column("created_at", _TS, nullable=False, server_default=func.now(), index=True),
+    # reflection | consolidation | revert | approval (SPEC §11)
+    Column("kind", Text, nullable=False, server_default="reflection"),
+    Index("ix_reflection_metrics_user_kind_time", "user_id", "kind", "created_at"),
 )
 
 piece_edits = Table(
@@ -106,4 +114,27 @@ piece_proposals = Table(
     Column("created_at", _TS, nullable=False, server_default=func.now()),
     Column("decided_at", _TS),
     Index("ix_piece_proposals_status_user", "status", "user_id"),
+)
+
+# One row per memory entry a user has (or had): who wrote it, on what evidence, when it
+# was last confirmed, and who removed it (SPEC §11). Written in the commit of the change
+# that touched it (`storage.entries`).
+memory_entries = Table(
+    "memory_entries",
+    metadata,
+    Column("user_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("type", Text),  # None only for an entry whose file could not be read
+    Column("origin", Text, nullable=False, server_default="worker"),  # worker | external
+    Column("created_at", _TS, nullable=False),
+    Column("created_by_job", Text),  # a reflection job id; None: written outside the worker
+    Column("updated_at", _TS, nullable=False),
+    Column("updated_by_job", Text),
+    Column("confirmed_at", _TS),
+    Column("confirmations", Integer, nullable=False, server_default="0"),
+    Column("evidence", _Json),  # {"job_id": ..., "quotes": [...]} of the latest write
+    Column("removed_at", _TS),
+    Column("removed_by", Text),
+    Column("removed_reason", Text),
+    PrimaryKeyConstraint("user_id", "name", name="pk_memory_entries"),
 )

@@ -23,6 +23,8 @@ COMMANDS = [
     "reject",
     "protect",
     "unprotect",
+    "memory",
+    "why",
 ]
 
 
@@ -53,6 +55,8 @@ def test_no_arguments_is_usage(cli: Cli) -> None:
         ("proposals",),
         ("approve", "1"),
         ("reject", "1"),
+        ("memory", "alice"),
+        ("why", "alice", "prefers-pytest"),
     ],
 )
 def test_postgres_down_is_one_clear_line(cli: Cli, args: tuple[str, ...]) -> None:

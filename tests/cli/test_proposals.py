@@ -49,10 +49,19 @@ def test_review_mode_stages_then_approve_writes(cli: Cli, make_job: Any) -> None
     assert cli.json("proposals", "--status", "approved")[0]["id"] == prop["id"]
     history = cli.json("history", "alice")
     assert history[0]["kind"] == "approval"
+    stats = cli.json("stats")  # an approval asked no LLM: not a run in the cost figures
+    assert stats["tokens"]["runs"] == 1 and [m["model"] for m in stats["by_model"]] == [
+        "scripted-1"
+    ]
     again = cli("approve", str(prop["id"]))
     assert again.exit_code == 1 and "already approved" in again.stderr
     assert cli("revert", "alice", approved["snapshot_id"]).exit_code == 0
     assert not copy.exists()
+    kinds = [(r["kind"], r["reflection_job_id"], r["snapshot_id"]) for r in cli.env.metrics()]
+    assert [k for k, _, _ in kinds] == ["reflection", "approval", "revert"]
+    _, approval_id, approval_snapshot = kinds[1]
+    assert approval_id.startswith("approve-") and approval_snapshot == approved["snapshot_id"]
+    assert kinds[2][1].startswith("revert-")
 
 
 def test_approve_refused_by_cooldown(cli: Cli, make_job: Any) -> None:

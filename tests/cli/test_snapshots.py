@@ -86,6 +86,7 @@ def test_revert_restores_and_is_recorded(cli: Cli, make_job: Any) -> None:
     reverted = [r for r in cli.env.metrics() if r["outcome"] == "reverted"]
     assert len(reverted) == 1
     assert reverted[0]["reflection_job_id"].startswith("revert-")
+    assert reverted[0]["kind"] == "revert"
     assert reverted[0]["original_job_id"] == "job-v"
     assert reverted[0]["snapshot_id"] == result["snapshot_id"]
     kinds = [r.get("kind") for r in cli.json("history", "alice")]

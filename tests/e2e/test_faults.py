@@ -20,10 +20,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
+from reflection.frontmatter import render_entry
+from reflection.models import MemoryEntry
 from reflection.paths import UserPaths
 from reflection.producer import make_producer, publish_reflect
 from reflection.shipped import BUILTIN_PIECES_DIR
-from reflection.storage import piece_edits
+from reflection.storage import entry_records, piece_edits
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
 
@@ -42,6 +44,9 @@ CHANGES = [
 ]
 
 
+KNOWN = MemoryEntry(name="known-fact", description="Known", type="project", body="Kept.")
+
+
 def _decision() -> dict[str, Any]:
     text = (BUILTIN_PIECES_DIR / "default.yaml").read_text()
     line = next(x for x in text.splitlines() if x.startswith("description:"))
@@ -50,7 +55,15 @@ def _decision() -> dict[str, Any]:
         "reasoning": "three lessons and a tune-up",
         "memory_changes": CHANGES,
         "piece_edit": edit,
+        "confirmed": [KNOWN.name],
     }
+
+
+def _seed(root: Path) -> None:
+    """An entry written outside the worker, which the run confirms."""
+    u = UserPaths(root, "alice")
+    u.memory_dir.mkdir(parents=True)
+    u.memory_file(KNOWN.name).write_text(render_entry(KNOWN))
 
 
 def _journal_settles(u: UserPaths, timeout: float = 45) -> None:
@@ -85,6 +98,11 @@ def _check_one_clean_run(w: Worker, task_id: str) -> None:
     assert not [p for p in u.home.rglob("*.tmp")], "a temp file was left behind"
     with w.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(piece_edits)).scalar_one() == 1
+    records = {r.name: r for r in entry_records(engine=w.engine, user_id="alice")}
+    assert set(records) == {KNOWN.name, *(ch["name"] for ch in CHANGES)}
+    assert all(records[ch["name"]].created_by_job == task_id for ch in CHANGES)
+    known = records[KNOWN.name]
+    assert (known.origin, known.confirmations) == ("external", 1)  # counted once
 
 
 @pytest.mark.parametrize(
@@ -108,6 +126,7 @@ def test_sigkill_at_a_point_ends_as_one_clean_run(
 ) -> None:
     """A worker killed at `point` leaves, once redelivered, exactly one clean run."""
     make_job("job-k")
+    _seed(tmp_path / "users")
     marker = tmp_path / f"fault-{point}"
     with ScriptedLlmServer({"default": {"content": _decision()}}, require_key=API_KEY) as llm:
         env = worker_env(llm.base_url, REFLECTION_FAULT=f"{point}:kill:{marker}")
@@ -140,6 +159,7 @@ def test_whole_worker_killed_during_the_llm_call_is_redelivered(
     """The whole worker (parent and children) dies mid-call; a new worker gets the task
     after the visibility timeout and finishes it once."""
     make_job("job-k")
+    _seed(tmp_path / "users")
     script = {"default": {"content": _decision(), "delay": 4}}
     with ScriptedLlmServer(script, require_key=API_KEY) as llm:
         env = worker_env(llm.base_url, REFLECTION_BROKER_VISIBILITY_TIMEOUT="5")

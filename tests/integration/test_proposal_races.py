@@ -263,6 +263,8 @@ def test_approve_completes_its_own_killed_journal_once(
     assert _journals(review) == []
     assert _approval_snapshots(review) == [done.snapshot_dir.name]
     assert len(rows(review.engine, storage.piece_edits)) == 1
+    approvals = [r for r in review.metrics() if r["kind"] == "approval"]
+    assert [r["snapshot_id"] for r in approvals] == [done.snapshot_dir.name]
 
 
 def test_approve_plans_on_the_piece_a_killed_journal_writes(

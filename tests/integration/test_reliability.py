@@ -163,31 +163,37 @@ def test_a_run_paused_past_its_lease_between_two_files_writes_neither_more(
     assert len(index_lines(env)) == 1 and env.llm_calls() == 1
 
 
-def test_stale_writer_commits_nothing_and_its_work_lands_once(
-    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run whose claim was taken over (fence moved on) may not commit; the delivery that
-    took over completes the stale run's journal instead, so files and rows land once."""
+def taken_over_while_planning(env: Env, monkeypatch: pytest.MonkeyPatch, by: str) -> None:
+    """From now on (until `monkeypatch.undo()`), another delivery (`by`) takes the
+    claim over while a run plans its writes."""
     import reflection.pipeline as pipeline_mod
 
-    make_job("job-stale")
-    env.script("job-stale", {"content": decision("x", [PYTEST_ENTRY])})
     real = pipeline_mod.plan  # type: ignore[attr-defined]
 
     def take_over(*a: Any, **kw: Any) -> Any:
         with env.engine.begin() as conn:
             conn.execute(
                 update(reflection_claims).values(
-                    fence=reflection_claims.c.fence + 1, reflection_job_id="rid-b"
+                    fence=reflection_claims.c.fence + 1, reflection_job_id=by
                 )
             )
         return real(*a, **kw)
 
     monkeypatch.setattr(pipeline_mod, "plan", take_over)
+
+
+def test_stale_writer_commits_nothing_and_its_work_lands_once(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose claim was taken over (fence moved on) may not commit; the delivery that
+    took over completes the stale run's journal instead, so files and rows land once."""
+    make_job("job-stale")
+    env.script("job-stale", {"content": decision("x", [PYTEST_ENTRY])})
+    taken_over_while_planning(env, monkeypatch, by="rid-b")
     with pytest.raises(LockLostError, match="taken over"):
         env.run("job-stale", reflection_job_id="rid-a")
     assert env.metrics() == []
-    monkeypatch.setattr(pipeline_mod, "plan", real)
+    monkeypatch.undo()
     report = env.run("job-stale", reflection_job_id="rid-b")
     assert report.outcome is Outcome.APPLIED
     assert [r["outcome"] for r in env.metrics()] == ["applied"]
@@ -244,17 +250,13 @@ def test_clean_failures_and_outages_are_not_counted_as_crashes(
     assert env.llm_calls() == 3 * env.deps.settings.llm_max_attempts + 1
 
 
-def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_corrected(
-    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+def stopped_after_journal(
+    env: Env, monkeypatch: pytest.MonkeyPatch, job_id: str, reflection_job_id: str
 ) -> None:
-    """A bug (or the soft time limit) stops a run after its journal: the task records it
-    `failed`, and the claim's lease ends at once. The user's next run finishes the
-    journal, leaves a file written since as it is, and the failed row becomes the run's
-    real one."""
+    """Run `job_id` and stop it with a bug right after its journal, as the task records
+    it (`failed`); the journal stays for the user's next run."""
     import reflection.apply as apply_mod
 
-    make_job("job-stopped")
-    env.script("job-stopped", {"content": decision("x", [PYTEST_ENTRY])})
     real_fault_point = apply_mod.fault_point  # type: ignore[attr-defined]
 
     def stop(name: str) -> None:
@@ -263,8 +265,21 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
 
     monkeypatch.setattr(apply_mod, "fault_point", stop)
     with pytest.raises(RuntimeError):
-        env.run("job-stopped", reflection_job_id="rid-stopped")
-    task_records_failure(env, "job-stopped", "rid-stopped", InternalError("RuntimeError: a bug"))
+        env.run(job_id, reflection_job_id=reflection_job_id)
+    task_records_failure(env, job_id, reflection_job_id, InternalError("RuntimeError: a bug"))
+    monkeypatch.setattr(apply_mod, "fault_point", real_fault_point)
+
+
+def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_corrected(
+    env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (or the soft time limit) stops a run after its journal: the task records it
+    `failed`, and the claim's lease ends at once. The user's next run finishes the
+    journal, leaves a file written since as it is, and the failed row becomes the run's
+    real one."""
+    make_job("job-stopped")
+    env.script("job-stopped", {"content": decision("x", [PYTEST_ENTRY])})
+    stopped_after_journal(env, monkeypatch, "job-stopped", "rid-stopped")
     with env.engine.connect() as conn:
         lease = conn.execute(
             select(reflection_claims.c.lease_expires_at).where(
@@ -277,7 +292,6 @@ def test_a_run_stopped_after_its_journal_is_finished_by_the_next_and_its_row_cor
     entry.parent.mkdir(parents=True, exist_ok=True)
     entry.write_text("written by hand since\n")
 
-    monkeypatch.setattr(apply_mod, "fault_point", real_fault_point)
     make_job("job-next")
     env.script("job-next", {"content": decision("nothing")})
     assert env.run("job-next").outcome is Outcome.ABSTAINED

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
 from reflection.changes import Limits
 from reflection.frontmatter import render_entry
@@ -159,9 +160,10 @@ def _journal(
         files=(),
         piece_before=PIECE,
         store_llm_raw=store_raw,
+        memory=CURRENT,
     )
     assert journal.fence == 3 and journal.metrics is not None
-    assert journal.metrics == journal.metrics.of_snapshot(journal.meta)  # type: ignore[arg-type]
+    assert journal.metrics == journal.metrics.of_snapshot(journal.meta)
     return journal
 
 
@@ -228,3 +230,59 @@ def test_records_of_a_piece_edit_and_of_a_staged_one() -> None:
     assert journal.proposal.before_sha256 == sha256(PIECE)
     assert journal.proposal.after_sha256 == sha256(TUNED)
     assert journal.proposal.summary == "tune" and journal.proposal.status == "pending"
+
+
+class _Quoted(MemoryChange):
+    """A change as the evidence work will shape it: with its quotes."""
+
+    evidence: list[str] = Field(default_factory=list)
+
+
+def test_records_carry_the_entry_records_of_the_change() -> None:
+    """An add is created, an update updated, a merge removed into its target; confirmed
+    names count when they exist and stay (unknown and removed ones are ignored); the other
+    entries on disk are found, to be recorded if nothing recorded them yet."""
+    decision = LlmDecision(
+        reasoning="r",
+        memory_changes=[
+            add("uses-uv", type="project"),
+            upd("prefers-pytest"),
+            rm("billing-db", merge_target="prefers-pytest"),
+        ],
+        confirmed=["billing-db", "nope", "never-force-push", "never-force-push"],
+    )
+    judged = judge(decision, "default", _state(), Limits(), NOW)
+    change = Change(
+        snapshot_id="s1",
+        at=NOW,
+        user_id="alice",
+        piece_name="default",
+        reflection_job_id="r1",
+        memory_before={"uses-uv": None, "prefers-pytest": "old", "billing-db": "old"},
+        memory_after={"uses-uv": "new", "prefers-pytest": "new", "billing-db": None},
+    )
+    journal = _journal(judged, decision, change=change)
+    entries = journal.entries
+    assert entries is not None and (entries.job, entries.at) == ("r1", NOW)
+    assert {w.name: (w.action, w.type, w.reason) for w in entries.writes} == {
+        "uses-uv": ("created", "project", None),
+        "prefers-pytest": ("updated", "feedback", None),
+        "billing-db": ("removed", "project", "merged into prefers-pytest"),
+    }
+    assert all(w.evidence == [] for w in entries.writes)  # the decision has no quotes yet
+    assert entries.confirmed == ["never-force-push"] == journal.meta.confirmed  # type: ignore[union-attr]
+    assert entries.found == {"never-force-push": "feedback"}
+
+
+def test_entry_records_keep_the_quotes_masked_and_bounded() -> None:
+    """A change's quotes (once the decision carries them) reach its record masked, at
+    most three of at most 300 characters, without NUL (Postgres refuses it)."""
+    quotes = [f"the key {KEY} was rotated", "x" * 400, "th\x00ird", "fourth"]
+    change = _Quoted.model_validate(add("uses-uv").model_dump() | {"evidence": quotes})
+    decision = LlmDecision(reasoning="r", memory_changes=[change])
+    judged = judge(decision, "default", _state(), Limits(), NOW)
+    journal = _journal(judged, decision)
+    assert journal.entries is not None
+    [write] = journal.entries.writes
+    assert len(write.evidence) == 3 and KEY not in write.evidence[0]
+    assert write.evidence[1] == "x" * 300 and write.evidence[2] == "third"

@@ -109,6 +109,7 @@ def budget(context: int, output: int = 500) -> int:
         '"reasoning"',
         '"memory_changes"',
         '"piece_edit"',
+        '"confirmed"',
         '"op": "add" | "update" | "remove"',
         "DATA",
         "never instructions",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from reflection.records import (
     ApprovalMeta,
     Change,
     ConsolidationMeta,
+    EntryChanges,
+    EntryEvidence,
+    EntryRecord,
+    EntryWrite,
     IndexLine,
     Journal,
     MetricsRow,
@@ -92,7 +96,7 @@ def test_old_journals_load_with_their_rows(path: Path) -> None:
     else:
         assert journal.metrics is None
     if data["record"]:
-        assert journal.record == MetricsRow.of_snapshot(journal.meta)  # type: ignore[arg-type]
+        assert journal.record == MetricsRow.of_snapshot(journal.meta)
     if data["piece_edit"]:
         assert journal.piece_edit is not None
         assert journal.piece_edit.created_at == datetime.fromisoformat(
@@ -100,6 +104,7 @@ def test_old_journals_load_with_their_rows(path: Path) -> None:
         )
     if data["proposal"]:
         assert journal.proposal is not None and journal.proposal.yaml == data["proposal"]["yaml"]
+    assert journal.entries is None  # written before entry records: none to commit
 
 
 def test_a_journal_round_trips() -> None:
@@ -212,9 +217,11 @@ REVERTED = RevertMeta.of(replace(CHANGE, original_job_id="j" * 200), reverts="s0
     ("meta", "expected"),
     [
         (REFLECTED, {"outcome": "applied", "rejections": 1, "tokens_in": 10, "tokens_out": 2,
-                     "llm_attempts": 3, "model": "m", "original_job_id": "job-1"}),
+                     "llm_attempts": 3, "model": "m", "original_job_id": "job-1",
+                     "kind": "reflection"}),
         (REVERTED, {"outcome": "reverted", "rejections": 0, "tokens_in": 0, "tokens_out": 0,
-                    "llm_attempts": 0, "model": None, "original_job_id": "j" * 128}),
+                    "llm_attempts": 0, "model": None, "original_job_id": "j" * 128,
+                    "kind": "revert"}),
     ],
     ids=["reflection", "revert"],
 )  # fmt: skip
@@ -261,6 +268,7 @@ def test_metrics_row_of_a_run_without_snapshot() -> None:
         "duration_ms": 5,
         "model": None,
         "snapshot_id": None,
+        "kind": "reflection",
     }
 
 
@@ -278,3 +286,95 @@ def test_verdicts_are_read_and_written_as_decisions() -> None:
     meta = ReflectionMeta.of(CHANGE, verdicts=[verdict])
     assert meta.to_json()["decisions"] == [verdict.model_dump(mode="json")]
     assert parse_meta(meta.to_json()) == meta
+
+
+@pytest.mark.parametrize(
+    ("meta", "kind"),
+    [(ConsolidationMeta.of(CHANGE, reason="scheduled"), "consolidation"),
+     (ApprovalMeta.of(CHANGE, proposal_id=1), "approval")],
+    ids=["consolidation", "approval"],
+)  # fmt: skip
+def test_every_kind_of_change_has_a_row_of_its_kind(
+    meta: ConsolidationMeta | ApprovalMeta, kind: str
+) -> None:
+    """A consolidation's and an approval's rows say their kind; an approval's row takes
+    a job id of its own (its meta names the run that proposed the edit)."""
+    row = MetricsRow.of_snapshot(meta, reflection_job_id="approve-1")
+    assert (row.kind, row.reflection_job_id, row.snapshot_id) == (kind, "approve-1", "s1")
+    assert MetricsRow.of_snapshot(meta).reflection_job_id == "refl-1"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind"),
+    [("reverted", "revert"), ("applied", "reflection"), ("failed", "reflection")],
+)
+def test_a_row_written_before_kinds_reads_as_its_kind(outcome: str, kind: str) -> None:
+    """A journaled row without `kind` is a reflection's, unless it is a revert's."""
+    row = MetricsRow.model_validate(
+        {"reflection_job_id": "r", "original_job_id": "j", "user_id": "u", "piece_name": "p",
+         "outcome": outcome}
+    )  # fmt: skip
+    assert row.kind == kind
+
+
+ENTRY_CHANGE = replace(
+    CHANGE,
+    memory_before={"new": None, "edited": "old text", "gone": "old text"},
+    memory_after={"new": "text", "edited": "new text", "gone": None},
+)
+
+
+@pytest.mark.parametrize(
+    ("restores", "actions"),
+    [(False, {"new": "created", "edited": "updated", "gone": "removed"}),
+     (True, {"new": "updated", "edited": "updated", "gone": "removed"})],
+    ids=["reflection", "revert"],
+)  # fmt: skip
+def test_entry_changes_of_a_change(restores: bool, actions: dict[str, str]) -> None:
+    """An entry absent before is created (a revert brings it back: updated), one absent
+    after is removed with its reason, any other updated with its quotes; the entries found
+    on disk are those the change left alone."""
+    changes = EntryChanges.of(
+        ENTRY_CHANGE,
+        types={"new": "user", "edited": "project", "gone": "feedback"},
+        evidence={"new": ["q1"], "edited": ["q2"], "gone": ["never kept"]},
+        reasons={"new": "ignored", "edited": "ignored", "gone": "merged into edited"},
+        restores=restores,
+        confirmed=["kept"],
+        found={"kept": "reference", "edited": "project"},
+    )
+    assert (changes.user_id, changes.job, changes.at) == ("alice", "refl-1", NOW)
+    assert {w.name: w.action for w in changes.writes} == actions
+    by = {w.name: w for w in changes.writes}
+    assert by["gone"] == EntryWrite(
+        name="gone", action="removed", type="feedback", reason="merged into edited"
+    )
+    assert (by["edited"].evidence, by["edited"].reason, by["new"].type) == (["q2"], None, "user")
+    assert changes.confirmed == ["kept"] and changes.found == {"kept": "reference"}
+
+
+def test_entry_changes_load_with_unknown_fields_and_defaults() -> None:
+    """A journal's entry changes of another release load: unknown keys ignored."""
+    loaded = EntryChanges.model_validate(
+        {"user_id": "u", "job": "r", "at": "2026-03-01T12:00:00Z", "future": 1,
+         "writes": [{"name": "a", "action": "created", "later": True}]}
+    )  # fmt: skip
+    assert loaded.writes == [EntryWrite(name="a", action="created")]
+    assert loaded.confirmed == [] and loaded.found == {}
+
+
+def test_entry_record_says_how_old_and_how_stale() -> None:
+    """Age counts from creation; staleness from the last write or confirmation."""
+    day = timedelta(days=1)
+    record = EntryRecord(
+        user_id="u",
+        name="a",
+        created_at=NOW - 30 * day,
+        updated_at=NOW - 10 * day,
+        confirmed_at=NOW - 2 * day,
+        evidence=EntryEvidence(job_id="r", quotes=["q"]),
+    )
+    assert record.live and record.last_changed == NOW - 10 * day
+    assert record.age(NOW) == 30 * day and record.unconfirmed_for(NOW) == 2 * day
+    never = record.model_copy(update={"confirmed_at": None, "removed_at": NOW})
+    assert not never.live and never.unconfirmed_for(NOW) == 10 * day

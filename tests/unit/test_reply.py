@@ -225,6 +225,6 @@ def test_schema_describes_the_decision() -> None:
     schema = decision_json_schema()
     assert schema["type"] == "object"
     assert schema["required"] == ["reasoning"]
-    assert set(schema["properties"]) == {"reasoning", "memory_changes", "piece_edit"}
+    assert set(schema["properties"]) == {"reasoning", "memory_changes", "piece_edit", "confirmed"}
     assert schema["additionalProperties"] is False
     json.dumps(schema)  # serialisable as a request body
