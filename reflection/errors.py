@@ -1,6 +1,7 @@
 """Every error the pipeline and the operator commands raise, as one rooted tree.
 
     ReflectionError                      internal          the root
+    ├── ReflectionFailed                 failed            a run ended `failed`: the task's FAILURE
     ├── RetryableError                   retryable         the task is retried later, never dropped
     │   ├── InfrastructureError          infrastructure    Redis/Postgres/filesystem down
     │   ├── LockBusyError                lock_busy         another worker holds the user lock
@@ -31,7 +32,8 @@
 Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`,
 and every error what the run's LLM calls had cost when it was raised (`usage`, `attempts`:
 the LLM stage's errors say; the others have none). Which of them are retried is decided
-by `reflection.retries`.
+by `reflection.retries`. `ReflectionFailed` is raised by the task alone, after the run
+recorded its failure, so that Celery, its events and Flower see the task fail.
 """
 
 from __future__ import annotations
@@ -51,6 +53,25 @@ class ReflectionError(Exception):
         super().__init__(message)
         self.usage = usage  # the tokens paid for before it was raised (None: no LLM call)
         self.attempts = attempts  # the LLM requests made
+
+
+class ReflectionFailed(ReflectionError):
+    """Raised by the `reflect` task when its run ended `failed`, after the run's metrics
+    row is written: the task ends in state FAILURE (listed in its `throws`, so Celery logs
+    it without a traceback, and acknowledged, not retried). `error_code` is the run's
+    code; the message starts with it, then the short detail."""
+
+    code = "failed"
+
+    def __init__(self, error_code: str, detail: str = "") -> None:
+        super().__init__(f"{error_code}: {detail}" if detail else error_code)
+        self.error_code = error_code
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ReflectionFailed], tuple[str, str]]:
+        # A prefork child hands the exception to its parent pickled: rebuild it from
+        # both arguments, not from the message.
+        return (ReflectionFailed, (self.error_code, self.detail))
 
 
 class RetryableError(ReflectionError):

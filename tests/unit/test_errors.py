@@ -29,7 +29,7 @@ from reflection.errors import (
 from reflection.models import Usage
 from reflection.retries import MAX_RETRIES, Retry, as_reflection_error, retries_again, retry_policy
 
-_LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+Error)\s+(?P<code>[a-z_]+)\b")
+_LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+(?:Error|Failed))\s+(?P<code>[a-z_]+)\b")
 
 
 def _drawn() -> dict[str, tuple[str | None, str]]:
