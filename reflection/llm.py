@@ -90,6 +90,7 @@ class _Tally:
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
     deadline: float | None = None
 
     def remaining(self) -> float:
@@ -105,12 +106,17 @@ class _Tally:
     @property
     def usage(self) -> Usage:
         """The tokens paid for so far."""
-        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
+        return Usage(
+            tokens_in=self.tokens_in, tokens_out=self.tokens_out, tokens_cached=self.tokens_cached
+        )
 
     def add(self, completion: ChatCompletion) -> None:
-        if completion.usage is not None:
-            self.tokens_in += completion.usage.prompt_tokens or 0
-            self.tokens_out += completion.usage.completion_tokens or 0
+        usage = completion.usage
+        if usage is not None:
+            self.tokens_in += usage.prompt_tokens or 0
+            self.tokens_out += usage.completion_tokens or 0
+            details = usage.prompt_tokens_details
+            self.tokens_cached += (details.cached_tokens or 0) if details is not None else 0
 
 
 class _HttpClient(DefaultHttpxClient):
