@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import redis
 from sqlalchemy import Engine
 
-from reflection import storage
+from reflection import metrics, storage
 from reflection.apply import (
     finish_pending_journals,
     has_pending_journal,
@@ -144,7 +144,9 @@ class _Run:
         )
 
     def report(self, outcome: Outcome, **kw: Any) -> RunReport:
-        return RunReport(
+        """The report of the run, which ended: every way a run ends builds it here, so
+        this is also where the run is counted (`reflection.metrics`)."""
+        report = RunReport(
             outcome=outcome,
             reflection_job_id=self.reflection_job_id,
             original_job_id=self.original_job_id,
@@ -152,6 +154,21 @@ class _Run:
             duration_ms=self.ms(),
             **kw,
         )
+        llm_ms = self.stages.get("llm")
+        metrics.record_run(
+            kind=metrics.KIND_REFLECTION,
+            outcome=outcome.value,
+            error_code=report.error_code,
+            seconds=time.monotonic() - self.t0,
+            usage=Usage(
+                tokens_in=report.tokens_in,
+                tokens_out=report.tokens_out,
+                tokens_cached=self.usage.tokens_cached,
+            ),
+            llm_seconds=None if llm_ms is None else llm_ms / 1000,
+            verdicts=report.verdicts,
+        )
+        return report
 
     def metrics_row(self, outcome: Outcome, error_code: str | None = None) -> MetricsRow:
         """The row of a run that ended without a journal (failed, duplicate)."""
@@ -171,8 +188,10 @@ def _stage(run: _Run, name: str) -> Iterator[None]:
     """Time a stage: a DEBUG line now, and its duration in the run's closing INFO line
     (one line per run at INFO: log writes contend in a pool of 50 threads)."""
     t = time.monotonic()
-    yield
-    run.stages[name] = ms = int((time.monotonic() - t) * 1000)
+    try:
+        yield
+    finally:  # a stage that failed took its time too (an LLM outage's, say)
+        run.stages[name] = ms = int((time.monotonic() - t) * 1000)
     run.log(logging.DEBUG, name, "done in %d ms", ms)
 
 
@@ -185,6 +204,7 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         return _fail(deps, run, e)
     s = deps.settings
     with (
+        metrics.in_progress(),
         deps.turns.hold(),
         user_slot(
             deps.redis,

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # 0: none kept waiting, the GIL shares the core among all of them).
     cpu_turns: int = Field(default=2, ge=0, le=64)
 
+    # Prometheus metrics (`tasks.exporter`): the port each worker process serves (0: off);
+    # a second process on the host finds it taken and serves the next free one.
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    metrics_addr: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from another host or container
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

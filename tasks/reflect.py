@@ -21,6 +21,7 @@ import kombu.exceptions
 import redis
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from reflection import metrics
 from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
@@ -87,6 +88,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     policy = retry_policy(e)
     if policy is Policy.DEFER:
         assert isinstance(e, UserBusyError)
+        metrics.record_deferral(e.code)
         raise _defer(task, e, e.delay) from None
     if policy is Policy.FAIL:
         if isinstance(e, BadRequestError):
@@ -97,6 +99,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     retries = task.request.retries
     if not retries_again(policy, retries):
         return _fail(task, deps, kwargs, error)
+    metrics.record_retry(error.code)
     level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
     fields = {"reflection_job_id": task.request.id, "error_code": error.code}
     log.log(
