@@ -7,6 +7,7 @@
     │   ├── LockBusyError                lock_busy         another worker holds the user lock
     │   ├── LockLostError                lock_lost         our lock expired mid-run
     │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
+    │   ├── LlmOutageError               llm_outage        the LLM circuit breaker is open
     │   └── ClaimBusyError               claim_busy        another delivery of the job is running
     └── PermanentError                   failed            failed at once, a metrics row, no retry
         ├── BadRequestError              bad_request       task kwargs invalid
@@ -21,6 +22,7 @@
         ├── ContextOverflowError         context_overflow
         ├── LlmAuthError                 llm_auth
         ├── LlmUnavailableError          llm_unavailable
+        │   └── LlmUnreachableError      llm_unavailable   an outage: every attempt failed
         ├── LlmInvalidOutputError        llm_invalid_output
         ├── PoisonError                  poison            too many crashed deliveries
         ├── TimeLimitError               time_limit        the soft time limit hit
@@ -107,6 +109,19 @@ class UserBusyError(RetryableError):
     def __init__(self, message: str, *, delay: float = 0.0) -> None:
         super().__init__(message)
         self.delay = delay  # seconds until the run's booked time to come back
+
+
+class LlmOutageError(RetryableError):
+    """Raised when the LLM circuit breaker is open (`reflection.breaker`) and this run
+    may not probe the endpoint: the task is deferred (not counted as a retry) until the
+    breaker closes, for up to REFLECTION_LLM_OUTAGE_RETRY_HOURS since the run first met
+    the outage."""
+
+    code = "llm_outage"
+
+    def __init__(self, message: str, *, delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay = delay  # seconds until the run asks again
 
 
 class ClaimBusyError(RetryableError):
@@ -202,6 +217,13 @@ class LlmUnavailableError(PermanentError):
     """Raised when the LLM endpoint still fails after every retry."""
 
     code = "llm_unavailable"
+
+
+class LlmUnreachableError(LlmUnavailableError):
+    """Raised when timeouts, connection errors, 408, 429, 5xx or answers without a chat
+    completion outlasted every attempt: an outage, which opens the circuit breaker. The
+    run is deferred while the breaker is open, and fails `llm_unavailable` only once its
+    outage window is over."""
 
 
 class LlmInvalidOutputError(PermanentError):

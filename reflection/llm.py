@@ -37,6 +37,7 @@ from reflection.errors import (
     LlmAuthError,
     LlmInvalidOutputError,
     LlmUnavailableError,
+    LlmUnreachableError,
     TimeLimitError,
 )
 from reflection.models import LlmDecision, LlmResult, OutputMode, Usage
@@ -184,9 +185,10 @@ class LlmClient:
     def decide(
         self, *, system: str, user: str, user_id: str, deadline: float | None = None
     ) -> LlmResult:
-        """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError,
-        and TimeLimitError once `deadline` (a `time.monotonic()` instant) has passed: no
-        request, wait or retry outlasts it."""
+        """Ask for a decision; raises LlmAuthError, LlmUnavailableError (LlmUnreachableError
+        for an outage: every attempt failed), LlmInvalidOutputError, and TimeLimitError
+        once `deadline` (a `time.monotonic()` instant) has passed: no request, wait or
+        retry outlasts it."""
         tally = _Tally(deadline=deadline)
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
@@ -316,7 +318,7 @@ class LlmClient:
             if attempt < attempts:
                 self._wait(attempt, last, tally)
         what = f"failed after {tally.attempts} attempts (last: {_describe_api_error(last)})"
-        raise self._unavailable(tally, what) from last
+        raise self._unavailable(tally, what, LlmUnreachableError) from last
 
     def _request(
         self,
@@ -410,9 +412,11 @@ class LlmClient:
     def _rejected(self, e: openai.APIStatusError, tally: _Tally) -> LlmUnavailableError:
         return self._unavailable(tally, f"rejected the request ({_describe_api_error(e)})")
 
-    def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
+    def _unavailable(
+        self, tally: _Tally, what: str, kind: type[LlmUnavailableError] = LlmUnavailableError
+    ) -> LlmUnavailableError:
         message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
-        return LlmUnavailableError(message, usage=tally.usage, attempts=tally.attempts)
+        return kind(message, usage=tally.usage, attempts=tally.attempts)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

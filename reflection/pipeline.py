@@ -29,6 +29,7 @@ from reflection.apply import (
     roll_forward,
     write_journal,
 )
+from reflection.breaker import llm_guard
 from reflection.changes import Limits
 from reflection.errors import (
     ClaimBusyError,
@@ -212,11 +213,16 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
             run.reflection_job_id,
             cap=s.user_max_in_flight,
             lease_seconds=s.claim_lease_seconds,
-            # A Redis broker hands a countdown's message back after its visibility timeout.
-            max_delay=min(MAX_DELAY_SECONDS, s.broker_visibility_timeout / 4),
+            max_delay=_max_delay(s),
         ),
     ):
         return _claimed_run(deps, run, request)
+
+
+def _max_delay(s: Settings) -> float:
+    """The longest a deferred run may wait: a Redis broker hands a countdown's message
+    back after its visibility timeout."""
+    return min(MAX_DELAY_SECONDS, s.broker_visibility_timeout / 4)
 
 
 def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
@@ -321,7 +327,13 @@ def _consult(
     with _stage(run, "prompt"):
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
-    with deps.turns.released(), _stage(run, "llm"):
+    s = deps.settings
+    with (
+        # An outage defers the run instead of failing it (reflection.breaker).
+        llm_guard(deps.redis, s, run.reflection_job_id, max_delay=_max_delay(s)),
+        deps.turns.released(),
+        _stage(run, "llm"),
+    ):
         # The run's own deadline bounds the LLM stage in every pool; prefork's hard limit
         # is not the only guard (the threads pool has none).
         result = deps.llm.decide(

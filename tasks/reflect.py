@@ -28,6 +28,7 @@ from reflection.errors import (
     BadRequestError,
     InfrastructureError,
     InternalError,
+    LlmOutageError,
     ReflectionError,
     ReflectionFailed,
     TimeLimitError,
@@ -87,7 +88,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     """Defer, retry or fail the run as `reflection.retries` says (call in the except)."""
     policy = retry_policy(e)
     if policy is Policy.DEFER:
-        assert isinstance(e, UserBusyError)
+        assert isinstance(e, (UserBusyError, LlmOutageError))
         metrics.record_deferral(e.code)
         raise _defer(task, e, e.delay) from None
     if policy is Policy.FAIL:
@@ -147,9 +148,10 @@ def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
         return Reject(rejected.reason, requeue=True)
 
 
-def _defer(task: Any, error: UserBusyError, delay: float) -> Retry | Reject:
+def _defer(task: Any, error: UserBusyError | LlmOutageError, delay: float) -> Retry | Reject:
     """Publish the task again in `delay` seconds without counting a retry (waiting for
-    its user's turn is not a failure), and tell the worker it was re-sent."""
+    its user's turn, or for the LLM endpoint to come back, is not a failure), and tell
+    the worker it was re-sent."""
     fields = {"reflection_job_id": task.request.id, "error_code": error.code}
     log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error, extra=fields)
     try:

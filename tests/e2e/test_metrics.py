@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from reflection.devtools.scripted_llm import ScriptedLlmServer
-from reflection.producer import make_producer, publish_reflect
+from reflection.producer import make_producer
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, entry, start_worker, stop_worker
 
@@ -98,13 +98,7 @@ def _run_all(w: Worker, make_job: Any) -> None:
     for job in [*APPLIED, REJECTED]:
         make_job(job)
     for job in [*APPLIED, REJECTED, MISSING]:
-        publish_reflect(
-            w.producer,
-            original_job_id=job,
-            user_id="alice",
-            piece_name="default",
-            outcome="succeeded",
-        )
+        w.publish(job)
     rows = w.wait_rows(len(APPLIED) + 2)
     assert sorted(r["outcome"] for r in rows) == ["applied"] * 4 + ["failed", "rejected"]
 

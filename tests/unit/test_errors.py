@@ -17,7 +17,9 @@ from reflection.errors import (
     ClaimBusyError,
     InfrastructureError,
     InternalError,
+    LlmOutageError,
     LlmUnavailableError,
+    LlmUnreachableError,
     LockBusyError,
     LockLostError,
     ReflectionError,
@@ -96,6 +98,8 @@ def test_an_error_says_what_the_llm_cost() -> None:
     ("error", "policy"),
     [
         (UserBusyError("4 in flight", delay=2.0), Retry.DEFER),
+        (LlmOutageError("the breaker is open", delay=30.0), Retry.DEFER),
+        (LlmUnreachableError("failed after 4 attempts"), Retry.FAIL),
         (InfrastructureError("postgres down"), Retry.UNTIL_CLEARED),
         (ClaimBusyError("another delivery"), Retry.UNTIL_CLEARED),
         (redis.ConnectionError("refused"), Retry.UNTIL_CLEARED),
