@@ -27,7 +27,8 @@
         ├── PoisonError                  poison            too many crashed deliveries
         ├── TimeLimitError               time_limit        the soft time limit hit
         ├── RevertConflictError          revert_conflict   files changed since a snapshot
-        ├── ProposalError                proposal_invalid  a proposal unknown or decided
+        ├── ProposalError                proposal_invalid  a proposal decided, or not decidable
+        │   └── ProposalNotFoundError    not_found         no proposal has that id
         ├── ProposalRefusedError         proposal_refused  an approval failed its re-check
         └── InternalError                internal          a bug; logged with a traceback
 
@@ -251,9 +252,15 @@ class RevertConflictError(PermanentError):
 
 
 class ProposalError(PermanentError):
-    """Raised when a proposal is unknown or already decided."""
+    """Raised when a proposal is already decided, or cannot be decided now."""
 
     code = "proposal_invalid"
+
+
+class ProposalNotFoundError(ProposalError):
+    """Raised when no proposal has the id an operator gave."""
+
+    code = "not_found"
 
 
 class ProposalRefusedError(PermanentError):
