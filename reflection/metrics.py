@@ -11,6 +11,7 @@ by every worker process on REFLECTION_METRICS_PORT (`tasks.exporter`).
     reflection_runs_in_progress            gauge      runs in progress (of all prefork children)
     reflection_task_deferrals_total        counter    reason (user_busy, llm_outage)
     reflection_task_retries_total          counter    code
+    reflection_queue_length                gauge      tasks waiting in the queue (at each scrape)
 
 A run is counted once, where it ends (`record_run`, from the pipeline's report): its
 outcome, its changes, its tokens and its durations. A retry or a deferral is no end:
@@ -44,6 +45,7 @@ from prometheus_client import (
     start_http_server,
     values,
 )
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from reflection.models import Usage, Verdict
@@ -236,10 +238,14 @@ class Endpoint:
         self.server.server_close()
 
 
-def serve(addr: str, port: int, tries: int) -> Endpoint | None:
-    """Serve `registry_to_serve()` over HTTP on the first free port of
-    `candidate_ports(port, tries)`; None when every one is taken."""
+def serve(
+    addr: str, port: int, tries: int, collectors: Iterable[Collector] = ()
+) -> Endpoint | None:
+    """Serve `registry_to_serve()`, with `collectors` added, over HTTP on the first free
+    port of `candidate_ports(port, tries)`; None when every one is taken."""
     registry = registry_to_serve()
+    for collector in collectors:
+        registry.register(collector)
     for candidate in candidate_ports(port, tries):
         try:
             server, _ = start_http_server(candidate, addr=addr, registry=registry)

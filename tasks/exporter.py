@@ -8,6 +8,10 @@ that exits has its live gauges dropped, its counters stay in the sums. A threads
 worker serves its own registry. A second worker process on one host finds the port
 taken and serves the next free one, up to `PORT_TRIES` higher; each logs the port it
 serves. `REFLECTION_METRICS_PORT=0` serves nothing.
+
+Each endpoint also reports `reflection_queue_length`, the tasks waiting in the queue,
+asked of the broker at each scrape (every worker reports the same number: alert on its
+max), so that a backlog can be alerted on without a broker exporter.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from celery import concurrency
@@ -26,13 +31,17 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from reflection import metrics
+from reflection.constants import QUEUE_NAME
 from reflection.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 PORT_TRIES = 16  # one worker process per core: room for a large host's processes
+QUEUE_TIMEOUT_SECONDS = 2.0  # a scrape must not hang on a broker that is down
 
 _endpoint: metrics.Endpoint | None = None
 _dir: str | None = None
@@ -52,7 +61,43 @@ def _start(sender: Any, **_: object) -> None:
     if forks_children(sender.pool_cls):
         _dir = tempfile.mkdtemp(prefix="reflection-metrics-")
         metrics.use_multiprocess_dir(_dir)
-    _endpoint = metrics.serve(s.metrics_addr, s.metrics_port, PORT_TRIES)
+    queue = QueueLength(sender.app)
+    _endpoint = metrics.serve(s.metrics_addr, s.metrics_port, PORT_TRIES, [queue])
+
+
+def queue_depth(app: Any) -> int | None:
+    """The tasks waiting in the reflection queue, as the broker counts them (0 before a
+    worker declared it); None when the broker cannot be asked."""
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=QUEUE_TIMEOUT_SECONDS)
+            try:
+                declared = conn.default_channel.queue_declare(QUEUE_NAME, passive=True)
+            except conn.channel_errors:
+                return 0
+            return int(declared.message_count)
+    except Exception as e:  # a scrape reports what it can
+        log.debug("cannot ask the broker how many tasks wait: %s", e)
+        return None
+
+
+class QueueLength:
+    """`reflection_queue_length`, read from the broker at each scrape."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to ask the broker at registration
+
+    def collect(self) -> Iterator[Metric]:
+        depth = queue_depth(self.app)
+        if depth is not None:
+            yield GaugeMetricFamily(
+                "reflection_queue_length",
+                "Tasks waiting in the reflection queue, as the broker counts them",
+                value=depth,
+            )
 
 
 @worker_ready.connect

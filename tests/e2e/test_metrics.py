@@ -120,6 +120,7 @@ def _check_counts(samples: Samples) -> None:
     assert value(samples, "reflection_llm_duration_seconds_count") == 5  # not the missing job
     assert value(samples, "reflection_lock_wait_seconds_count") >= 5
     assert value(samples, "reflection_runs_in_progress") == 0
+    assert samples[("reflection_queue_length", frozenset())] == 0  # asked of the broker
 
 
 def test_a_prefork_worker_serves_what_its_children_recorded(
