@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
@@ -72,9 +72,22 @@ class _Instruments:
     retries: Counter
 
 
-@lru_cache(maxsize=1)
+_built: _Instruments | None = None
+_build_lock = threading.Lock()  # a threads pool's first runs all ask at once
+
+
 def _instruments() -> _Instruments:
-    """This process's instruments, in the mode chosen before the first of them."""
+    """This process's instruments, built once (a second registration of a name would
+    fail), in the mode chosen before the first of them."""
+    global _built
+    if _built is None:
+        with _build_lock:
+            if _built is None:
+                _built = _build()
+    return _built
+
+
+def _build() -> _Instruments:
     return _Instruments(
         runs=Counter(
             "reflection_runs_total",
@@ -190,7 +203,7 @@ def use_multiprocess_dir(path: str) -> None:
     prometheus_client reads PROMETHEUS_MULTIPROC_DIR once, at import, to choose how its
     values are stored; a worker knows its pool only later, so it asks the library again
     here. Call it before this process records anything."""
-    if _instruments.cache_info().currsize:
+    if _built is not None:
         raise RuntimeError("metrics were recorded before the multiprocess mode was chosen")
     os.environ[MULTIPROC_ENV] = path
     values.ValueClass = values.get_value_class()
