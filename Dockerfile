@@ -28,6 +28,8 @@ USER reflection
 WORKDIR /home/reflection
 # Broker, lock Redis and Postgres reachable from here (README, Operations); every
 # container of the image runs it unless its compose service says otherwise.
+# Prometheus metrics of the worker (REFLECTION_METRICS_PORT; README, Operations, Metrics).
+EXPOSE 9808
 HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
     CMD ["reflection", "health"]
 CMD ["celery", "-A", "tasks", "worker", "-Q", "reflection", "--pool", "threads", "--concurrency", "50", "--prefetch-multiplier", "1", "--loglevel", "INFO"]

@@ -29,6 +29,12 @@ USER_SLOTS_PREFIX: Final = "reflection:inflight:"
 USER_DEFERRED_PREFIX: Final = "reflection:deferred:"
 # How long runs hold their slot (a moving average): the fleet's, and per user after ":".
 RUN_SECONDS_KEY: Final = "reflection:run-seconds"
+# The LLM circuit breaker (reflection.breaker): open since (epoch seconds); the probe in
+# flight (a run id, or "wait" after a failed probe); when a run first met the outage
+# (after ":", its reflection job id).
+LLM_BREAKER_KEY: Final = "reflection:llm-breaker"
+LLM_PROBE_KEY: Final = "reflection:llm-breaker:probe"
+LLM_OUTAGE_SINCE_PREFIX: Final = "reflection:llm-outage:"
 
 # Folder layout under <user_folder_root>/<uid>/.
 MEMORY_DIR: Final = "memory"

@@ -1,11 +1,13 @@
 """Every error the pipeline and the operator commands raise, as one rooted tree.
 
     ReflectionError                      internal          the root
+    ├── ReflectionFailed                 failed            a run ended `failed`: the task's FAILURE
     ├── RetryableError                   retryable         the task is retried later, never dropped
     │   ├── InfrastructureError          infrastructure    Redis/Postgres/filesystem down
     │   ├── LockBusyError                lock_busy         another worker holds the user lock
     │   ├── LockLostError                lock_lost         our lock expired mid-run
     │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
+    │   ├── LlmOutageError               llm_outage        the LLM circuit breaker is open
     │   └── ClaimBusyError               claim_busy        another delivery of the job is running
     └── PermanentError                   failed            failed at once, a metrics row, no retry
         ├── BadRequestError              bad_request       task kwargs invalid
@@ -20,18 +22,21 @@
         ├── ContextOverflowError         context_overflow
         ├── LlmAuthError                 llm_auth
         ├── LlmUnavailableError          llm_unavailable
+        │   └── LlmUnreachableError      llm_unavailable   an outage: every attempt failed
         ├── LlmInvalidOutputError        llm_invalid_output
         ├── PoisonError                  poison            too many crashed deliveries
         ├── TimeLimitError               time_limit        the soft time limit hit
         ├── RevertConflictError          revert_conflict   files changed since a snapshot
-        ├── ProposalError                proposal_invalid  a proposal unknown or decided
+        ├── ProposalError                proposal_invalid  a proposal decided, or not decidable
+        │   └── ProposalNotFoundError    not_found         no proposal has that id
         ├── ProposalRefusedError         proposal_refused  an approval failed its re-check
         └── InternalError                internal          a bug; logged with a traceback
 
 Each class carries its error `code`, the string recorded in `reflection_metrics.error_code`,
 and every error what the run's LLM calls had cost when it was raised (`usage`, `attempts`:
 the LLM stage's errors say; the others have none). Which of them are retried is decided
-by `reflection.retries`.
+by `reflection.retries`. `ReflectionFailed` is raised by the task alone, after the run
+recorded its failure, so that Celery, its events and Flower see the task fail.
 """
 
 from __future__ import annotations
@@ -51,6 +56,25 @@ class ReflectionError(Exception):
         super().__init__(message)
         self.usage = usage  # the tokens paid for before it was raised (None: no LLM call)
         self.attempts = attempts  # the LLM requests made
+
+
+class ReflectionFailed(ReflectionError):
+    """Raised by the `reflect` task when its run ended `failed`, after the run's metrics
+    row is written: the task ends in state FAILURE (listed in its `throws`, so Celery logs
+    it without a traceback, and acknowledged, not retried). `error_code` is the run's
+    code; the message starts with it, then the short detail."""
+
+    code = "failed"
+
+    def __init__(self, error_code: str, detail: str = "") -> None:
+        super().__init__(f"{error_code}: {detail}" if detail else error_code)
+        self.error_code = error_code
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ReflectionFailed], tuple[str, str]]:
+        # A prefork child hands the exception to its parent pickled: rebuild it from
+        # both arguments, not from the message.
+        return (ReflectionFailed, (self.error_code, self.detail))
 
 
 class RetryableError(ReflectionError):
@@ -86,6 +110,19 @@ class UserBusyError(RetryableError):
     def __init__(self, message: str, *, delay: float = 0.0) -> None:
         super().__init__(message)
         self.delay = delay  # seconds until the run's booked time to come back
+
+
+class LlmOutageError(RetryableError):
+    """Raised when the LLM circuit breaker is open (`reflection.breaker`) and this run
+    may not probe the endpoint: the task is deferred (not counted as a retry) until the
+    breaker closes, for up to REFLECTION_LLM_OUTAGE_RETRY_HOURS since the run first met
+    the outage."""
+
+    code = "llm_outage"
+
+    def __init__(self, message: str, *, delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay = delay  # seconds until the run asks again
 
 
 class ClaimBusyError(RetryableError):
@@ -183,6 +220,13 @@ class LlmUnavailableError(PermanentError):
     code = "llm_unavailable"
 
 
+class LlmUnreachableError(LlmUnavailableError):
+    """Raised when timeouts, connection errors, 408, 429, 5xx or answers without a chat
+    completion outlasted every attempt: an outage, which opens the circuit breaker. The
+    run is deferred while the breaker is open, and fails `llm_unavailable` only once its
+    outage window is over."""
+
+
 class LlmInvalidOutputError(PermanentError):
     """Raised when the LLM's answer does not validate, even after one repair round-trip."""
 
@@ -208,9 +252,15 @@ class RevertConflictError(PermanentError):
 
 
 class ProposalError(PermanentError):
-    """Raised when a proposal is unknown or already decided."""
+    """Raised when a proposal is already decided, or cannot be decided now."""
 
     code = "proposal_invalid"
+
+
+class ProposalNotFoundError(ProposalError):
+    """Raised when no proposal has the id an operator gave."""
+
+    code = "not_found"
 
 
 class ProposalRefusedError(PermanentError):

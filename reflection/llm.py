@@ -37,6 +37,7 @@ from reflection.errors import (
     LlmAuthError,
     LlmInvalidOutputError,
     LlmUnavailableError,
+    LlmUnreachableError,
     TimeLimitError,
 )
 from reflection.models import LlmDecision, LlmResult, OutputMode, Usage
@@ -90,6 +91,7 @@ class _Tally:
     attempts: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cached: int = 0
     deadline: float | None = None
 
     def remaining(self) -> float:
@@ -105,12 +107,17 @@ class _Tally:
     @property
     def usage(self) -> Usage:
         """The tokens paid for so far."""
-        return Usage(tokens_in=self.tokens_in, tokens_out=self.tokens_out)
+        return Usage(
+            tokens_in=self.tokens_in, tokens_out=self.tokens_out, tokens_cached=self.tokens_cached
+        )
 
     def add(self, completion: ChatCompletion) -> None:
-        if completion.usage is not None:
-            self.tokens_in += completion.usage.prompt_tokens or 0
-            self.tokens_out += completion.usage.completion_tokens or 0
+        usage = completion.usage
+        if usage is not None:
+            self.tokens_in += usage.prompt_tokens or 0
+            self.tokens_out += usage.completion_tokens or 0
+            details = usage.prompt_tokens_details
+            self.tokens_cached += (details.cached_tokens or 0) if details is not None else 0
 
 
 class _HttpClient(DefaultHttpxClient):
@@ -178,9 +185,10 @@ class LlmClient:
     def decide(
         self, *, system: str, user: str, user_id: str, deadline: float | None = None
     ) -> LlmResult:
-        """Ask for a decision; raises LlmAuthError, LlmUnavailableError, LlmInvalidOutputError,
-        and TimeLimitError once `deadline` (a `time.monotonic()` instant) has passed: no
-        request, wait or retry outlasts it."""
+        """Ask for a decision; raises LlmAuthError, LlmUnavailableError (LlmUnreachableError
+        for an outage: every attempt failed), LlmInvalidOutputError, and TimeLimitError
+        once `deadline` (a `time.monotonic()` instant) has passed: no request, wait or
+        retry outlasts it."""
         tally = _Tally(deadline=deadline)
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
@@ -310,7 +318,7 @@ class LlmClient:
             if attempt < attempts:
                 self._wait(attempt, last, tally)
         what = f"failed after {tally.attempts} attempts (last: {_describe_api_error(last)})"
-        raise self._unavailable(tally, what) from last
+        raise self._unavailable(tally, what, LlmUnreachableError) from last
 
     def _request(
         self,
@@ -404,9 +412,11 @@ class LlmClient:
     def _rejected(self, e: openai.APIStatusError, tally: _Tally) -> LlmUnavailableError:
         return self._unavailable(tally, f"rejected the request ({_describe_api_error(e)})")
 
-    def _unavailable(self, tally: _Tally, what: str) -> LlmUnavailableError:
+    def _unavailable(
+        self, tally: _Tally, what: str, kind: type[LlmUnavailableError] = LlmUnavailableError
+    ) -> LlmUnavailableError:
         message = f"the LLM endpoint {self._endpoint} {self._redact(what)[:400]}"
-        return LlmUnavailableError(message, usage=tally.usage, attempts=tally.attempts)
+        return kind(message, usage=tally.usage, attempts=tally.attempts)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import redis
 import redis_lock
 
+from reflection import metrics
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import InfrastructureError, LockBusyError, LockLostError
 from reflection.turns import Turns
@@ -82,7 +83,7 @@ def user_lock(
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
     A run that has to wait gives its CPU turn back meanwhile (`turns`)."""
     lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
-    asked = time.monotonic()
+    asked = first_asked = time.monotonic()
     try:
         acquired = lock.acquire(blocking=False)
         if not acquired and wait > 0:
@@ -93,6 +94,7 @@ def user_lock(
                 acquired = lock.acquire(blocking=True, timeout=max(1, math.ceil(wait)))
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e
+    metrics.observe_lock_wait(time.monotonic() - first_asked)
     if not acquired:
         raise LockBusyError(f"user {user_id} is locked by another worker")
     try:

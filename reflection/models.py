@@ -169,6 +169,9 @@ class Usage(Frozen):
 
     tokens_in: int = 0
     tokens_out: int = 0
+    # Of tokens_in, those the provider served from its prompt cache
+    # (`usage.prompt_tokens_details.cached_tokens`; SPEC §12).
+    tokens_cached: int = 0
 
 
 class LlmResult(Frozen):

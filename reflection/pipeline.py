@@ -22,13 +22,14 @@ from typing import Any, Protocol
 import redis
 from sqlalchemy import Engine
 
-from reflection import storage
+from reflection import metrics, storage
 from reflection.apply import (
     finish_pending_journals,
     has_pending_journal,
     roll_forward,
     write_journal,
 )
+from reflection.breaker import llm_guard
 from reflection.changes import Limits
 from reflection.errors import (
     ClaimBusyError,
@@ -144,7 +145,9 @@ class _Run:
         )
 
     def report(self, outcome: Outcome, **kw: Any) -> RunReport:
-        return RunReport(
+        """The report of the run, which ended: every way a run ends builds it here, so
+        this is also where the run is counted (`reflection.metrics`)."""
+        report = RunReport(
             outcome=outcome,
             reflection_job_id=self.reflection_job_id,
             original_job_id=self.original_job_id,
@@ -152,6 +155,21 @@ class _Run:
             duration_ms=self.ms(),
             **kw,
         )
+        llm_ms = self.stages.get("llm")
+        metrics.record_run(
+            kind=metrics.KIND_REFLECTION,
+            outcome=outcome.value,
+            error_code=report.error_code,
+            seconds=time.monotonic() - self.t0,
+            usage=Usage(
+                tokens_in=report.tokens_in,
+                tokens_out=report.tokens_out,
+                tokens_cached=self.usage.tokens_cached,
+            ),
+            llm_seconds=None if llm_ms is None else llm_ms / 1000,
+            verdicts=report.verdicts,
+        )
+        return report
 
     def metrics_row(self, outcome: Outcome, error_code: str | None = None) -> MetricsRow:
         """The row of a run that ended without a journal (failed, duplicate)."""
@@ -171,8 +189,10 @@ def _stage(run: _Run, name: str) -> Iterator[None]:
     """Time a stage: a DEBUG line now, and its duration in the run's closing INFO line
     (one line per run at INFO: log writes contend in a pool of 50 threads)."""
     t = time.monotonic()
-    yield
-    run.stages[name] = ms = int((time.monotonic() - t) * 1000)
+    try:
+        yield
+    finally:  # a stage that failed took its time too (an LLM outage's, say)
+        run.stages[name] = ms = int((time.monotonic() - t) * 1000)
     run.log(logging.DEBUG, name, "done in %d ms", ms)
 
 
@@ -185,6 +205,7 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         return _fail(deps, run, e)
     s = deps.settings
     with (
+        metrics.in_progress(),
         deps.turns.hold(),
         user_slot(
             deps.redis,
@@ -192,11 +213,16 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
             run.reflection_job_id,
             cap=s.user_max_in_flight,
             lease_seconds=s.claim_lease_seconds,
-            # A Redis broker hands a countdown's message back after its visibility timeout.
-            max_delay=min(MAX_DELAY_SECONDS, s.broker_visibility_timeout / 4),
+            max_delay=_max_delay(s),
         ),
     ):
         return _claimed_run(deps, run, request)
+
+
+def _max_delay(s: Settings) -> float:
+    """The longest a deferred run may wait: a Redis broker hands a countdown's message
+    back after its visibility timeout."""
+    return min(MAX_DELAY_SECONDS, s.broker_visibility_timeout / 4)
 
 
 def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
@@ -301,7 +327,13 @@ def _consult(
     with _stage(run, "prompt"):
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
-    with deps.turns.released(), _stage(run, "llm"):
+    s = deps.settings
+    with (
+        # An outage defers the run instead of failing it (reflection.breaker).
+        llm_guard(deps.redis, s, run.reflection_job_id, max_delay=_max_delay(s)),
+        deps.turns.released(),
+        _stage(run, "llm"),
+    ):
         # The run's own deadline bounds the LLM stage in every pool; prefork's hard limit
         # is not the only guard (the threads pool has none).
         result = deps.llm.decide(

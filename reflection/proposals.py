@@ -34,7 +34,7 @@ from reflection.apply import (
     write_journal,
 )
 from reflection.changes import judge_piece_edit
-from reflection.errors import ProposalError, ProposalRefusedError
+from reflection.errors import ProposalError, ProposalNotFoundError, ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.lock import UserLock, operator_lock
 from reflection.models import Code, Piece, PieceEdit, Verdict
@@ -63,10 +63,10 @@ def list_proposals(
 
 
 def get_proposal(*, engine: Engine, proposal_id: int) -> Proposal:
-    """One proposal with its YAML; `ProposalError` when there is none."""
+    """One proposal with its YAML; `ProposalNotFoundError` when there is none."""
     prop = storage.get_proposal(engine=engine, proposal_id=proposal_id)
     if prop is None:
-        raise ProposalError(f"there is no proposal {proposal_id}")
+        raise ProposalNotFoundError(f"there is no proposal {proposal_id}")
     return prop
 
 

@@ -1,7 +1,7 @@
 """What the task does with an error that escaped a run: a pure table beside the error tree.
 
     error                                     policy         the task
-    UserBusyError                             DEFER          re-sent later, no retry counted
+    UserBusyError, LlmOutageError             DEFER          re-sent later, no retry counted
     InfrastructureError, ClaimBusyError,      UNTIL_CLEARED  retried as long as it lasts
       a Redis or SQLAlchemy error, an OSError
       of a connection, a time-out or a disk
@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from reflection.errors import (
     ClaimBusyError,
     InfrastructureError,
+    LlmOutageError,
     ReflectionError,
     RetryableError,
     UserBusyError,
@@ -62,7 +63,7 @@ class Retry(Enum):
 
 def retry_policy(error: BaseException) -> Retry:
     """How `error` is retried (see the table above)."""
-    if isinstance(error, UserBusyError):
+    if isinstance(error, (UserBusyError, LlmOutageError)):
         return Retry.DEFER
     if isinstance(error, OSError):
         outage = isinstance(error, (ConnectionError, TimeoutError)) or error.errno in DISK_OUTAGES

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=4, ge=1, le=10)
     llm_backoff_base_seconds: float = Field(default=1.0, ge=0)
     llm_backoff_max_seconds: float = Field(default=20.0, ge=0)
+    # LLM outage (`reflection.breaker`): while the endpoint is down, runs are deferred
+    # for up to this long since they first met the outage, then fail `llm_unavailable`.
+    llm_outage_retry_hours: float = Field(default=6, ge=0)
+    # While the breaker is open: the pause after a failed probe before the next one, and
+    # about how long a deferred run waits before asking again.
+    llm_outage_probe_seconds: float = Field(default=30, gt=0, le=600)
 
     # Limits of what a reflection may read and write.
     activity_log_max_bytes: int = Field(default=4096, ge=256)
@@ -81,6 +87,11 @@ class Settings(BaseSettings):
     # Runs of one worker process doing their non-LLM work at once (`reflection.turns`;
     # 0: none kept waiting, the GIL shares the core among all of them).
     cpu_turns: int = Field(default=2, ge=0, le=64)
+
+    # Prometheus metrics (`tasks.exporter`): the port each worker process serves (0: off);
+    # a second process on the host finds it taken and serves the next free one.
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    metrics_addr: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from another host or container
 
     # Logging.
     log_format: Literal["text", "json"] = "text"

@@ -1,6 +1,6 @@
 """The Celery side: `celery -A tasks worker -Q reflection` finds `tasks.app`."""
 
-from tasks import worker  # noqa: F401 (connects the hooks into Celery's logging set-up)
+from tasks import exporter, worker  # noqa: F401 (connect their hooks into Celery's signals)
 from tasks.app import app
 from tasks.reflect import reflect
 

@@ -38,6 +38,13 @@ task_routes = {TASK_NAME: {"queue": QUEUE_NAME}}
 
 task_acks_late = True
 task_reject_on_worker_lost = True
+# A run that ended `failed` raises ReflectionFailed after its row is written (FAILURE):
+# its failure is recorded, so the message is acknowledged, not redelivered. A task killed
+# at the hard time limit wrote no row (the soft limit records one 30 s earlier, unless
+# that recording hung too): it is requeued like a lost worker's, and a job that keeps
+# dying is failed `poison` after REFLECTION_MAX_DELIVERIES.
+task_acks_on_failure = True
+task_acks_on_timeout = False
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 # After a lost broker connection Celery would fetch one task at a time and raise the

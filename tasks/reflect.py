@@ -3,6 +3,12 @@
 It validates nothing itself and decides only how to hand back what escaped a run: as
 `reflection.retries.retry_policy` says, with jittered backoff capped well below the
 broker's visibility timeout. Anything not retried ends `failed` with a metrics row.
+
+A run that ended `applied`, `abstained`, `rejected` or `duplicate` returns that string
+(Celery state SUCCESS). One that ended `failed` raises `ReflectionFailed` once its row is
+written: the task's state is FAILURE, so Celery's events, Flower and `celery inspect` see
+it. It is in the task's `throws` (logged at INFO without a traceback: the run's own
+ERROR line says what happened) and acknowledged (`task_acks_on_failure`), never retried.
 """
 
 from __future__ import annotations
@@ -15,25 +21,31 @@ import kombu.exceptions
 import redis
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from reflection import metrics
 from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
     BadRequestError,
     InfrastructureError,
     InternalError,
+    LlmOutageError,
     ReflectionError,
+    ReflectionFailed,
     TimeLimitError,
     UserBusyError,
 )
-from reflection.pipeline import journal_pending, record_failure, run_reflection
+from reflection.models import Outcome
+from reflection.pipeline import RunReport, journal_pending, record_failure, run_reflection
 from reflection.retries import MAX_RETRIES, as_reflection_error, retries_again, retry_policy
 from reflection.retries import Retry as Policy
+from reflection.secrets import mask_secrets
 from tasks.app import app
 from tasks.resources import get_deps
 
 log = logging.getLogger(__name__)
 
 REQUEUE_PAUSE_SECONDS = 10.0  # the longest a slot waits before handing back a delivery
+FAILURE_DETAIL_CHARS = 200  # of a failed run's detail, in the FAILURE's message
 
 
 def _countdown(retries: int) -> float:
@@ -41,27 +53,43 @@ def _countdown(retries: int) -> float:
     return max(1.0, compute_backoff(retries + 1, base=2.0, cap=cap))
 
 
-@app.task(name=TASK_NAME, bind=True, queue=QUEUE_NAME, max_retries=None)
+@app.task(name=TASK_NAME, bind=True, queue=QUEUE_NAME, max_retries=None, throws=(ReflectionFailed,))
 def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
-    """Reflect on one finished job; returns the outcome string."""
-    deps = get_deps()
+    """Reflect on one finished job; returns the outcome string, or raises
+    `ReflectionFailed` (state FAILURE) when the run ended `failed`."""
+    report = _run(self, get_deps(), args, kwargs)
+    if report.outcome is Outcome.FAILED:
+        raise failure_of(report)
+    return report.outcome.value
+
+
+def _run(task: Any, deps: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunReport:
+    """The run's report, once it ended; retries and deferrals are raised."""
     try:
         if args:
             raise BadRequestError("reflect takes keyword arguments only, got positional args")
-        return run_reflection(
-            deps, reflection_job_id=str(self.request.id), kwargs=kwargs
-        ).outcome.value
+        return run_reflection(deps, reflection_job_id=str(task.request.id), kwargs=kwargs)
     except SoftTimeLimitExceeded:
-        return _after_time_limit(self, deps, kwargs)
+        return _after_time_limit(task, deps, kwargs)
     except Exception as e:
-        return _after_error(self, deps, kwargs, e)
+        return _after_error(task, deps, kwargs, e)
 
 
-def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> str:
+def failure_of(report: RunReport) -> ReflectionFailed:
+    """The FAILURE of a run that ended `failed`: its code, then its detail on one line,
+    short and with any credential masked (the message reaches events and Flower)."""
+    detail = " ".join(mask_secrets(report.detail).split())
+    if len(detail) > FAILURE_DETAIL_CHARS:
+        detail = detail[: FAILURE_DETAIL_CHARS - 1] + "…"
+    return ReflectionFailed(report.error_code or InternalError.code, detail)
+
+
+def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> RunReport:
     """Defer, retry or fail the run as `reflection.retries` says (call in the except)."""
     policy = retry_policy(e)
     if policy is Policy.DEFER:
-        assert isinstance(e, UserBusyError)
+        assert isinstance(e, (UserBusyError, LlmOutageError))
+        metrics.record_deferral(e.code)
         raise _defer(task, e, e.delay) from None
     if policy is Policy.FAIL:
         if isinstance(e, BadRequestError):
@@ -72,6 +100,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     retries = task.request.retries
     if not retries_again(policy, retries):
         return _fail(task, deps, kwargs, error)
+    metrics.record_retry(error.code)
     level = logging.WARNING if retries < MAX_RETRIES else logging.ERROR
     fields = {"reflection_job_id": task.request.id, "error_code": error.code}
     log.log(
@@ -86,7 +115,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
     raise _retry(task, e, _countdown(retries)) from e
 
 
-def _after_time_limit(task: Any, deps: Any, kwargs: dict[str, Any]) -> str:
+def _after_time_limit(task: Any, deps: Any, kwargs: dict[str, Any]) -> RunReport:
     """A run stopped by the soft time limit once its journal is written is retried to
     finish it (the retry only rolls the journal forward); any other fails `time_limit`."""
     limit = TimeLimitError("the task hit its soft time limit")
@@ -119,9 +148,10 @@ def _retry(task: Any, exc: BaseException, countdown: float) -> Retry | Reject:
         return Reject(rejected.reason, requeue=True)
 
 
-def _defer(task: Any, error: UserBusyError, delay: float) -> Retry | Reject:
+def _defer(task: Any, error: UserBusyError | LlmOutageError, delay: float) -> Retry | Reject:
     """Publish the task again in `delay` seconds without counting a retry (waiting for
-    its user's turn is not a failure), and tell the worker it was re-sent."""
+    its user's turn, or for the LLM endpoint to come back, is not a failure), and tell
+    the worker it was re-sent."""
     fields = {"reflection_job_id": task.request.id, "error_code": error.code}
     log.info("reflect %s deferred %.1fs: %s", task.request.id, delay, error, extra=fields)
     try:
@@ -131,13 +161,12 @@ def _defer(task: Any, error: UserBusyError, delay: float) -> Retry | Reject:
     return Retry(str(error), error, when=delay)
 
 
-def _fail(task: Any, deps: Any, kwargs: dict[str, Any], error: ReflectionError) -> str:
+def _fail(task: Any, deps: Any, kwargs: dict[str, Any], error: ReflectionError) -> RunReport:
     """Record the failure; while Postgres cannot take the row, keep the task (retry)."""
     try:
-        report = record_failure(
+        return record_failure(
             deps, reflection_job_id=str(task.request.id), kwargs=kwargs, error=error
         )
     except InfrastructureError as e:
         log.warning("reflect %s cannot record its failure yet: %s", task.request.id, e)
         raise _retry(task, e, _countdown(MAX_RETRIES)) from e
-    return report.outcome.value

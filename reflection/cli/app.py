@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib import metadata
 from typing import Annotated
 
 import typer
@@ -23,6 +24,8 @@ from reflection.cli.common import FLAGS
 from reflection.logs import configure_logging
 from reflection.settings import get_settings
 
+DISTRIBUTION = "reflection-worker"  # the name in pyproject.toml
+
 app = typer.Typer(
     name="reflection",
     help="Operate the reflection worker: check services, run, backfill, audit and undo.",
@@ -32,8 +35,28 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reflection {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed worker's version (the wheel's), or `unknown` outside any install."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 @app.callback()
 def _global(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every stage (to stderr).")
     ] = False,
@@ -44,7 +67,8 @@ def _global(
     """Settings come from REFLECTION_* variables (or .env), as for the worker.
 
     Exit codes: 0 ok, 1 failed or refused, 2 bad usage or configuration, 3 a service is
-    unreachable."""
+    unreachable, 4 an id names nothing (job, user, snapshot, proposal, memory entry).
+    With --json a failure also prints {"error": {"code", "message", "exit_code"}}."""
     FLAGS.debug = debug
     try:
         fmt = get_settings().log_format

@@ -2,8 +2,11 @@
 
 Every command is wrapped by `handled`: an expected failure (a service down, a refused
 operation, a conflict) becomes one line on stderr and a non-zero exit code, never a
-traceback. Exit codes: 0 ok, 1 the operation failed or was refused, 2 bad usage or
-configuration, 3 a service (Postgres, Redis, broker, LLM) is unreachable.
+traceback; with `--json`, also a JSON error object on stdout (`{"error": {"code",
+"message", "exit_code"}}`). Exit codes: 0 ok, 1 the operation failed or was refused,
+2 bad usage or configuration, 3 a service (Postgres, Redis, broker, LLM) is unreachable,
+4 an id names nothing (a job, user, snapshot, proposal or memory entry: unknown, or not
+an id at all), the same for every command.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from reflection.cli.terminal import SafeConsole, json_text
 from reflection.clients import CLI, make_engine, make_llm, make_redis
 from reflection.errors import (
+    EntryNotFoundError,
     InfrastructureError,
     LockBusyError,
+    ProposalNotFoundError,
     ReflectionError,
     RetryableError,
     RevertConflictError,
@@ -47,6 +52,14 @@ from reflection.text import MULTILINE, escape_for_terminal
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NOT_FOUND = 4
+# The `code` of a JSON error object, by exit code, when the error has none of its own.
+_CODES = {
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "usage",
+    EXIT_UNAVAILABLE: "unavailable",
+    EXIT_NOT_FOUND: "not_found",
+}
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")
@@ -69,15 +82,22 @@ FLAGS = Flags()
 
 
 class CliError(Exception):
-    """An expected failure: printed as one line, exits with `exit_code`."""
+    """An expected failure: printed as one line, exits with `exit_code`; `code` names it
+    in a JSON error object (by default, after the exit code)."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED, code: str = "") -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.code = code or _CODES.get(exit_code, "failed")
 
 
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
     raise CliError(message, exit_code)
+
+
+def not_found(message: str) -> NoReturn:
+    """Fail because an id names nothing (exit 4, every command alike)."""
+    raise CliError(message, EXIT_NOT_FOUND)
 
 
 def _first_line(e: BaseException) -> str:
@@ -133,6 +153,8 @@ def _os_message(e: OSError) -> str:
 # First match wins: the exception type, its message, its exit code.
 _KNOWN: tuple[tuple[type[Exception], Callable[[Any], str], int], ...] = (
     (CliError, str, EXIT_FAILED),
+    (EntryNotFoundError, str, EXIT_NOT_FOUND),
+    (ProposalNotFoundError, str, EXIT_NOT_FOUND),
     (InfrastructureError, _infra_message, EXIT_UNAVAILABLE),
     (SQLAlchemyError, _db_message, EXIT_UNAVAILABLE),
     (redis.RedisError, _redis_message, EXIT_UNAVAILABLE),
@@ -148,12 +170,13 @@ _KNOWN: tuple[tuple[type[Exception], Callable[[Any], str], int], ...] = (
 
 
 def _translate(e: Exception) -> CliError | None:
-    """The one-line message and exit code of an expected failure, else None."""
+    """The one-line message, exit code and code of an expected failure, else None."""
     if isinstance(e, CliError):
         return e
-    for kind, message, code in _KNOWN:
+    for kind, message, exit_code in _KNOWN:
         if isinstance(e, kind):
-            return CliError(message(e), code)
+            own = e.code if isinstance(e, ReflectionError) else ""
+            return CliError(message(e), exit_code, own)
     return None
 
 
@@ -175,16 +198,24 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
             known = _translate(e)
             if known is None:
+                message = f"{type(e).__name__}: {_first_line(e)}"
+                known = CliError(message, EXIT_FAILED, "internal")
                 err.print(
-                    f"internal error: {type(e).__name__}: {_first_line(e)} "
-                    "(rerun with --debug for the traceback)",
+                    f"internal error: {message} (rerun with --debug for the traceback)",
                     markup=False,
                 )
-                raise typer.Exit(EXIT_FAILED) from e
-            err.print(f"error: {known}", markup=False)
+            else:
+                err.print(f"error: {known}", markup=False)
+            if kwargs.get("json_"):
+                emit_json_error(known)
             raise typer.Exit(known.exit_code) from e
 
     return wrapper
+
+
+def emit_json_error(error: CliError) -> None:
+    """A failure of a `--json` command, for scripts: `{"error": {...}}` on stdout."""
+    emit_json({"error": {"code": error.code, "message": str(error), "exit_code": error.exit_code}})
 
 
 @dataclass

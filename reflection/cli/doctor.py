@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from reflection import migrations
 from reflection.cli.common import (
@@ -33,12 +34,17 @@ from reflection.storage import reports
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the doctor's table; `fix` says what to do when it is red."""
+    """One line of the doctor's table; `fix` says what to do when it is red, or when it
+    is a `warning` (yellow: worth a look, not a failure)."""
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False
+
+
+PING_SECONDS = 1.0  # how long `doctor` waits for workers to answer its ping
 
 
 def _short(e: BaseException) -> str:
@@ -206,6 +212,30 @@ def check_pieces(s: Settings) -> Check:
     return Check("pieces", True, f"{folder}: {len(files)} valid piece(s)")
 
 
+def check_workers(s: Settings) -> Check:
+    """Which workers answer a ping (`celery inspect ping`) through the broker. None is a
+    warning, not a failure: doctor also runs before the first worker starts."""
+    app = make_producer(s.broker_url)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+        replies = app.control.ping(timeout=PING_SECONDS) or []
+    except Exception as e:
+        return Check("workers", False, f"cannot ask: {_short(e)}", "see the broker line")
+    finally:
+        app.close()
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        return Check(
+            "workers",
+            True,
+            f"none answered a ping within {PING_SECONDS:g} s",
+            "start one: celery -A tasks worker -Q reflection (README, Running it)",
+            warning=True,
+        )
+    return Check("workers", True, f"{len(names)} online: {', '.join(names)}")
+
+
 CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_broker,
     check_lock_redis,
@@ -213,15 +243,17 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
     check_llm,
     check_user_folder,
     check_pieces,
+    check_workers,
 )
 
 
 @handled
 def doctor(json_: JsonOpt = False) -> None:
-    """Check every service and folder the worker needs.
+    """Check every service and folder the worker needs, and which workers are online.
 
     Broker, lock Redis, Postgres (migrations at head), the LLM endpoint (key, model),
-    the user folder (writable) and the pieces. Exit 1 when anything is red."""
+    the user folder (writable), the pieces, and the workers that answer a ping (none is
+    a yellow line). Exit 1 when anything is red."""
     s = get_settings()
     results = [check(s) for check in CHECKS]
     if json_:
@@ -231,7 +263,8 @@ def doctor(json_: JsonOpt = False) -> None:
         for col in ("", "check", "detail", "what to do"):
             table.add_column(col)
         for r in results:
-            table.add_row(mark(r.ok), r.name, plain(r.detail), plain(r.fix))
+            sign = Text("!", style="yellow") if r.warning else mark(r.ok)
+            table.add_row(sign, r.name, plain(r.detail), plain(r.fix))
         out.print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)

@@ -17,7 +17,17 @@ import typer
 from rich.table import Table
 
 from reflection import storage
-from reflection.cli.common import JsonOpt, emit_json, fail, handled, labelled, out, plain, services
+from reflection.cli.common import (
+    JsonOpt,
+    emit_json,
+    fail,
+    handled,
+    labelled,
+    not_found,
+    out,
+    plain,
+    services,
+)
 from reflection.cli.snapshots import UserArg
 from reflection.constants import SLUG_RE
 from reflection.errors import UnsafePathError
@@ -140,7 +150,7 @@ def memory(
     with services() as svc:
         records = storage.entry_records(engine=svc.engine, user_id=user, include_removed=all_)
         if not records and not paths.home.is_dir():
-            fail(f"user {user!r} has no folder under {paths.root} and no entry records")
+            not_found(f"user {user!r} has no folder under {paths.root} and no entry records")
         rows = listing(records, _on_disk(paths), removed=all_)
         runs = storage.runs_by_id(engine=svc.engine, reflection_job_ids=_jobs(records))
     now = datetime.now(UTC)
@@ -210,7 +220,7 @@ def why(user: UserArg, name: NameArg, json_: JsonOpt = False) -> None:
         record = storage.entry_record(engine=svc.engine, user_id=user, name=name)
         on_disk = name in _on_disk(paths)
         if record is None and not on_disk:
-            fail(f"user {user!r} has no entry {name!r} (see `reflection memory {user} --all`)")
+            not_found(f"user {user!r} has no entry {name!r} (see `reflection memory {user} --all`)")
         jobs = _jobs([] if record is None else [record])
         runs = storage.runs_by_id(engine=svc.engine, reflection_job_ids=jobs)
     if json_:

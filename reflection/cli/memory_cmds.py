@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from reflection.cli.common import JsonOpt, emit_json, handled, out, services
+from reflection.cli.common import JsonOpt, emit_json, handled, not_found, out, services
 from reflection.cli.snapshots import UserArg, user_paths
+from reflection.constants import SLUG_RE
 from reflection.lock import operator_lock
 from reflection.protect import set_protected
 
@@ -16,6 +17,8 @@ NameArg = Annotated[str, typer.Argument(help="The memory entry's name (its file'
 
 def _set(user: str, name: str, protected: bool, json_: bool) -> None:
     paths = user_paths(user)
+    if not SLUG_RE.fullmatch(name):
+        not_found(f"{name!r} is not a memory entry name")
     with services() as svc, operator_lock(svc.settings, svc.redis, user) as lock:
         changed = set_protected(paths, name, protected, lock=lock, engine=svc.engine)
     if json_:

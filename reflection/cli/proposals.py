@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
+import yaml
 
 from reflection.cli.common import (
     EXIT_FAILED,
@@ -15,15 +15,16 @@ from reflection.cli.common import (
     err,
     handled,
     out,
-    plain,
     print_diff,
     require_db,
     services,
     unified_diff,
 )
+from reflection.cli.tables import Column, print_listing
 from reflection.errors import ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.paths import UserPaths
+from reflection.pieces import PieceError, parse_piece_yaml
 from reflection.proposals import (
     approve_proposal,
     get_proposal,
@@ -34,6 +35,37 @@ from reflection.proposals import (
 IdArg = Annotated[int, typer.Argument(help="The proposal id, as `reflection proposals` lists.")]
 
 
+class _DataDumper(yaml.SafeDumper):
+    """Dumps a piece back in one layout: multi-line strings as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_DataDumper.add_representer(str, _represent_str)
+
+
+def as_data(text: str) -> str:
+    """A piece's text as its data dumped back (keys in their order, block layout,
+    multi-line strings as literal blocks, no comments), so that a diff of two pieces
+    shows what changed, not how each was written. Text that does not parse is kept."""
+    try:
+        data = parse_piece_yaml(text)
+    except PieceError:
+        return text
+    dumped: str = yaml.dump(
+        data,
+        Dumper=_DataDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=1 << 30,
+    )
+    return dumped
+
+
 @handled
 def proposals(
     user: Annotated[str | None, typer.Option(help="Only this user's proposals.")] = None,
@@ -41,7 +73,11 @@ def proposals(
         Literal["pending", "approved", "rejected", "all"], typer.Option(help="Which proposals.")
     ] = "pending",
     diff: Annotated[
-        int | None, typer.Option(help="Show this proposal's diff against the current piece.")
+        int | None,
+        typer.Option(
+            help="Show what this proposal changes in the current piece (a unified diff of "
+            "the two pieces' data: comments and layout aside)."
+        ),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -51,7 +87,9 @@ def proposals(
             prop = get_proposal(engine=svc.engine, proposal_id=diff)
             paths = UserPaths(svc.settings.user_folder_root, prop.user_id)
             current = load_piece(paths, svc.settings.pieces_dir, prop.piece_name)
-            text = unified_diff(f"pieces/{prop.piece_name}.yaml", current.yaml, prop.yaml)
+            text = unified_diff(
+                f"pieces/{prop.piece_name}.yaml", as_data(current.yaml), as_data(prop.yaml)
+            )
             if json_:
                 emit_json({**prop.model_dump(), "diff": text})
             else:
@@ -66,18 +104,35 @@ def proposals(
     if not rows:
         out.print(f"no {'' if status == 'all' else status + ' '}proposals", markup=False)
         return
-    table = Table(title="piece proposals")
-    for col in ("id", "created", "user", "piece", "job", "status", "summary", "detail"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            str(r.id),
-            str(r.created_at)[:19],
-            *map(plain, (r.user_id, r.piece_name, r.original_job_id, r.status)),
-            plain(r.summary),
-            plain(r.detail),
-        )
-    out.print(table)
+    print_listing(
+        "piece proposals",
+        PROPOSAL_COLUMNS,
+        [
+            (
+                str(r.id),
+                str(r.created_at)[:19],
+                r.user_id,
+                r.piece_name,
+                r.original_job_id,
+                r.status,
+                r.summary,
+                r.detail or "",
+            )
+            for r in rows
+        ],
+    )
+
+
+PROPOSAL_COLUMNS = (
+    Column("id", "id"),
+    Column("created", "created"),
+    Column("user", "user"),
+    Column("piece", "piece"),
+    Column("job", "job"),
+    Column("status", "status"),
+    Column("summary", "summary", "text"),
+    Column("detail", "detail", "text"),
+)
 
 
 @handled

@@ -27,6 +27,7 @@ from reflection.cli.common import (
     fail,
     handled,
     labelled,
+    not_found,
     out,
     parse_since,
     plain,
@@ -52,7 +53,7 @@ def request_for(engine: Engine, job_id: str) -> ReflectRequest:
     """The `reflect` kwargs of a finished job, read from the `jobs` table."""
     job = storage.fetch_job(engine=engine, job_id=job_id)
     if job is None:
-        fail(f"job {job_id!r} is not in the jobs table")
+        not_found(f"job {job_id!r} is not in the jobs table")
     return _request(job)
 
 
@@ -108,6 +109,8 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
 
 
 def _print_run(summary: dict[str, Any], verdicts: Sequence[Verdict]) -> None:
+    if summary.get("dry_run"):
+        _note("dry run: the LLM was asked and its answer judged; nothing was written")
     for k in (
         "outcome",
         "error_code",
@@ -129,6 +132,13 @@ def _print_run(summary: dict[str, Any], verdicts: Sequence[Verdict]) -> None:
     if summary["outcome"] not in ("failed", "duplicate"):
         print_verdicts(verdicts)
     print_file_diffs(summary["diffs"])
+    if summary.get("dry_run"):
+        _note("dry run: nothing was written (no file, no row, no claim)")
+
+
+def _note(text: str) -> None:
+    """A line about the run itself, in bold, never wrapped."""
+    out.print(text, style="bold", markup=False, soft_wrap=True)
 
 
 def _dry_summary(
@@ -305,6 +315,16 @@ def backfill(
     if json_:
         emit_json(result)
         return
+    if dry_run_:
+        chosen = set(published)
+        for job in jobs:
+            if job.id in chosen:
+                out.print(
+                    f"would publish {job.id} (user {job.user_id}, piece {job.piece_name}, "
+                    f"job {job.status})",
+                    markup=False,
+                    soft_wrap=True,
+                )
     verb = "would publish" if dry_run_ else "published"
     out.print(f"{verb} {len(published)} of {len(jobs)} job(s) without a reflection", markup=False)
     for line in invalid:

@@ -18,6 +18,7 @@ from reflection.cli.common import (
     handled,
     labelled,
     mark,
+    not_found,
     out,
     plain,
     print_diff,
@@ -25,11 +26,12 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
+from reflection.cli.tables import Column, cell, print_listing
 from reflection.errors import UnsafePathError
 from reflection.lock import operator_lock
 from reflection.models import Verdict
 from reflection.paths import UserPaths
-from reflection.records import AskedMeta, IndexLine, RevertMeta, SnapshotMeta, describe_invalid
+from reflection.records import AskedMeta, RevertMeta, SnapshotMeta, describe_invalid
 from reflection.revert import revert_snapshot
 from reflection.settings import get_settings
 from reflection.snapshot import PIECE_AFTER, PIECE_BEFORE, PIECE_PROPOSED, iter_index, read_meta
@@ -39,26 +41,29 @@ SnapshotArg = Annotated[str, typer.Argument(help="A snapshot id, as `reflection 
 
 
 def user_paths(user_id: str) -> UserPaths:
-    """The user's folder; a user id that is not a safe folder name, or has no folder, fails."""
+    """The user's folder; a user id that is not a safe folder name, or has no folder, is
+    not found (exit 4)."""
     try:
         paths = UserPaths(get_settings().user_folder_root, user_id)
     except UnsafePathError as e:
-        fail(str(e), 2)
+        not_found(f"user {user_id!r} names no user: {e}")
     if not paths.home.is_dir():
-        fail(f"user {user_id!r} has no folder under {paths.root}")
+        not_found(f"user {user_id!r} has no folder under {paths.root}")
     return paths
 
 
 def load_snapshot(paths: UserPaths, snapshot_id: str) -> SnapshotMeta:
-    """A snapshot's meta.json, or a clear failure."""
+    """A snapshot's meta.json, or a clear failure (an unknown snapshot: exit 4)."""
     try:
         paths.snapshot_dir(snapshot_id)
     except UnsafePathError:
-        fail(f"{snapshot_id!r} is not a snapshot id", 2)
+        not_found(f"{snapshot_id!r} is not a snapshot id")
     try:
         return read_meta(paths, snapshot_id)
     except FileNotFoundError:
-        fail(f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)")
+        not_found(
+            f"user {paths.user_id!r} has no snapshot {snapshot_id!r} (see `reflection history`)"
+        )
     except ValidationError as e:
         fail(f"snapshot {snapshot_id}: meta.json is malformed ({describe_invalid(e)})")
     except ValueError as e:
@@ -125,22 +130,31 @@ def history(
     if not rows:
         out.print(f"no snapshots for user {user}", markup=False)
         return
-    out.print(_history_table(user, rows))
+    print_listing(
+        f"snapshots of {user}",
+        HISTORY_COLUMNS,
+        [
+            (
+                *map(cell, (r.snapshot_id, r.kind, r.outcome, r.original_job_id, r.piece_name)),
+                cell(r.memory_changes),
+                "yes" if r.piece_edited else "",
+                cell(r.rejected),
+            )
+            for r in rows  # a snapshot id starts with its time (UTC)
+        ],
+    )
 
 
-def _history_table(user: str, rows: Sequence[IndexLine]) -> Table:
-    table = Table(title=plain(f"snapshots of {user}"))
-    table.add_column("snapshot", no_wrap=True)  # its id starts with its time (UTC)
-    for col in ("kind", "outcome", "job", "piece", "mem", "piece edit", "rej"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            *map(plain, (r.snapshot_id, r.kind, r.outcome, r.original_job_id, r.piece_name)),
-            plain(r.memory_changes),
-            "yes" if r.piece_edited else "",
-            plain(r.rejected),
-        )
-    return table
+HISTORY_COLUMNS = (
+    Column("snapshot", "snapshot"),
+    Column("kind", "kind"),
+    Column("outcome", "outcome"),
+    Column("job", "job"),
+    Column("piece", "piece"),
+    Column("mem", "mem"),
+    Column("piece edit", "piece_edit"),
+    Column("rej", "rej"),
+)
 
 
 @handled

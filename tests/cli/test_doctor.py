@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 from kombu.connection import Connection
 
 from reflection.constants import QUEUE_NAME
 from reflection.producer import make_producer, publish_reflect
 from tests.cli.conftest import Cli
+from tests.support import worker as testing_worker
 
 pytestmark = pytest.mark.integration
 
@@ -17,9 +22,45 @@ def test_doctor_all_green(cli: Cli, broker: object) -> None:
     report = cli.json("doctor")
     assert report["ok"], report
     names = [c["name"] for c in report["checks"]]
-    assert names == ["broker", "lock redis", "postgres", "llm", "user folder", "pieces"]
+    assert names == ["broker", "lock redis", "postgres", "llm", "user folder", "pieces", "workers"]
     table = cli("doctor")
     assert table.exit_code == 0 and "postgres" in table.stdout
+
+
+def test_doctor_says_when_no_worker_answers(cli: Cli, broker: object) -> None:
+    """No worker online is a warning (doctor also runs before the first one starts),
+    saying so and how to start one; the exit code stays 0."""
+    result = cli("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    workers = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["workers"]
+    assert workers["ok"] and workers["warning"]
+    assert workers["detail"] == "none answered a ping within 1 s"
+    assert "celery -A tasks worker" in workers["fix"]
+    assert "none answered" in cli("doctor").stdout
+
+
+def test_doctor_lists_the_workers_online(cli: Cli, broker: object, tmp_path: Path) -> None:
+    """A real worker answers the doctor's ping (`celery inspect ping`) and is named."""
+    log = tmp_path / "worker.log"
+    proc = testing_worker.start_worker(
+        dict(os.environ), log, pool="threads", concurrency=1, name="doctor"
+    )
+    try:
+        workers = {c["name"]: c for c in cli.json("doctor")["checks"]}["workers"]
+    finally:
+        testing_worker.stop_worker(proc)
+    assert workers["ok"] and not workers["warning"], workers
+    assert workers["detail"].startswith("1 online: doctor-"), workers
+
+
+def test_doctor_cannot_ask_workers_without_a_broker(cli: Cli) -> None:
+    """With the broker down the workers line is red too, pointing at the broker line."""
+    cli.monkeypatch.setenv("REFLECTION_BROKER_URL", "redis://127.0.0.1:1/0")
+    result = cli("doctor", "--json")
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert not checks["broker"]["ok"] and not checks["workers"]["ok"]
+    assert checks["workers"]["fix"] == "see the broker line"
 
 
 def test_doctor_gives_the_queue_depth_on_rabbitmq(cli: Cli, amqp_broker: str) -> None:
@@ -56,8 +97,6 @@ def test_doctor_reports_each_red_line_with_a_fix(cli: Cli) -> None:
     cli.monkeypatch.setenv("REFLECTION_USER_FOLDER_ROOT", "/nonexistent/users")
     result = cli("doctor", "--json")
     assert result.exit_code == 1
-    import json
-
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert not checks["postgres"]["ok"] and "REFLECTION_DATABASE_URL" in checks["postgres"]["fix"]
     assert not checks["llm"]["ok"] and "REFLECTION_LLM_API_KEY" in checks["llm"]["fix"]

@@ -130,12 +130,12 @@ def test_why_and_memory_refuse_what_is_not_there(cli: Cli) -> None:
     entry on disk without a record says so; never a traceback."""
     write_entry(cli.env, "by-hand")
     missing = cli("why", "alice", "nope")
-    assert missing.exit_code == 1 and "has no entry 'nope'" in missing.stderr
+    assert missing.exit_code == 4 and "has no entry 'nope'" in missing.stderr
     assert cli("why", "alice", "Bad Name").exit_code == 2
     assert cli("why", "../etc", "x").exit_code == 2
     assert cli("memory", "../etc").exit_code == 2
     nobody = cli("memory", "nobody")
-    assert nobody.exit_code == 1 and "no folder" in nobody.stderr
+    assert nobody.exit_code == 4 and "no folder" in nobody.stderr
     hand = cli("why", "alice", "by-hand")
     assert hand.exit_code == 0 and "without a record" in hand.stdout
     assert cli.json("why", "alice", "by-hand")["record"] is None

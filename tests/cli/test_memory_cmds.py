@@ -40,13 +40,14 @@ def test_protect_then_unprotect(cli: Cli, make_job: Any) -> None:
 
 
 def test_protect_unknown_or_malformed_entry(cli: Cli) -> None:
-    """An unknown entry or a malformed file is refused in one line, exit 1, untouched."""
+    """An unknown entry (exit 4, as every unknown id) or a malformed file (exit 1) is
+    refused in one line, and left untouched."""
     mem = cli.env.user().memory_dir
     mem.mkdir(parents=True)
     (mem / "broken.md").write_text("no frontmatter here")
     missing = cli("protect", "alice", "nope")
-    assert missing.exit_code == 1 and "no memory entry" in missing.stderr
+    assert missing.exit_code == 4 and "no memory entry" in missing.stderr
     broken = cli("protect", "alice", "broken")
     assert broken.exit_code == 1 and "malformed" in broken.stderr
     assert (mem / "broken.md").read_text() == "no frontmatter here"
-    assert cli("protect", "alice", "Bad Name").exit_code != 0
+    assert cli("protect", "alice", "Bad Name").exit_code == 4

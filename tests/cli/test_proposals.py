@@ -113,7 +113,7 @@ def test_reject_proposal(cli: Cli, make_job: Any) -> None:
     assert cli("approve", str(prop["id"])).exit_code == 1
     assert not cli.env.user().piece_copy("default").exists()
     missing = cli("reject", "9999")
-    assert missing.exit_code == 1 and "no proposal 9999" in missing.stderr
+    assert missing.exit_code == 4 and "no proposal 9999" in missing.stderr
 
 
 def test_auto_mode_writes_the_piece(cli: Cli, make_job: Any) -> None:

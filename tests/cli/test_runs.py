@@ -93,10 +93,11 @@ def test_run_failure_exits_1_with_the_code(cli: Cli, make_job: Any) -> None:
 
 
 def test_run_unknown_or_unfinished_job(cli: Cli, make_job: Any) -> None:
-    """An unknown job, or one still running, is refused in one line with exit 1."""
+    """An unknown job (exit 4, as every unknown id), or one still running (exit 1), is
+    refused in one line."""
     make_job("job-live", status="running")
     missing = cli("run", "job-none")
-    assert missing.exit_code == 1 and "not in the jobs table" in missing.stderr
+    assert missing.exit_code == 4 and "not in the jobs table" in missing.stderr
     live = cli("run", "job-live")
     assert live.exit_code == 1 and "not finished" in live.stderr
 

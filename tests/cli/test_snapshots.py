@@ -39,14 +39,14 @@ def test_history_and_show(cli: Cli, make_job: Any) -> None:
 
 
 def test_show_and_history_refuse_unknown_things(cli: Cli) -> None:
-    """An unknown user or snapshot, or an unsafe id, is one line and a non-zero exit."""
+    """An unknown user or snapshot, or an id that cannot be one, is one line and exit 4."""
     cli.env.user().home.mkdir()
-    assert cli("history", "nobody").exit_code == 1
+    assert cli("history", "nobody").exit_code == 4
     missing = cli("show", "alice", "20260101T000000Z-abcdef")
-    assert missing.exit_code == 1 and "no snapshot" in missing.stderr
+    assert missing.exit_code == 4 and "no snapshot" in missing.stderr
     unsafe = cli("show", "alice", "../etc")
-    assert unsafe.exit_code == 2 and no_traceback(unsafe.output)
-    assert cli("history", "../root").exit_code == 2
+    assert unsafe.exit_code == 4 and no_traceback(unsafe.output)
+    assert cli("history", "../root").exit_code == 4
 
 
 def test_history_and_show_read_nothing_through_a_planted_link(

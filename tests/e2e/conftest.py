@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ class Worker:
 
     def llm_calls(self) -> int:
         return sum(1 for r in self.llm.requests if r["path"].endswith("/chat/completions"))
+
+    def publish(self, job_id: str, user_id: str = "alice") -> str:
+        """Publish `reflect` for a succeeded job of `user_id` on the default piece."""
+        return publish_reflect(
+            self.producer,
+            original_job_id=job_id,
+            user_id=user_id,
+            piece_name="default",
+            outcome="succeeded",
+        )
 
 
 def entry(job_id: str) -> dict[str, Any]:
@@ -145,16 +156,28 @@ def worker_env(
 def worker(
     worker_env: Callable[..., dict[str, str]], pg_engine: Engine, tmp_path: Path
 ) -> Iterator[Worker]:
-    with ScriptedLlmServer({"rules": []}, require_key=API_KEY) as llm:
-        log = tmp_path / "worker.log"
-        proc = start_worker(worker_env(llm.base_url), log)
-        producer = make_producer(TEST_BROKER_URL)
-        try:
-            yield Worker(proc, log, llm, producer, pg_engine, tmp_path / "users")
-        finally:
-            stop_worker(proc)
-            producer.close()
-        assert "sk-e2e-worker-key" not in log.read_text(), "the API key reached the worker log"
+    with (
+        ScriptedLlmServer({"rules": []}, require_key=API_KEY) as llm,
+        running_worker(worker_env(llm.base_url), llm, pg_engine, tmp_path) as w,
+    ):
+        yield w
+    assert "sk-e2e-worker-key" not in w.log.read_text(), "the API key reached the worker log"
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], llm: ScriptedLlmServer, engine: Engine, tmp_path: Path, *args: str
+) -> Iterator[Worker]:
+    """A worker started with `env` and `args` (logging to tmp_path/worker.log), and a
+    producer on its broker; both stopped at the end."""
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log, *args)
+    producer = make_producer(env["REFLECTION_BROKER_URL"])
+    try:
+        yield Worker(proc, log, llm, producer, engine, tmp_path / "users")
+    finally:
+        stop_worker(proc)
+        producer.close()
 
 
 BURST_JOBS = {f"burst-{i:02d}": f"user{i % 6}" for i in range(24)}

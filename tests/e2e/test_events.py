@@ -131,6 +131,37 @@ def test_the_readme_worker_command_sends_task_events(
     assert API_KEY not in repr(events.seen), "the API key reached a task event"
 
 
+def test_a_failed_run_is_a_task_failed_event_acknowledged_and_not_retried(
+    events_worker: Callable[..., tuple[Worker, EventLog]],
+) -> None:
+    """A reflect for a job that does not exist ends in FAILURE after its metrics row: a
+    `task-failed` event whose exception names `job_not_found` (Flower's failed tasks), no
+    retry, and the message acknowledged (nothing left in the queue or unacked)."""
+    w, events = events_worker("-E")
+    task_id = publish(w, "no-such-job")
+    [row] = w.wait_rows(1)
+    assert (row["outcome"], row["error_code"]) == ("failed", "job_not_found")
+    seen = events.wait_for(task_id, ("task-failed",))
+    assert "task-failed" in seen and "task-succeeded" not in seen, seen
+    assert "task-retried" not in seen
+    [failed] = [e for e in events.seen if e["type"] == "task-failed"]
+    assert "ReflectionFailed" in failed["exception"] and "job_not_found" in failed["exception"]
+    assert failed["traceback"]  # Celery's event carries one; the log line does not
+    log = w.log.read_text()
+    assert "raised expected: ReflectionFailed('job_not_found: " in log
+    assert "Traceback" not in log
+    broker = redis.Redis.from_url(TEST_BROKER_URL)
+    try:
+        deadline = time.monotonic() + 10
+        while broker.hlen("unacked") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (broker.llen("reflection"), broker.hlen("unacked")) == (0, 0)
+    finally:
+        broker.close()
+    time.sleep(1)  # a retry would have been published at once
+    assert len(w.rows()) == 1 and events.of(task_id).count("task-received") == 1
+
+
 def test_without_e_no_task_events_until_flower_turns_them_on(
     events_worker: Callable[..., tuple[Worker, EventLog]], make_job: Any
 ) -> None:

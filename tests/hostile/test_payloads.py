@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from reflection.errors import ReflectionFailed
 from reflection.models import Outcome
 from tests.hostile.conftest import Hostile, add, decision, expect
 
@@ -128,7 +129,8 @@ def test_task_adapter_refuses_positional_args(hostile: Hostile, monkeypatch: Any
     result = task_module.reflect.apply(
         args=("job-pos", "alice", "default", "succeeded"), task_id=task_id
     )
-    assert result.get() == "failed"
+    assert result.state == "FAILURE" and isinstance(result.result, ReflectionFailed)
+    assert result.result.error_code == "bad_request"
     [row] = hostile.env.metrics()
     assert row["reflection_job_id"] == task_id and row["error_code"] == "bad_request"
     assert hostile.env.llm_calls() == 0
@@ -137,10 +139,11 @@ def test_task_adapter_refuses_positional_args(hostile: Hostile, monkeypatch: Any
 def test_task_adapter_refuses_hostile_kwargs_without_retry(
     hostile: Hostile, monkeypatch: Any
 ) -> None:
-    """Through the Celery task, a traversal user id fails once, not retried."""
+    """Through the Celery task, a traversal user id fails once (FAILURE), not retried."""
     task_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is the task
     monkeypatch.setattr(task_module, "get_deps", lambda: hostile.env.deps)
     result = task_module.reflect.apply(kwargs=kw(user_id="../../root"))
-    assert result.get() == "failed" and result.state == "SUCCESS"
+    assert result.state == "FAILURE" and isinstance(result.result, ReflectionFailed)
+    assert result.result.error_code == "bad_request"
     [row] = hostile.env.metrics()
     assert row["error_code"] == "bad_request" and row["user_id"] == "../../root"

@@ -127,6 +127,22 @@ def test_missing_usage_counts_as_zero(h: Harness) -> None:
     assert decide(h.client()).usage == Usage(tokens_in=0, tokens_out=0)
 
 
+def test_cached_tokens_are_read_into_the_usage(h: Harness) -> None:
+    """`usage.prompt_tokens_details.cached_tokens` becomes `Usage.tokens_cached`: none at
+    first, then the blocks of the long system prompt two runs share (scripted counting)."""
+    h.script(OK)
+    client = h.client()
+    system = "You are the reflection worker. " * 200  # about 1,500 tokens, 4 characters each
+
+    def ask() -> Usage:
+        return client.decide(system=system, user="About job-1.", user_id="alice").usage
+
+    first, second = ask(), ask()
+    assert first.tokens_cached == 0 and first.tokens_in > 1024
+    assert 1024 <= second.tokens_cached < second.tokens_in
+    assert second.tokens_cached % 128 == 0
+
+
 def test_key_is_sent_as_bearer_and_connections_are_reused(h: Harness) -> None:
     """The worker's key goes in Authorization; two decisions share one connection."""
     h.script(OK)

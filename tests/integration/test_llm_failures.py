@@ -17,6 +17,7 @@ def test_a_proxy_page_under_http_200_is_retried_then_llm_unavailable(
 ) -> None:
     """A proxy's HTML page (HTTP 200) every time: retried like an outage, then
     `llm_unavailable` with its attempts recorded (it used to crash the run `internal`)."""
+    env.settings(llm_outage_retry_hours=0)  # no outage window: fail as the outage is met
     make_job("job-html")
     env.script("job-html", {"body": "<html><body>Bad gateway</body></html>"})
     report = env.run("job-html")

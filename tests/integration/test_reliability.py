@@ -44,6 +44,7 @@ def task_records_failure(env: Env, job_id: str, rid: str, error: ReflectionError
 
 def test_llm_unavailable_records_its_attempts(env: Env, make_job: Any) -> None:
     """5xx on every attempt: failed llm_unavailable, the row says how many attempts."""
+    env.settings(llm_outage_retry_hours=0)  # no outage window: fail as the outage is met
     make_job("job-5xx")
     env.script("job-5xx", {"status": 503, "error": "overloaded"})
     report = env.run("job-5xx")
@@ -230,7 +231,9 @@ def test_clean_failures_and_outages_are_not_counted_as_crashes(
     import reflection.pipeline as pipeline_mod
 
     make_job("job-again")
-    env.settings(max_deliveries=2)
+    # No outage window, and the breaker lets the next run probe at once: each run meets
+    # the outage itself and fails.
+    env.settings(max_deliveries=2, llm_outage_retry_hours=0, llm_outage_probe_seconds=0.001)
     env.script("job-again", *[{"status": 503, "error": "overloaded"}] * 12)
     for n in range(3):
         assert env.run("job-again", reflection_job_id=f"rid-{n}").error_code == "llm_unavailable"

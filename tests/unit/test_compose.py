@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,3 +61,31 @@ def test_the_compose_defaults_are_the_workers() -> None:
         assert m is not None and m.group(1) == name
         value = getattr(defaults, name.lower())
         assert m.group(2) == (str(value).lower() if isinstance(value, bool) else str(value)), name
+
+
+def _services() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services: dict[str, Any] = data["services"]
+    return services
+
+
+def test_flowers_password_is_not_on_its_command_line() -> None:
+    """Flower's credentials reach it as FLOWER_BASIC_AUTH (its own variable), so `ps`
+    does not show the password; the worker's settings still reach it."""
+    flower = _services()["flower"]
+    assert not any("basic" in arg or "PASSWORD" in arg for arg in flower["command"])
+    env = flower["environment"]
+    assert (
+        env["FLOWER_BASIC_AUTH"]
+        == "${FLOWER_USER:?set FLOWER_USER}:${FLOWER_PASSWORD:?set FLOWER_PASSWORD}"
+    )
+    assert set(anchor()) <= set(env)
+
+
+def test_the_worker_exposes_its_metrics_port() -> None:
+    """Each worker container serves Prometheus metrics on the network, on the default
+    port, unpublished on the host."""
+    worker = _services()["worker"]
+    port = str(Settings(_env_file=None).metrics_port)
+    assert worker["expose"] == [port] and "ports" not in worker
+    assert anchor()["REFLECTION_METRICS_PORT"] == "${REFLECTION_METRICS_PORT:-" + port + "}"

@@ -17,7 +17,9 @@ from reflection.errors import (
     ClaimBusyError,
     InfrastructureError,
     InternalError,
+    LlmOutageError,
     LlmUnavailableError,
+    LlmUnreachableError,
     LockBusyError,
     LockLostError,
     ReflectionError,
@@ -29,7 +31,7 @@ from reflection.errors import (
 from reflection.models import Usage
 from reflection.retries import MAX_RETRIES, Retry, as_reflection_error, retries_again, retry_policy
 
-_LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+Error)\s+(?P<code>[a-z_]+)\b")
+_LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w+(?:Error|Failed))\s+(?P<code>[a-z_]+)\b")
 
 
 def _drawn() -> dict[str, tuple[str | None, str]]:
@@ -96,6 +98,8 @@ def test_an_error_says_what_the_llm_cost() -> None:
     ("error", "policy"),
     [
         (UserBusyError("4 in flight", delay=2.0), Retry.DEFER),
+        (LlmOutageError("the breaker is open", delay=30.0), Retry.DEFER),
+        (LlmUnreachableError("failed after 4 attempts"), Retry.FAIL),
         (InfrastructureError("postgres down"), Retry.UNTIL_CLEARED),
         (ClaimBusyError("another delivery"), Retry.UNTIL_CLEARED),
         (redis.ConnectionError("refused"), Retry.UNTIL_CLEARED),

@@ -25,10 +25,13 @@ from reflection.errors import (
     InfrastructureError,
     LockBusyError,
     LockLostError,
+    ReflectionFailed,
     UserBusyError,
 )
+from reflection.models import Outcome
+from reflection.pipeline import RunReport
 from reflection.retries import MAX_RETRIES
-from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, reflect
+from tasks.reflect import REQUEUE_PAUSE_SECONDS, _retry, failure_of, reflect
 
 reflect_module = importlib.import_module("tasks.reflect")  # `tasks.reflect` is also the task
 
@@ -125,7 +128,7 @@ def failures(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def record(deps: Any, *, reflection_job_id: str, kwargs: Any, error: Any) -> Any:
         codes.append(error.code)
-        return SimpleNamespace(outcome=SimpleNamespace(value="failed"))
+        return SimpleNamespace(outcome=Outcome.FAILED, error_code=error.code, detail=str(error))
 
     monkeypatch.setattr(reflect_module, "get_deps", SimpleNamespace)
     monkeypatch.setattr(reflect_module, "record_failure", record)
@@ -191,7 +194,9 @@ def test_what_may_not_clear_is_retried_within_the_budget_then_fails(
     with pytest.raises(Retry):
         _run_at_retry(MAX_RETRIES - 1, error, monkeypatch)
     assert [r.levelname for r in caplog.records if "retrying" in r.getMessage()] == ["WARNING"]
-    assert _run_at_retry(MAX_RETRIES, error, monkeypatch) == "failed"
+    with pytest.raises(ReflectionFailed) as failed:
+        _run_at_retry(MAX_RETRIES, error, monkeypatch)
+    assert failed.value.error_code == code
     assert failures == [code]
     assert len(published) == 1
 
@@ -212,5 +217,48 @@ def test_the_soft_time_limit_after_the_journal_is_retried_to_finish_it(
         assert [sig.options["countdown"] for sig in published] == [1.0]
         assert failures == []
     else:
-        assert _run_at_retry(0, SoftTimeLimitExceeded(), monkeypatch) == "failed"
+        with pytest.raises(ReflectionFailed, match=r"^time_limit: "):
+            _run_at_retry(0, SoftTimeLimitExceeded(), monkeypatch)
         assert failures == ["time_limit"] and published == []
+
+
+def _report(outcome: Outcome, **kw: Any) -> RunReport:
+    return RunReport(
+        outcome=outcome, reflection_job_id="task-1", original_job_id="j1", user_id="alice", **kw
+    )
+
+
+def test_a_failed_run_is_the_tasks_failure_with_its_code_and_a_masked_detail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The task raises ReflectionFailed for a run that ended `failed` (Celery's FAILURE):
+    the message starts with the code, then the detail on one line, credentials masked."""
+    detail = "job j1 is not in jobs\n(key sk-proj-AbCdEf0123456789AbCdEf0123456789)"
+    report = _report(Outcome.FAILED, error_code="job_not_found", detail=detail)
+    monkeypatch.setattr(reflect_module, "get_deps", SimpleNamespace)
+    monkeypatch.setattr(reflect_module, "run_reflection", lambda *a, **k: report)
+    with pytest.raises(ReflectionFailed) as failed:
+        reflect.run(**KWARGS)
+    assert failed.value.error_code == "job_not_found"
+    assert str(failed.value).startswith("job_not_found: job j1 is not in jobs (key ")
+    assert "AbCdEf0123456789" not in str(failed.value) and "\n" not in str(failed.value)
+    assert ReflectionFailed in reflect.throws
+
+
+def test_a_failure_survives_pickling_as_a_prefork_child_hands_it_over() -> None:
+    """A prefork child pickles the exception to its parent: code and detail come back."""
+    import pickle
+
+    failure = failure_of(_report(Outcome.FAILED, error_code="llm_auth", detail="x" * 500))
+    again = pickle.loads(pickle.dumps(failure))
+    assert (again.error_code, len(again.detail)) == ("llm_auth", 200)
+    assert str(again) == str(failure)
+
+
+def test_a_run_that_did_not_fail_returns_its_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """applied, abstained, rejected and duplicate are SUCCESS with the outcome string."""
+    monkeypatch.setattr(reflect_module, "get_deps", SimpleNamespace)
+    for outcome in (Outcome.APPLIED, Outcome.ABSTAINED, Outcome.REJECTED, Outcome.DUPLICATE):
+        report = _report(outcome)
+        monkeypatch.setattr(reflect_module, "run_reflection", lambda *a, r=report, **k: r)
+        assert reflect.run(**KWARGS) == outcome.value
