@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import fakeredis
 import pytest
 
+from reflection import fairness
 from reflection.constants import RUN_SECONDS_KEY, USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX
 from reflection.errors import UserBusyError
 from reflection.fairness import (
@@ -94,11 +96,13 @@ def _run(r: fakeredis.FakeRedis, user: str, took: float) -> None:
 
 
 def test_deferred_runs_are_booked_one_after_another_at_the_rate_the_slots_free(
-    r: fakeredis.FakeRedis,
+    r: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first comes back when the oldest run should end; each next one a run's
     length divided by the cap later; none is handed the same time as another."""
-    _hold(r, "hot", 0.4, 0.0)
+    frozen = time.time()  # the bookings are relative to now: a busy machine must not move it
+    monkeypatch.setattr(fairness, "time", SimpleNamespace(time=lambda: frozen))
+    r.zadd(USER_SLOTS_PREFIX + "hot", {"running-0": frozen - 0.4, "running-1": frozen})
     length = FIRST_GUESS_SECONDS * (1 + SLACK)
     delays = [_deferral(r, "hot", f"run-{i}", cap=2) for i in range(5)]
     expected = [length - 0.4 + i * length / 2 for i in range(5)]
