@@ -64,6 +64,8 @@ reflection_metrics = Table(
     Column("created_at", _TS, nullable=False, server_default=func.now(), index=True),
     # reflection | consolidation | revert | approval (SPEC §11)
     Column("kind", Text, nullable=False, server_default="reflection"),
+    Column("tokens_cached", Integer, nullable=False, server_default="0"),
+    Column("coalesced_into", Text),  # a coalesced follower's leader (SPEC §12)
     Index("ix_reflection_metrics_user_kind_time", "user_id", "kind", "created_at"),
 )
 
@@ -93,6 +95,7 @@ reflection_claims = Table(
     Column("lease_expires_at", _TS, nullable=False),
     Column("decision", Text),  # the LLM's validated decision, kept until the run commits
     Column("outcome", Text),
+    Column("batch", Text),  # a coalescing leader's job ids, kept until the run commits
     Column("updated_at", _TS, nullable=False, server_default=func.now()),
 )
 

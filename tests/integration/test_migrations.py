@@ -60,8 +60,8 @@ def test_upgrade_from_0002_with_data_then_downgrade(url: str) -> None:
     engine = make_engine(url)
     try:
         _metrics_rows(engine)
-        migrations.upgrade(url)
-        assert migrations.current_revision(engine) == "0003" == migrations.head_revision()
+        migrations.upgrade(url, "0003")
+        assert migrations.current_revision(engine) == "0003"
         with engine.begin() as conn:
             kinds = {
                 str(rid): str(kind)
@@ -91,7 +91,35 @@ def test_upgrade_from_0002_with_data_then_downgrade(url: str) -> None:
         with engine.connect() as conn:
             kept = conn.execute(text("SELECT reflection_job_id FROM reflection_metrics")).scalars()
             assert sorted(kept) == sorted(rid for rid, _, _ in ROWS)
-        migrations.upgrade(url)
+        migrations.upgrade(url, "0003")
         assert migrations.current_revision(engine) == "0003"
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_0003_adds_the_cost_columns_then_downgrade(url: str) -> None:
+    """0004 gives every existing metrics row tokens_cached 0 and no coalesced_into, and the
+    claims a batch column; its downgrade takes them away and keeps the rows."""
+    migrations.upgrade(url, "0003")
+    engine = make_engine(url)
+    try:
+        _metrics_rows(engine)
+        migrations.upgrade(url)
+        assert migrations.current_revision(engine) == "0004" == migrations.head_revision()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT tokens_cached, coalesced_into FROM reflection_metrics")
+            ).all()
+        assert [tuple(r) for r in rows] == [(0, None)] * len(ROWS)
+        assert "batch" in {c["name"] for c in inspect(engine).get_columns("reflection_claims")}
+
+        command.downgrade(migrations.alembic_config(url), "0003")
+        schema = inspect(engine)
+        columns = {c["name"] for c in schema.get_columns("reflection_metrics")}
+        assert not {"tokens_cached", "coalesced_into"} & columns
+        assert "batch" not in {c["name"] for c in schema.get_columns("reflection_claims")}
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM reflection_metrics")).scalar_one()
+        assert kept == len(ROWS)
     finally:
         engine.dispose()
