@@ -286,6 +286,7 @@ class Bench:
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
             "REFLECTION_PIECES_DIR": str(BUILTIN_PIECES_DIR),
             "REFLECTION_LOG_FORMAT": "text",
+            "REFLECTION_COALESCE_WINDOW_SECONDS": "0",  # the overhead bench (SPEC §14)
         }
         if self.cpu_turns is not None:
             env["REFLECTION_CPU_TURNS"] = str(self.cpu_turns)

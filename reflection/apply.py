@@ -25,6 +25,7 @@ from reflection.lock import UserLock
 from reflection.paths import UserPaths
 from reflection.records import Journal
 from reflection.snapshot import write_snapshot
+from reflection.storage.batches import StaleBatchError
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,13 @@ def finish_pending_journals(
 
 
 def has_pending_journal(paths: UserPaths, original_job_id: str) -> bool:
-    """Whether a killed run of this job left a journal (it must be completed, not dropped)."""
-    return any(j.original_job_id == original_job_id for j in pending_journals(paths))
+    """Whether a killed run of this job (or of a batch that took it) left a journal (it
+    must be completed, not dropped)."""
+    return any(
+        j.original_job_id == original_job_id
+        or any(f.original_job_id == original_job_id for f in j.followers)
+        for j in pending_journals(paths)
+    )
 
 
 def roll_forward(
@@ -184,15 +190,19 @@ def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering:
     transaction (False: stale); an operator's change has no run to commit, only its
     metrics row and entry records (if any), once."""
     if journal.metrics is not None:
-        return storage.commit_run(
-            engine=engine,
-            original_job_id=journal.original_job_id,
-            fence=None if recovering else journal.fence,
-            metrics=journal.metrics.model_copy(update={"duration_ms": duration_ms}),
-            piece_edit=journal.piece_edit,
-            proposal=journal.proposal,
-            entries=journal.entries,
-        )
+        try:
+            return storage.commit_run(
+                engine=engine,
+                original_job_id=journal.original_job_id,
+                fence=None if recovering else journal.fence,
+                metrics=journal.metrics.model_copy(update={"duration_ms": duration_ms}),
+                piece_edit=journal.piece_edit,
+                proposal=journal.proposal,
+                entries=journal.entries,
+                followers=journal.followers,
+            )
+        except StaleBatchError:  # a follower was taken back: stale, like a lost claim
+            return False
     if journal.record is not None:
         storage.record_change(engine=engine, row=journal.record, entries=journal.entries)
     return True

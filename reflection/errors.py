@@ -112,6 +112,14 @@ class UserBusyError(RetryableError):
         self.delay = delay  # seconds until the run's booked time to come back
 
 
+class BatchWaitError(UserBusyError):
+    """Raised while a run waits for its burst to settle, or for the batch that took its
+    job to commit (`reflection.coalesce`): deferred like `user_busy`, no slot held and
+    no retry counted."""
+
+    code = "coalescing"
+
+
 class LlmOutageError(RetryableError):
     """Raised when the LLM circuit breaker is open (`reflection.breaker`) and this run
     may not probe the endpoint: the task is deferred (not counted as a retry) until the
