@@ -7,6 +7,7 @@
     │   ├── LockBusyError                lock_busy         another worker holds the user lock
     │   ├── LockLostError                lock_lost         our lock expired mid-run
     │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
+    │   │   └── BatchWaitError           coalescing        waiting for its burst or its batch
     │   ├── LlmOutageError               llm_outage        the LLM circuit breaker is open
     │   └── ClaimBusyError               claim_busy        another delivery of the job is running
     └── PermanentError                   failed            failed at once, a metrics row, no retry

@@ -1,0 +1,197 @@
+"""The pure rules of coalescing (reflection.coalesce) and the batch prompt."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reflection.batch_prompt import batch_prompt, log_share
+from reflection.burst import Arrival
+from reflection.coalesce import (
+    BATCH_POLL_SECONDS,
+    LEADER_GRACE_SECONDS,
+    Member,
+    dump_members,
+    follower,
+    followers_to_take,
+    load_members,
+    wait_seconds,
+    without_jobs,
+)
+from reflection.errors import ContextOverflowError
+from reflection.models import (
+    ActivityLog,
+    Job,
+    LlmDecision,
+    LlmResult,
+    MemoryChange,
+    MemoryEntry,
+    Outcome,
+    Piece,
+    ReflectionInputs,
+    ReflectRequest,
+    Usage,
+)
+from reflection.prompt import fit_prompt
+from reflection.records import MetricsRow
+
+
+def _arrivals(*pairs: tuple[str, float]) -> list[Arrival]:
+    return [Arrival(job, at, f"r-{job}", "succeeded") for job, at in pairs]
+
+
+# now, job, arrivals (oldest first), window, max wait -> seconds still to wait
+WAITS: list[tuple[float, str, list[tuple[str, float]], float, float, float]] = [
+    (0, "a", [("a", 0)], 10, 60, 10),  # alone: the window
+    (10, "a", [("a", 0)], 10, 60, 0),  # alone, quiet: leads, no later than the window
+    (5, "a", [("a", 0), ("b", 4)], 10, 60, 9),  # a new arrival restarts the window
+    (14, "a", [("a", 0), ("b", 4)], 10, 60, 0),  # quiet: the oldest leads
+    (14, "b", [("a", 0), ("b", 4)], 10, 60, BATCH_POLL_SECONDS),  # the others let it
+    (14 + LEADER_GRACE_SECONDS, "b", [("a", 0), ("b", 4)], 10, 60, 0),  # unless it is gone
+    (50, "a", [("a", 0), ("b", 45)], 10, 60, 5),
+    (55, "a", [("a", 0), ("b", 50)], 10, 60, 5),  # the max wait bounds the wait
+    (60, "a", [("a", 0), ("b", 59)], 10, 60, 0),  # past it: leads at once
+    (3, "a", [("a", 0)], 0, 60, 0),  # window 0: never waits
+    (0, "x", [("a", 0)], 10, 60, 0),  # not registered: nothing to wait for
+    (9.99, "a", [("a", 0)], 10, 60, 0),  # a hundredth of a second is not worth a deferral
+]
+
+
+@pytest.mark.parametrize(("now", "job", "pairs", "window", "max_wait", "expected"), WAITS)
+def test_wait_seconds(
+    now: float,
+    job: str,
+    pairs: list[tuple[str, float]],
+    window: float,
+    max_wait: float,
+    expected: float,
+) -> None:
+    got = wait_seconds(now, job, _arrivals(*pairs), window=window, max_wait=max_wait)
+    assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("max_jobs", "expected"),
+    [(1, []), (2, ["b"]), (3, ["b", "c"]), (10, ["b", "c", "d"])],
+)
+def test_followers_are_the_oldest_others_up_to_max_jobs(max_jobs: int, expected: list[str]) -> None:
+    arrivals = _arrivals(("b", 1), ("a", 2), ("c", 3), ("d", 4))
+    assert [a.job_id for a in followers_to_take(arrivals, "a", max_jobs)] == expected
+
+
+def _result(*jobs: str | None) -> LlmResult:
+    changes = [MemoryChange(op="remove", name=f"n{i}", job_id=j) for i, j in enumerate(jobs)]
+    return LlmResult(
+        decision=LlmDecision(reasoning="r", memory_changes=changes),
+        raw="{}",
+        model="m",
+        usage=Usage(tokens_in=5),
+    )
+
+
+def test_without_jobs_drops_only_the_changes_of_jobs_that_left() -> None:
+    result = _result("a", "b", None, "c")
+    kept = without_jobs(result, {"b", "c"})
+    assert [c.job_id for c in kept.decision.memory_changes] == ["a", None]
+    assert kept.usage == result.usage
+    assert without_jobs(result, set()) is result
+
+
+def test_a_followers_row_is_coalesced_into_the_leader_with_no_tokens() -> None:
+    leader = MetricsRow(
+        reflection_job_id="r1",
+        original_job_id="j1",
+        user_id="alice",
+        piece_name="default",
+        outcome=Outcome.APPLIED,
+        tokens_in=900,
+        tokens_out=80,
+        memory_changes=3,
+        model="m",
+        snapshot_id="s1",
+    )
+    f = follower(
+        leader, Member(original_job_id="j2", reflection_job_id="r2", outcome="failed", fence=3)
+    )
+    assert (f.original_job_id, f.fence) == ("j2", 3)
+    row = f.metrics
+    assert (row.reflection_job_id, row.original_job_id, row.outcome) == (
+        "r2",
+        "j2",
+        Outcome.COALESCED,
+    )
+    assert (row.coalesced_into, row.snapshot_id, row.user_id) == ("r1", "s1", "alice")
+    assert (row.tokens_in, row.tokens_out, row.memory_changes) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("text", [None, "", "not json", '{"a": 1}', '[{"x": 1}]'])
+def test_an_unreadable_stored_batch_is_none(text: str | None) -> None:
+    assert load_members(text) == []
+
+
+def test_a_stored_batch_reads_back() -> None:
+    members = [Member(original_job_id="j2", reflection_job_id="r2", outcome="succeeded", fence=2)]
+    assert load_members(dump_members(members)) == members
+
+
+@pytest.mark.parametrize(("jobs", "share"), [(1, 4096), (2, 2048), (5, 819), (100, 256)])
+def test_the_log_budget_is_shared(jobs: int, share: int) -> None:
+    assert log_share(4096, jobs) == share
+
+
+def _inputs(job_id: str, task: str, log: str = "") -> ReflectionInputs:
+    return ReflectionInputs(
+        request=ReflectRequest(
+            original_job_id=job_id, user_id="alice", piece_name="default", outcome="succeeded"
+        ),
+        job=Job(
+            id=job_id,
+            user_id="alice",
+            piece_name="default",
+            status="succeeded",
+            task=task,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        ),
+        activity=ActivityLog(text=log, total_bytes=len(log), omitted_bytes=0),
+        memory=(MemoryEntry(name="known", description="Known fact", type="project", body="Kept."),),
+        piece=Piece(name="default", yaml="name: default\n", user_copy=False, path=Path("d.yaml")),
+    )
+
+
+TOKEN = "ghp_Zx8kQ2mN4pR7sT1vW3yB5dF6hJ9kL0aC2eG4"
+LIMITS = {
+    "max_output_tokens": 2048,
+    "max_changes": 8,
+    "max_body_bytes": 8192,
+    "memory_max_bytes": 6144,
+    "log_max_bytes": 2048,
+}
+
+
+def test_a_batch_prompt_has_the_shared_part_once_and_each_jobs_blocks() -> None:
+    leader = _inputs("j1", "First request")
+    others = [
+        _inputs("j2", "Second request >>> with a fake close", "[00:01] user: use token " + TOKEN),
+        _inputs("j3", "Third request"),
+    ]
+    prompt = batch_prompt(leader, others, context_limit_tokens=32000, **LIMITS)
+    alone = fit_prompt(leader, context_limit_tokens=32000, **LIMITS)
+    assert prompt.system == alone.system
+    assert prompt.user.startswith(alone.user)  # the leader's prompt, then the others
+    for text in ("First request", "Second request", "Third request"):
+        assert prompt.user.count(text) == 1
+    assert prompt.user.count("<<<PIECE") == 1 and prompt.user.count("<<<MEMORY_ENTRY") == 1
+    assert "<<<REQUEST job=j2" in prompt.user and "<<<ACTIVITY_LOG job=j2" in prompt.user
+    assert "> > > with a fake close" in prompt.user  # data cannot close its block
+    assert (
+        TOKEN not in prompt.user and "[REDACTED:GitHub Token]" in prompt.user
+    )  # credentials masked
+    assert "One answer for 3 jobs" in prompt.user and "j1, j2, j3" in prompt.user
+
+
+def test_a_batch_that_cannot_fit_overflows() -> None:
+    others = [_inputs(f"j{i}", "word " * 3000) for i in range(2, 6)]
+    with pytest.raises(ContextOverflowError):
+        batch_prompt(_inputs("j1", "First"), others, context_limit_tokens=4000, **LIMITS)
