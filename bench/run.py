@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
+from bench.coalesce import SPREAD_WINDOW, coalescing  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
@@ -242,6 +243,7 @@ class Bench:
     cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
     jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
     task_events: bool = True  # workers run with -E, as the README's command
+    env_overrides: dict[str, str] = field(default_factory=dict)  # a scenario's settings
     results: dict[str, Any] = field(default_factory=dict)
     lock: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(LOCK_URL))
 
@@ -290,7 +292,7 @@ class Bench:
         }
         if self.cpu_turns is not None:
             env["REFLECTION_CPU_TURNS"] = str(self.cpu_turns)
-        return env
+        return env | self.env_overrides
 
     @contextmanager
     def worker(self, pool: str, concurrency: int, processes: int = 1) -> Iterator[list[int]]:
@@ -711,7 +713,7 @@ def prompt_size(work: Path) -> dict[str, float]:
     }
 
 
-SCENARIOS = ("prompt", "overhead", "in_flight", "isolation", "deferral")
+SCENARIOS = ("prompt", "overhead", "in_flight", "isolation", "deferral", "coalesce")
 TARGETS = {
     ("overhead", "ratio_vs_noop"): (">=", 0.5),
     ("in_flight", "ratio_vs_limit"): (">=", 0.9),
@@ -720,6 +722,10 @@ TARGETS = {
     ("isolation", "ratio"): ("<=", 1.2),
     ("prompt", "system_prompt_tokens"): ("<", 1500),
     ("prompt", "full_prompt_tokens"): ("<", 6000),
+    ("coalesce", "burst_calls_per_job"): ("<=", 0.3),
+    ("coalesce", "burst_prompt_tokens_ratio"): ("<=", 0.45),
+    ("coalesce", "spread_calls_per_job"): (">=", 1.0),
+    ("coalesce", "spread_added_latency_s"): ("<=", SPREAD_WINDOW),
 }
 
 
@@ -800,6 +806,7 @@ def main() -> int:
                 ),
                 "isolation": lambda: isolation(b, producer, latency, c, args.processes, rounds),
                 "deferral": lambda: deferral(b, producer, n_defer, c, args.processes, rounds),
+                "coalesce": lambda: coalescing(b, producer, args.quick),
             }
             for name in SCENARIOS:
                 if name in args.only:

@@ -30,6 +30,7 @@ from reflection.burst import Arrival
 from reflection.coalesce import (
     BATCH_POLL_SECONDS,
     Member,
+    countdown,
     follower,
     followers_to_take,
     wait_seconds,
@@ -101,7 +102,7 @@ def gate(
         raise BatchWaitError(
             f"waiting {wait:.1f}s for more jobs of user {request.user_id} and piece "
             f"{request.piece_name} ({len(arrivals)} waiting)",
-            delay=wait,
+            delay=countdown(wait),
         )
     return "go"
 

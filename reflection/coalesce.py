@@ -26,8 +26,10 @@ LEADER_GRACE_SECONDS: Final = 3.0
 # While its job is in another run's batch, a run asks again this often (it ends only
 # after the batch committed, or takes its job back when the batch's lease ran out).
 BATCH_POLL_SECONDS: Final = 2.0
-# A deferral shorter than this is not worth a re-publish.
-MIN_WAIT_SECONDS: Final = 0.05
+# A deferral costs a round trip through the broker (about 0.1 s): a run comes back that
+# much early, and less than MIN_WAIT_SECONDS left is not worth another one.
+DEFER_ROUND_TRIP_SECONDS: Final = 0.1
+MIN_WAIT_SECONDS: Final = 0.15
 
 
 class Member(BaseModel):
@@ -84,6 +86,12 @@ def wait_seconds(
 
 def _worth_waiting(seconds: float) -> float:
     return seconds if seconds >= MIN_WAIT_SECONDS else 0.0
+
+
+def countdown(wait: float) -> float:
+    """The deferral's countdown for a `wait`: less the deferral's own round trip, so that
+    a job of a quiet user is reflected a window after it arrived, not later."""
+    return max(wait - DEFER_ROUND_TRIP_SECONDS, MIN_WAIT_SECONDS - DEFER_ROUND_TRIP_SECONDS)
 
 
 def followers_to_take(

@@ -46,6 +46,11 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         data["overhead"]
     )
     assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
+    coalesce = data["coalesce"]
+    assert set(coalesce.pop("per_round")) == {"burst_on", "burst_off", "spread"}
+    assert coalesce["burst_calls_per_job_off"] == 1.0  # window 0: a call per job
+    assert 0 < coalesce["burst_calls_per_job"] < 1.0  # bursts coalesced
+    assert coalesce["spread_calls_per_job"] == 1.0
 
 
 def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:

@@ -13,6 +13,7 @@ from reflection.coalesce import (
     BATCH_POLL_SECONDS,
     LEADER_GRACE_SECONDS,
     Member,
+    countdown,
     dump_members,
     follower,
     followers_to_take,
@@ -55,7 +56,7 @@ WAITS: list[tuple[float, str, list[tuple[str, float]], float, float, float]] = [
     (60, "a", [("a", 0), ("b", 59)], 10, 60, 0),  # past it: leads at once
     (3, "a", [("a", 0)], 0, 60, 0),  # window 0: never waits
     (0, "x", [("a", 0)], 10, 60, 0),  # not registered: nothing to wait for
-    (9.99, "a", [("a", 0)], 10, 60, 0),  # a hundredth of a second is not worth a deferral
+    (9.9, "a", [("a", 0)], 10, 60, 0),  # a tenth of a second is not worth a deferral
 ]
 
 
@@ -70,6 +71,11 @@ def test_wait_seconds(
 ) -> None:
     got = wait_seconds(now, job, _arrivals(*pairs), window=window, max_wait=max_wait)
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("wait", "expected"), [(10, 9.9), (0.5, 0.4), (0.15, 0.05)])
+def test_a_countdown_leaves_out_the_deferrals_round_trip(wait: float, expected: float) -> None:
+    assert countdown(wait) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
