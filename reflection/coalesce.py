@@ -77,7 +77,7 @@ def wait_seconds(
     if left <= 0:
         return 0.0
     quiet = max(a.at for a in arrivals) + window
-    if quiet > now:
+    if quiet - now >= MIN_WAIT_SECONDS:  # less left is quiet enough: the oldest leads
         return _worth_waiting(min(quiet - now, left))
     if arrivals[0].job_id == job_id:
         return 0.0

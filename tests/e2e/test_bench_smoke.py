@@ -47,7 +47,7 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     )
     assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
     coalesce = data["coalesce"]
-    assert set(coalesce.pop("per_round")) == {"burst_on", "burst_off", "spread"}
+    assert set(coalesce.pop("per_round")) == {"burst_on", "burst_off", "spread", "spread_off"}
     assert coalesce["burst_calls_per_job_off"] == 1.0  # window 0: a call per job
     assert 0 < coalesce["burst_calls_per_job"] < 1.0  # bursts coalesced
     assert coalesce["spread_calls_per_job"] == 1.0

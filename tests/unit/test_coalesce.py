@@ -57,6 +57,8 @@ WAITS: list[tuple[float, str, list[tuple[str, float]], float, float, float]] = [
     (3, "a", [("a", 0)], 0, 60, 0),  # window 0: never waits
     (0, "x", [("a", 0)], 10, 60, 0),  # not registered: nothing to wait for
     (9.9, "a", [("a", 0)], 10, 60, 0),  # a tenth of a second is not worth a deferral
+    (13.9, "b", [("a", 0), ("b", 4)], 10, 60, BATCH_POLL_SECONDS),  # nor is it the lead
+    (55, "a", [("a", 0), ("b", 54.9)], 10, 55.1, 0),  # nor a tenth left of the max wait
 ]
 
 
