@@ -28,11 +28,11 @@ from sqlalchemy import Engine
 from reflection import burst
 from reflection.burst import Arrival
 from reflection.coalesce import (
-    BATCH_POLL_SECONDS,
     Member,
     countdown,
     follower,
     followers_to_take,
+    poll_seconds,
     wait_seconds,
 )
 from reflection.errors import BatchWaitError, PermanentError
@@ -82,7 +82,7 @@ def gate(
     if view.state == "running" and not view.expired:
         raise BatchWaitError(
             f"job {request.original_job_id} is in the batch of {view.holder}",
-            delay=BATCH_POLL_SECONDS,
+            delay=poll_seconds(s.claim_lease_seconds - view.lease_left),
         )
     arrivals = burst.register(
         client,

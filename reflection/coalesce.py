@@ -88,6 +88,16 @@ def _worth_waiting(seconds: float) -> float:
     return seconds if seconds >= MIN_WAIT_SECONDS else 0.0
 
 
+MAX_POLL_SECONDS: Final = 30.0
+
+
+def poll_seconds(held_for: float) -> float:
+    """How long a run whose job is in another run's batch waits before asking again: a
+    quarter of how long the batch has held it, from `BATCH_POLL_SECONDS` to
+    `MAX_POLL_SECONDS` (a leader retrying through an outage is not polled every 2 s)."""
+    return min(MAX_POLL_SECONDS, max(BATCH_POLL_SECONDS, held_for / 4))
+
+
 def countdown(wait: float) -> float:
     """The deferral's countdown for a `wait`: less the deferral's own round trip, so that
     a job of a quiet user is reflected a window after it arrived, not later."""

@@ -58,15 +58,16 @@ class ClaimView:
     holder: str | None  # the reflection job id holding it
     expired: bool
     my_outcome: str | None  # the outcome of this run's metrics row
+    lease_left: float = 0.0  # seconds until the holder's lease runs out
 
 
 def claim_view(*, engine: Engine, original_job_id: str, reflection_job_id: str) -> ClaimView:
     """One round trip: the job's claim and this run's metrics row."""
     with single_statement(engine) as conn:
         row = conn.execute(_VIEW, {"job_id": original_job_id, "rid": reflection_job_id}).one()
-    lease = as_utc(row.lease)
-    expired = lease is None or lease <= utcnow()
-    return ClaimView(row.state, row.holder, expired, row.mine)
+    lease, now = as_utc(row.lease), utcnow()
+    left = (lease - now).total_seconds() if lease is not None else 0.0
+    return ClaimView(row.state, row.holder, left <= 0, row.mine, max(left, 0.0))
 
 
 def take(

@@ -18,6 +18,7 @@ from reflection.coalesce import (
     follower,
     followers_to_take,
     load_members,
+    poll_seconds,
     wait_seconds,
     without_jobs,
 )
@@ -73,6 +74,13 @@ def test_wait_seconds(
 ) -> None:
     got = wait_seconds(now, job, _arrivals(*pairs), window=window, max_wait=max_wait)
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("held_for", "expected"), [(0, 2), (8, 2), (40, 10), (600, 30)])
+def test_a_follower_polls_less_often_the_longer_its_batch_takes(
+    held_for: float, expected: float
+) -> None:
+    assert poll_seconds(held_for) == expected
 
 
 @pytest.mark.parametrize(("wait", "expected"), [(10, 9.9), (0.5, 0.4), (0.15, 0.05)])
