@@ -21,7 +21,6 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,15 +154,16 @@ def _run(
 
 def coalescing(b: _Bench, producer: Any, quick: bool) -> dict[str, Any]:
     """The burst stream with coalescing on (window 20 s) and off, and the spread stream
-    with a 3 s window: the ratios of issue 24."""
+    with a 3 s window: the ratios of issue 24. `quick` (the smoke test): two users,
+    bursts of 3 a second apart in a 3 s window, spread jobs 4 s apart in a 2 s one."""
     users = [f"burst-{i}" for i in range(2 if quick else 6)]
-    # The default window (20 s); --quick, 5 s (still past the burst's 2 s gaps).
-    on = _run(b, producer, users, BURST, BURST_GAP, window=5 if quick else 20)
-    off = _run(b, producer, [f"{u}-off" for u in users], BURST, BURST_GAP, window=0)
+    burst, gap, window = (3, 1.0, 3.0) if quick else (BURST, BURST_GAP, 20.0)
+    on = _run(b, producer, users, burst, gap, window)
+    off = _run(b, producer, [f"{u}-off" for u in users], burst, gap, window=0)
     spread_users = [f"spread-{i}" for i in range(2 if quick else 4)]
-    per_user = 2 if quick else 3
-    spread = _run(b, producer, spread_users, per_user, SPREAD_GAP, SPREAD_WINDOW)
-    alone = _run(b, producer, [f"{u}-off" for u in spread_users], per_user, SPREAD_GAP, window=0)
+    per_user, gap, window = (2, 4.0, 2.0) if quick else (3, SPREAD_GAP, SPREAD_WINDOW)
+    spread = _run(b, producer, spread_users, per_user, gap, window)
+    alone = _run(b, producer, [f"{u}-off" for u in spread_users], per_user, gap, window=0)
     return {
         "burst_calls_per_job": on["calls_per_job"],
         "burst_calls_per_job_off": off["calls_per_job"],
@@ -173,9 +173,6 @@ def coalescing(b: _Bench, producer: Any, quick: bool) -> dict[str, Any]:
         "burst_max_latency_s": on["max_latency_s"],
         "spread_calls_per_job": spread["calls_per_job"],
         "spread_added_latency_s": spread["median_latency_s"] - alone["median_latency_s"],
-        "spread_window_s": SPREAD_WINDOW,
+        "spread_window_s": window,
         "per_round": {"burst_on": on, "burst_off": off, "spread": spread, "spread_off": alone},
     }
-
-
-Scenario = Callable[[_Bench, Any, bool], dict[str, Any]]

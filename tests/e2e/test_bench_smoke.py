@@ -23,7 +23,7 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,  # the coalescing scenario adds about a minute
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
