@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from reflection import pipeline
 from reflection.changes import Limits, _each_change, judge_memory_changes
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import LockLostError
@@ -29,6 +28,7 @@ from reflection.models import (
     MemoryEntry,
     Outcome,
 )
+from reflection.plan import plan
 from reflection.reply import DecisionParseError, parse_decision
 from reflection.storage import reflection_claims
 from tests.hostile.conftest import Hostile, add, decision, expect
@@ -323,13 +323,13 @@ def test_a_decision_that_keeps_losing_its_lock_ends_poison(
     `poison` instead of being replayed forever. The LLM was asked once."""
     h = hostile
     h.env.settings(max_deliveries=2)
-    real_plan = pipeline.plan
+    real_plan = plan
 
     def slow_plan(**kw: Any) -> Any:
         h.env.deps.redis.delete("lock:" + USER_LOCK_PREFIX + "alice")  # expired meanwhile
         return real_plan(**kw)
 
-    monkeypatch.setattr(pipeline, "plan", slow_plan)
+    monkeypatch.setattr("reflection.pipeline.plan", slow_plan)
     h.job("job-slow", user_id="alice", piece_name="default")
     h.env.script("job-slow", {"content": decision("r", [add("fact")])})
     for _ in range(2):  # the first delivery and its retry (the same task id)
