@@ -18,9 +18,10 @@ from pydantic import BaseModel
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 MAX_MODEL_NAME_CHARS = 128
-# Model ids as endpoints report them: `gpt-4o-mini-2024-07-18`, `meta-llama/Llama-3.1-8B`,
-# `ft:gpt-4o:org::id`, `llama3.1:8b`, `accounts/x/models/y`, a llama.cpp file path.
-MODEL_NAME_RE = re.compile(rf"[A-Za-z0-9._:/@+=-]{{1,{MAX_MODEL_NAME_CHARS}}}")
+# Model ids as endpoints report them (`gpt-4o-mini-2024-07-18`, `meta-llama/Llama-3.1-8B`,
+# `ft:gpt-4o:org::id`, `llama3.1:8b`, a llama.cpp file path): printable ASCII without
+# spaces, so no control, bidi or NUL character, nothing a terminal or Postgres minds.
+MODEL_NAME_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_MODEL_NAME_CHARS}}}")
 
 R = TypeVar("R", bound=BaseModel)
 

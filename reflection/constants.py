@@ -9,10 +9,12 @@ from reflection.models import JobOutcome, MemoryType
 
 TASK_NAME: Final = "reflect"
 QUEUE_NAME: Final = "reflection"
-# The only tasks a worker runs (issue 22): Celery's built-ins (`celery.backend_cleanup`,
-# `celery.chord_unlock`, `celery.map`, ...) are unregistered, so a message naming one
-# is refused ("Received unregistered task") and dropped, never run.
+# The only tasks the worker's app has (issue 22): Celery's built-ins, the tasks named
+# with this prefix (`celery.backend_cleanup`, `celery.chord_unlock`, `celery.map`, ...),
+# are unregistered, so a message naming one is refused ("Received unregistered task")
+# and dropped, never run.
 QUEUE_TASKS: Final = frozenset({TASK_NAME, "consolidate"})
+CELERY_BUILTIN_PREFIX: Final = "celery."
 
 # A memory entry name, a user id and a piece name are all path components; this is the
 # single guard that keeps them inside the user's folder.
