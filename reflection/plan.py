@@ -145,7 +145,7 @@ def plan(
         llm=llm,
         judged=judged,
         files=writes.files,
-        piece_before=judged.piece_before or state.piece.yaml,
+        piece_before=state.piece.yaml,
         store_llm_raw=store_llm_raw,
         memory=state.memory,
     )
@@ -244,6 +244,8 @@ def records(
         v.model_copy(update={"name": mask_secrets(v.name), "detail": mask_secrets(v.detail)})
         for v in judged.verdicts
     )
+    # The piece as read; snapshots and hashes use its canonical text, as judging wrote it.
+    piece_before = judged.piece_before or piece_before
     removed = {n for n, entry in judged.targets.items() if entry is None}
     confirmed = confirmed_names(llm.decision.confirmed, memory.keys() - removed)
     meta = ReflectionMeta.of(
