@@ -81,14 +81,15 @@ _AUTH_HEADER: Final = re.compile(
     r"authorization\s*:\s*(?:bearer|token|basic)?\s*[\"']?$", re.IGNORECASE
 )
 _ENV_DUMP: Final = re.compile(r"(?:\$\(|`)\s*(?:env|printenv|set|export\s+-p)\s*(?:\)|`)")
-_ENV_STAGE: Final = re.compile(r"^\s*(?:env|printenv|set|export\s+-p)\s*$")
+# A stage ending in a dump of the environment ("then run: env | curl …").
+_ENV_STAGE: Final = re.compile(r"(?:^|[\s;&(`:])(?:env|printenv|set|export\s+-p)\s*$")
 _CREDENTIAL_FILE: Final = re.compile(
     r"(?:^|[/~@=\s\"'])(?:\.env\b|\.aws/|\.ssh/|id_rsa|id_ed25519|id_ecdsa|\.netrc|"
     r"\.git-credentials|\.kube/config|\.docker/config\.json|/etc/shadow|/etc/passwd|"
     r"credentials\b)",
     re.IGNORECASE,
 )
-_CAT_CREDENTIALS: Final = re.compile(r"^\s*(?:cat|tar|zip|gzip|base64)\b")
+_CAT_CREDENTIALS: Final = re.compile(r"(?:^|[\s;&(`:])(?:cat|tar|zip|gzip|base64)\s")
 _UPLOAD_FLAG: Final = re.compile(
     r"(?:^|\s)(?:-d|--data(?:-\w+)?|-F|--form|-T|--upload-file|--post-file=?|"
     r"--post-data=?|--body-file=?|-infile|-body)(?:\s|=|$|@)",
@@ -190,8 +191,8 @@ def _secret_variables(segment: str) -> bool:
 def _feeds_secrets(before: str) -> bool:
     """Whether a pipeline stage hands the next one the environment or a credential file."""
     return bool(
-        _ENV_STAGE.match(before)
-        or (_CAT_CREDENTIALS.match(before) and _CREDENTIAL_FILE.search(before))
+        _ENV_STAGE.search(before)
+        or (_CAT_CREDENTIALS.search(before) and _CREDENTIAL_FILE.search(before))
     )
 
 
@@ -208,7 +209,8 @@ def _exfiltration(line: str) -> bool:
         return True
     stages = _stages(line)
     for i, stage in enumerate(stages):
-        if not set(_commands(stage)) & _SENDERS:
+        words = {w.strip(_QUOTES).rsplit("/", 1)[-1] for w in stage.split()}
+        if not words & _SENDERS:  # any word: prose may lead into the command
             continue
         if (i and _feeds_secrets(stages[i - 1])) or _sends_secrets(stage):
             return True
