@@ -428,7 +428,7 @@ def guarded_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     found += [
         f"route {src} -> {dst} removed"
         for src, dst in sorted(_routes(old) - _routes(new))
-        if dst in new_moves
+        if dst in new_moves and (src in new_moves or src == "<start>")  # else: removed above
     ]
     return found
 

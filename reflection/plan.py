@@ -244,8 +244,7 @@ def records(
         v.model_copy(update={"name": mask_secrets(v.name), "detail": mask_secrets(v.detail)})
         for v in judged.verdicts
     )
-    # The piece as read; snapshots and hashes use its canonical text, as judging wrote it.
-    piece_before = judged.piece_before or piece_before
+    piece_before = _before_text(judged, piece_before)
     removed = {n for n, entry in judged.targets.items() if entry is None}
     confirmed = confirmed_names(llm.decision.confirmed, memory.keys() - removed)
     meta = ReflectionMeta.of(
@@ -286,6 +285,12 @@ def records(
         proposal=_proposal_row(meta, piece_before, judged.staged, llm.decision),
         entries=_entry_changes(change, judged, memory, llm.decision, confirmed),
     )
+
+
+def _before_text(judged: Judgement, as_read: str) -> str:
+    """The piece before the edit as snapshots and hashes keep it: its canonical text, as
+    judging wrote it (the text as read when there was no accepted edit)."""
+    return judged.piece_before if judged.piece_before is not None else as_read
 
 
 def _entry_changes(
