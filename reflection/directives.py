@@ -53,9 +53,32 @@ _INTERPRETER: Final = (
 # `| sudo -E bash`, `| env python3`, `| /bin/sh`: a pipe into an interpreter.
 _PIPE_INTO_INTERPRETER: Final = re.compile(
     r"\|\s*(?:sudo(?:\s+-\S+)*\s+)?(?:env\s+)?(?:/\S*/)?"
+    + r"(?P<interpreter>"
     + _INTERPRETER
-    + r"(?![\w.-])(?!\s+-[mc]\b)"  # `| python3 -m json.tool` reads data, runs no stdin
+    + r")(?![\w.-])"
 )
+# Where an interpreter's arguments end: the next pipe, command, redirection or group end.
+_ARGUMENTS_END: Final = re.compile(r"[|;&>)`]")
+_PROGRAM_FLAGS: Final = frozenset({"-c", "-m", "-e", "-command", "-file", "-r"})
+
+
+def _runs_stdin(line: str, pipe: re.Match[str]) -> bool:
+    """Whether the interpreter a pipe leads into runs what it reads: it has no script
+    argument (`| sh`, `| bash -s -- --yes`, `| python3 -`), rather than a program of
+    its own (`| python3 -m json.tool`, `| python3 load.py`, `| sh -c 'cat > f'`)."""
+    if pipe.group("interpreter") == "iex":
+        return True
+    rest = line[pipe.end() : pipe.end() + 200]
+    end = _ARGUMENTS_END.search(rest)
+    for word in rest[: end.start() if end else None].split()[:12]:
+        word = word.strip("\"'")
+        if word in {"-", "-s"}:
+            return True
+        if word in _PROGRAM_FLAGS or not word.startswith("-"):
+            return False
+    return True
+
+
 # `bash <(curl …)`, `sh -c "$(wget …)"`, `eval "$(curl …)"`, `python3 -c "`curl …`"`.
 _RUN_SUBSTITUTION: Final = re.compile(
     r"(?:^|[\s;&|(])(?:" + _INTERPRETER + r"|eval|source|\.)(?:\s+-\S+)*\s+[\"']?"
@@ -145,7 +168,7 @@ def _downloads_with_argument(line: str) -> list[int]:
 
 
 def _download_exec(line: str) -> bool:
-    pipes = [m.start() for m in _PIPE_INTO_INTERPRETER.finditer(line)]
+    pipes = [m.start() for m in _PIPE_INTO_INTERPRETER.finditer(line) if _runs_stdin(line, m)]
     downloads = _downloads_with_argument(line)
     if downloads and pipes and min(downloads) < max(pipes):
         return True
@@ -160,7 +183,7 @@ def _decode_exec(line: str) -> bool:
     decodes = [m.start() for m in _BASE64_DECODE.finditer(line)]
     if not decodes:
         return False
-    pipes = [m.start() for m in _PIPE_INTO_INTERPRETER.finditer(line)]
+    pipes = [m.start() for m in _PIPE_INTO_INTERPRETER.finditer(line) if _runs_stdin(line, m)]
     if pipes and min(decodes) < max(pipes):
         return True
     return any(m.start() < max(decodes) for m in _RUN_SUBSTITUTION.finditer(line))
