@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 
 from reflection import constants as c
 from reflection.batch_rules import apply_batch_rules
+from reflection.directives import gained
 from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
 from reflection.pieces import check_piece_edit
 from reflection.secrets import find_secrets
+from reflection.text import escape_for_terminal, find_unsafe_chars
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,21 @@ def _verdict(ch: MemoryChange, code: Code, detail: str = "") -> Verdict:
     )
 
 
-def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
-    """Checks shared by add and update: fields present, type known, size, secrets."""
+def _unsafe_text(ch: MemoryChange) -> str:
+    """Why the change's description is `invalid_text` (control, bidi or tag characters;
+    line breaks are the one-line rule's, `missing_field`), or "" when it is not."""
+    found = find_unsafe_chars((ch.description or "").strip(), allow="\n\r")
+    if not found:
+        return ""
+    shown = ", ".join(escape_for_terminal(x, keep="") for x in found[:8])
+    return f"description holds control, bidi or tag characters: {shown}"
+
+
+def _content_code(
+    ch: MemoryChange, limits: Limits, previous: MemoryEntry | None = None
+) -> tuple[Code, str]:
+    """Checks shared by add and update: fields present, type known, size, secrets, and no
+    dangerous directive the entry (`previous`, for an update) did not hold already."""
     if ch.description is None or ch.type is None or ch.body is None:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
     if ch.type not in c.MEMORY_TYPES:
@@ -66,9 +81,20 @@ def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
     size = len(ch.body.encode("utf-8"))
     if size > limits.max_body_bytes:
         return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
-    kinds = find_secrets(ch.description) + find_secrets(ch.body)
+    return _text_code(ch.description, ch.body, previous)
+
+
+def _text_code(description: str, body: str, previous: MemoryEntry | None) -> tuple[Code, str]:
+    """What the text may not hold: a credential (`secret_detected`), then a dangerous
+    directive the entry (`previous`, for an update) did not hold already
+    (`dangerous_directive`)."""
+    kinds = find_secrets(description) + find_secrets(body)
     if kinds:
         return Code.SECRET_DETECTED, ", ".join(sorted(set(kinds)))
+    before = (previous.description, previous.body) if previous is not None else ()
+    directives = gained(before, (description, body))
+    if directives:
+        return Code.DANGEROUS_DIRECTIVE, "gains a " + ", a ".join(directives) + " directive"
     return Code.OK, ""
 
 
@@ -91,7 +117,7 @@ def _judge_one(
     if entry.protected:
         return Code.PROTECTED, "the entry is marked protected: true"
     if ch.op == "update":
-        return _content_code(ch, limits)
+        return _content_code(ch, limits, entry)
     if ch.merge_target is not None and not c.SLUG_RE.fullmatch(ch.merge_target):
         return Code.MERGE_TARGET_MISSING, "merge_target is not a valid name"
     return Code.OK, ""
@@ -154,6 +180,8 @@ def _each_change(
             codes.append((Code.TOO_MANY_CHANGES, f"at most {limits.max_changes} changes a run"))
         elif problem := _name_problem(ch.name):
             codes.append((Code.INVALID_NAME, problem))
+        elif problem := _unsafe_text(ch):
+            codes.append((Code.INVALID_TEXT, problem))
         elif ch.name in seen:
             codes.append(
                 (Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch")

@@ -34,6 +34,8 @@ class Code(StrEnum):
 
     OK = "ok"
     INVALID_NAME = "invalid_name"
+    # A description (or a piece's text) holding a control, bidi or tag character (issue 22).
+    INVALID_TEXT = "invalid_text"
     UNKNOWN_TYPE = "unknown_type"
     MISSING_FIELD = "missing_field"
     BODY_TOO_LARGE = "body_too_large"
@@ -45,6 +47,8 @@ class Code(StrEnum):
     MEMORY_FULL = "memory_full"
     TOO_MANY_CHANGES = "too_many_changes"
     SECRET_DETECTED = "secret_detected"  # noqa: S105 - a code, not a secret
+    # The text gains a download-and-execute, reverse-shell or exfiltration directive.
+    DANGEROUS_DIRECTIVE = "dangerous_directive"
     PROTECTED = "protected"
     PIECE_COOLDOWN = "piece_cooldown"
     PIECE_INVALID = "piece_invalid"
