@@ -124,6 +124,12 @@ def without_jobs(result: LlmResult, job_ids: Collection[str]) -> LlmResult:
     return result.model_copy(update={"decision": decision})
 
 
+def outside(result: LlmResult, batch: Collection[str]) -> set[str]:
+    """The job ids the decision's changes name that are not jobs of the batch (a change
+    may only come from a job the model was shown)."""
+    return {c.job_id for c in result.decision.memory_changes if c.job_id is not None} - set(batch)
+
+
 def follower(leader: MetricsRow, member: Member) -> BatchFollower:
     """A follower's commit: its claim under its fence, its row `coalesced` into the
     leader's run, with no tokens of its own (the leader's row carries the call)."""

@@ -34,7 +34,7 @@ from reflection.apply import (
 from reflection.batch_prompt import batch_prompt, log_share
 from reflection.breaker import llm_guard
 from reflection.changes import Limits
-from reflection.coalesce import BATCH_POLL_SECONDS, Member, without_jobs
+from reflection.coalesce import BATCH_POLL_SECONDS, Member, outside, without_jobs
 from reflection.deadline import Deadline
 from reflection.errors import (
     BatchWaitError,
@@ -568,7 +568,8 @@ def _apply(
             return _duplicate(deps, run, request)
         if taken is not None and (taken.members or taken.left):
             taken = batch.held(engine=deps.engine, run_id=run.reflection_job_id, taken=taken)
-            llm = without_jobs(llm, taken.left)
+            jobs = [request.original_job_id, *(m.original_job_id for m in taken.members)]
+            llm = without_jobs(llm, taken.left | outside(llm, jobs))
         journal = plan(
             paths=paths,
             request=request,

@@ -18,6 +18,7 @@ from reflection.coalesce import (
     follower,
     followers_to_take,
     load_members,
+    outside,
     poll_seconds,
     wait_seconds,
     without_jobs,
@@ -113,6 +114,11 @@ def test_without_jobs_drops_only_the_changes_of_jobs_that_left() -> None:
     assert [c.job_id for c in kept.decision.memory_changes] == ["a", None]
     assert kept.usage == result.usage
     assert without_jobs(result, set()) is result
+
+
+def test_outside_names_the_jobs_not_in_the_batch() -> None:
+    assert outside(_result("a", "b", None, "zz"), ["a", "b"]) == {"zz"}
+    assert outside(_result(None), ["a"]) == set()
 
 
 def test_a_followers_row_is_coalesced_into_the_leader_with_no_tokens() -> None:
