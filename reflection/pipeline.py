@@ -566,10 +566,7 @@ def _apply(
         )
         if llm is None or state == "done":
             return _duplicate(deps, run, request)
-        if taken is not None and (taken.members or taken.left):
-            taken = batch.held(engine=deps.engine, run_id=run.reflection_job_id, taken=taken)
-            jobs = [request.original_job_id, *(m.original_job_id for m in taken.members)]
-            llm = without_jobs(llm, taken.left | outside(llm, jobs))
+        taken, llm = _batch_held(deps, run, request, taken, llm)
         journal = plan(
             paths=paths,
             request=request,
@@ -599,6 +596,18 @@ def _apply(
     if not committed:
         raise LockLostError("the claim was taken over before commit; nothing recorded")
     return _finished(deps, run, journal, paths)
+
+
+def _batch_held(
+    deps: Deps, run: _Run, request: ReflectRequest, taken: batch.Taken | None, llm: LlmResult
+) -> tuple[batch.Taken | None, LlmResult]:
+    """Under the lock: the followers the leader still holds, and the decision without
+    the changes of jobs that are not (or never were) in its batch."""
+    if taken is None or not (taken.members or taken.left):
+        return taken, llm
+    taken = batch.held(engine=deps.engine, run_id=run.reflection_job_id, taken=taken)
+    jobs = [request.original_job_id, *(m.original_job_id for m in taken.members)]
+    return taken, without_jobs(llm, taken.left | outside(llm, jobs))
 
 
 def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
