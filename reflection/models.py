@@ -49,6 +49,13 @@ class Code(StrEnum):
     PIECE_ESCALATION = "piece_escalation"
     PIECE_UNCHANGED = "piece_unchanged"
     PIECE_STALE = "piece_stale"  # approval only: the piece changed since the proposal
+    # Consolidation only (SPEC §11, §14): an add or a piece edit in a consolidation
+    # answer, which may only update and remove; a remove that is neither a merge nor of
+    # a stale entry with a reason; past the pass's removal cap, or a pass that would drop
+    # memory below half its entries (then every change of the pass).
+    OP_NOT_ALLOWED = "op_not_allowed"
+    NOT_STALE = "not_stale"
+    TOO_MANY_REMOVALS = "too_many_removals"
 
 
 class Frozen(BaseModel):
@@ -136,6 +143,8 @@ class MemoryChange(BaseModel):
     type: str | None = Field(default=None, json_schema_extra={"enum": list(get_args(MemoryType))})
     body: str | None = None
     merge_target: str | None = None
+    # A remove's reason when it is not a merge (a consolidation retiring a stale entry).
+    reason: str | None = None
 
 
 class PieceEdit(BaseModel):
