@@ -160,6 +160,28 @@ class SimModel:
                 known.setdefault(fid, []).append(name)
         return known
 
+    def _careless(
+        self,
+        job: SimJob,
+        job_id: str,
+        user_id: str,
+        known: Mapping[str, list[str]],
+        taken: set[str],
+    ) -> list[dict[str, Any]]:
+        """What a careless model adds besides the new facts: a paraphrase of a fact the
+        job relied on, an instruction a fetched page gave; a misquote of the first add."""
+        facts, changes = self.world.facts, []
+        relied = [fid for fid in job.topics if fid in known]
+        if job.careless and relied:
+            fid = relied[job.n % len(relied)]
+            changes.append(
+                self._add(job_id, user_id, facts[fid], 1 + job.n % 2, taken, job.lines[fid])
+            )
+        if job.planted is not None and job.planted not in known:
+            planted = job.planted
+            changes.append(self._add(job_id, user_id, facts[planted], 0, taken, job.lines[planted]))
+        return changes
+
     def reflect(
         self, job: SimJob, job_id: str, user_id: str, shown: Sequence[str]
     ) -> dict[str, Any]:
@@ -174,19 +196,7 @@ class SimModel:
                 confirmed += known[fid]
             else:
                 changes.append(self._add(job_id, user_id, facts[fid], 0, taken, job.lines[fid]))
-        relied = [fid for fid in job.topics if fid in known]
-        if job.careless and relied:
-            fid = relied[job.n % len(relied)]
-            changes.append(
-                self._add(job_id, user_id, facts[fid], 1 + job.n % 2, taken, job.lines[fid])
-            )
-        if job.planted is not None and job.planted not in known:
-            planted = job.planted
-            changes.append(self._add(job_id, user_id, facts[planted], 0, taken, job.lines[planted]))
-        if job.misquote and changes:
-            quote = f"as the user said: {changes[0]['description']}"
-            changes[0]["evidence"] = [quote]
-            self.evidence[(job_id, changes[0]["name"])] = [quote]
+        changes += self._careless(job, job_id, user_id, known, taken)
         reasoning = (
             f"Learned {len(changes)} thing(s) from this job; it relied on {len(confirmed)} "
             "entries already in memory."
@@ -211,17 +221,8 @@ class SimModel:
         cap = min(self.max_removals, total // 2)
         changes = merge_changes(user_id, live, self.registry)
         merged = {c["name"] for c in changes}
-        targets = {c["merge_target"] for c in changes}
-        for e in sorted(live, key=lambda e: (-e.unconfirmed_days, e.name)):
-            if e.name in merged or e.name in targets or e.unconfirmed_days <= self.stale_days:
-                continue
-            changes.append(
-                change_dict(
-                    "remove",
-                    e.name,
-                    reason=f"stale: unconfirmed for {int(e.unconfirmed_days)} days",
-                )
-            )
+        keep = merged | {c["merge_target"] for c in changes}
+        changes += stale_removals([e for e in live if e.name not in keep], self.stale_days)
         return {
             "reasoning": f"Merged {len(merged)} paraphrase(s) and retired stale entries.",
             "memory_changes": changes[:cap],
@@ -247,6 +248,17 @@ def merge_changes(
             for e in group[1:]
         ]
     return changes
+
+
+def stale_removals(live: Sequence[EntryView], stale_days: float) -> list[dict[str, Any]]:
+    """Removes of the entries unconfirmed past `stale_days`, the stalest first."""
+    return [
+        change_dict(
+            "remove", e.name, reason=f"stale: unconfirmed for {int(e.unconfirmed_days)} days"
+        )
+        for e in sorted(live, key=lambda e: (-e.unconfirmed_days, e.name))
+        if e.unconfirmed_days > stale_days
+    ]
 
 
 def _shown_names(user_prompt: str) -> list[str]:

@@ -11,6 +11,7 @@ Targets, for the rules-on run (issue 21, item 5):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from html import escape
@@ -18,7 +19,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Final
 
-from reflection.evals.stream.runner import ModeResult, Sample, checkpoint
+from reflection.evals.stream.runner import ModeResult, checkpoint
 
 PLATEAU_MAX: Final = 1.5
 DUPLICATES_MAX: Final = 0.05  # of the rules-off count
@@ -286,4 +287,6 @@ def write_svg(report: dict[str, Any], path: Path) -> None:
     path.write_text(svg(report), encoding="utf-8")
 
 
-__all__ = ["Sample", "build", "markdown", "svg", "table_rows", "targets", "write_svg"]
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, Protocol
 from reflection.evals.stream.model import SimModel
 from reflection.evidence import ShownJob, evidence_code
 from reflection.memory import load_memory
-from reflection.models import LlmResult
+from reflection.models import LlmResult, MemoryChange
 from reflection.paths import UserPaths
 from reflection.pipeline import Llm
 from reflection.settings import Settings
@@ -85,16 +85,31 @@ class StandInJudge:
         kept = []
         for ch in result.decision.memory_changes:
             quotes = self.model.evidence.get((m.group(1), ch.name), [])
-            code, _ = evidence_code(ch.op, ch.type, quotes, shown)
-            if code is None and ch.op == "add":
-                near = nearest(entry_text(ch.description or "", ch.body or ""), memory)
-                code = "near_duplicate" if near and near[1] >= threshold else None  # type: ignore[assignment]
+            code = _refusal(ch, quotes, shown, memory, threshold)
             if code is None:
                 kept.append(ch)
             else:
                 self.refused[code] += 1
         decision = result.decision.model_copy(update={"memory_changes": kept})
         return result.model_copy(update={"decision": decision})
+
+
+def _refusal(
+    ch: MemoryChange,
+    quotes: list[str],
+    shown: ShownJob,
+    memory: Mapping[str, str],
+    threshold: float,
+) -> str | None:
+    """The code the rules would refuse `ch` with: evidence and trust, then near-duplicates."""
+    code, _ = evidence_code(ch.op, ch.type, quotes, shown)
+    if code is not None:
+        return code
+    if ch.op == "add":
+        near = nearest(entry_text(ch.description or "", ch.body or ""), memory)
+        if near is not None and near[1] >= threshold:
+            return "near_duplicate"
+    return None
 
 
 @dataclass(frozen=True)

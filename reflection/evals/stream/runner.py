@@ -184,7 +184,8 @@ def _consolidate(env: _Env, u: int, reason: str, now: datetime) -> None:
     user_id = env.ids.user(u)
     run = worker_consolidation() if env.rules.consolidation == "worker" else None
     if run is not None:
-        report = run(env.deps, user_id=user_id, reason=reason, now=now)
+        pass_id = f"{env.ids.prefix}-c{env.passes:04d}"
+        report = run(env.deps, user_id=user_id, reason=reason, now=now, pass_id=pass_id)
         env.result.outcomes[f"consolidation:{getattr(report, 'outcome', '?')}"] += 1
         verdicts: Sequence[Any] = getattr(report, "verdicts", ())
         env.result.refused.update(v.code.value for v in verdicts if not v.accepted)
