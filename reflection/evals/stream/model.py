@@ -169,7 +169,7 @@ class SimModel:
         taken: set[str],
     ) -> list[dict[str, Any]]:
         """What a careless model adds besides the new facts: a paraphrase of a fact the
-        job relied on, an instruction a fetched page gave; a misquote of the first add."""
+        job relied on, an instruction a fetched page gave."""
         facts, changes = self.world.facts, []
         relied = [fid for fid in job.topics if fid in known]
         if job.careless and relied:
@@ -181,6 +181,12 @@ class SimModel:
             planted = job.planted
             changes.append(self._add(job_id, user_id, facts[planted], 0, taken, job.lines[planted]))
         return changes
+
+    def _misquote(self, job_id: str, change: dict[str, Any]) -> None:
+        """Quote, for `change`, something the job does not hold (its own words)."""
+        quote = f"as the user said: {change['description']}"
+        change["evidence"] = [quote]
+        self.evidence[(job_id, change["name"])] = [quote]
 
     def reflect(
         self, job: SimJob, job_id: str, user_id: str, shown: Sequence[str]
@@ -197,6 +203,8 @@ class SimModel:
             else:
                 changes.append(self._add(job_id, user_id, facts[fid], 0, taken, job.lines[fid]))
         changes += self._careless(job, job_id, user_id, known, taken)
+        if job.misquote and changes:
+            self._misquote(job_id, changes[0])
         reasoning = (
             f"Learned {len(changes)} thing(s) from this job; it relied on {len(confirmed)} "
             "entries already in memory."
