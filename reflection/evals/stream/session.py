@@ -70,6 +70,7 @@ def run_stream(
         root = workdir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="reflection-stream-"))
         )
+        root.mkdir(parents=True, exist_ok=True)
         url = database_url or f"sqlite:///{root / 'stream.db'}"
         engine = prepare(url)
         stack.callback(engine.dispose)
