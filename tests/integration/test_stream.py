@@ -50,7 +50,7 @@ def test_a_short_stream_on_postgres_with_the_rules_on_beats_the_rules_off(
     assert _totals(on, "duplicate_pairs") < _totals(off, "duplicate_pairs")
     assert _totals(on, "untrusted_instructions") == 0
     assert {"near_duplicate", "untrusted_source"} <= set(on["refused"])
-    assert "consolidation: worker" in on["rules"]
+    assert on["rules"] == "evidence rules on, consolidation on"
     assert sum(on["consolidations"].values()) > 0
     # Every job was reflected to an end (no failure, nothing left for a retry).
     reflections = {k: v for k, v in on["outcomes"].items() if ":" not in k}

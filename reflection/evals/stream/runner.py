@@ -15,26 +15,20 @@ pairs, stale entries (from their `memory_entries` rows), untrusted instructions.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import redis
 from sqlalchemy import Engine, insert, select
 
 from reflection import storage
+from reflection.consolidate import run_consolidation
 from reflection.evals.stream import truth
 from reflection.evals.stream.model import EntryView, SimModel, unconfirmed_days
-from reflection.evals.stream.rules import (
-    Rules,
-    StandInJudge,
-    judge_settings,
-    llm_for,
-    setting,
-    worker_consolidation,
-)
+from reflection.evals.stream.rules import Rules, setting
 from reflection.evals.stream.world import START, SimJob, World
 from reflection.fsio import atomic_write, ensure_dir
 from reflection.memory import load_memory
@@ -177,29 +171,16 @@ def _entry_views(env: _Env) -> Callable[[str, datetime], list[EntryView]]:
 
 
 def _consolidate(env: _Env, u: int, reason: str, now: datetime) -> None:
-    """One consolidation pass of user `u` at `now`, by the worker's code or the stand-in."""
+    """One consolidation pass of user `u` at `now`: the worker's, in process."""
     env.clock.now = now
     env.passes += 1
     env.result.consolidations[reason] += 1
-    user_id = env.ids.user(u)
-    run = worker_consolidation() if env.rules.consolidation == "worker" else None
-    if run is not None:
-        pass_id = f"{env.ids.prefix}-c{env.passes:04d}"
-        report = run(env.deps, user_id=user_id, reason=reason, now=now, pass_id=pass_id)
-        env.result.outcomes[f"consolidation:{getattr(report, 'outcome', '?')}"] += 1
-        verdicts: Sequence[Any] = getattr(report, "verdicts", ())
-        env.result.refused.update(v.code.value for v in verdicts if not v.accepted)
-    else:
-        job_id = f"{env.ids.prefix}-c{env.passes:04d}"
-        _insert_job(
-            env.deps.engine,
-            job_id=job_id,
-            user_id=user_id,
-            task=f"Consolidation pass ({reason}): merge paraphrases, retire stale entries",
-            result="",
-            at=now,
-        )
-        _reflect(env, job_id, user_id)
+    pass_id = f"{env.ids.prefix}-c{env.passes:04d}"
+    report = run_consolidation(
+        env.deps, user_id=env.ids.user(u), reason=reason, now=now, pass_id=pass_id
+    )
+    env.result.outcomes[f"consolidation:{report.outcome.value}"] += 1
+    env.result.refused.update(v.code.value for v in report.verdicts if not v.accepted)
     env.last_pass[u] = now
     env.reflected_since.discard(u)
 
@@ -294,7 +275,7 @@ def run_mode(
     """Run the world's jobs once with `rules`, files under `root`; its measurements."""
     ids = Ids(f"st{world.seed}-{mode}")
     _refuse_reuse(engine, ids)
-    s = judge_settings(settings, rules).model_copy(update={"user_folder_root": root / mode})
+    s = settings.model_copy(update={"user_folder_root": root / mode})
     clock = _Clock()
     jobs = {ids.job(j.n): j for j in world.jobs}
     model = SimModel(
@@ -305,12 +286,17 @@ def run_mode(
     )
     model.now = clock
     deps = Deps(
-        settings=s, engine=engine, redis=redis_client, llm=llm_for(rules, model, s), clock=clock
+        settings=s,
+        engine=engine,
+        redis=redis_client,
+        llm=model,
+        clock=clock,
+        evidence_rules=rules.evidence,
     )
     env = _Env(world, ids, deps, model, clock, rules, ModeResult(mode, rules.label))
     model.entries = _entry_views(env)
     points = sample_points(len(world.jobs), sample_every)
-    consolidating = rules.consolidation != "off"
+    consolidating = rules.consolidation
     for job in world.jobs:
         if consolidating:
             _sweeps_until(env, job.at)
@@ -330,6 +316,4 @@ def run_mode(
         clock.now = job.at
         if job.n in points:
             _sample(env, job)
-    if isinstance(deps.llm, StandInJudge):
-        env.result.refused.update(deps.llm.refused)
     return env.result
