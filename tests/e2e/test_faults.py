@@ -33,7 +33,7 @@ from tests.support.db import EVIDENCE
 pytestmark = pytest.mark.e2e
 FAULT_APP = "tests.support.fault_app"
 
-CHANGES = [
+CHANGES: list[dict[str, Any]] = [
     {
         "op": "add",
         "evidence": EVIDENCE,

@@ -20,7 +20,7 @@ from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
-PYTEST_ENTRY = {
+PYTEST_ENTRY: dict[str, Any] = {
     "op": "add",
     "evidence": EVIDENCE,
     "name": "prefers-pytest",
