@@ -46,7 +46,7 @@ def change(op: str = "add", **kw: Any) -> MemoryChange:
         "body": "round_invoice() rounds half-up to cents.",
         "evidence": [REQUEST],
     } | kw
-    return MemoryChange(op=op, **fields)  # type: ignore[arg-type]
+    return MemoryChange(op=op, **fields)
 
 
 def judged(
