@@ -15,6 +15,7 @@ from reflection.text import MULTILINE, find_unsafe_chars
 from tests.cli.conftest import Cli, cli
 from tests.cli.helpers import tuned_piece
 from tests.integration.conftest import decision, env
+from tests.support.db import EVIDENCE
 
 __all__ = ["cli", "env"]
 
@@ -55,12 +56,20 @@ def _script_model(cli: Cli, model: str) -> None:
 def _hostile_decision() -> dict[str, Any]:
     good = {
         "op": "add",
+        "evidence": EVIDENCE,
         "name": "fact",
         "description": DESCRIPTION,
         "type": "project",
         "body": f"line one\n{EVIL}\nline three\n",
     }
-    bad = {"op": "add", "name": f"x{EVIL}", "description": "d", "type": "user", "body": "b"}
+    bad = {
+        "op": "add",
+        "evidence": EVIDENCE,
+        "name": f"x{EVIL}",
+        "description": "d",
+        "type": "user",
+        "body": "b",
+    }
     return decision(EVIL, [good, bad])  # fmt: skip
 
 
