@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from reflection import storage
+from reflection import metrics, storage
 from reflection.apply import (
     has_pending_journal,
     journal_path,
@@ -123,6 +123,8 @@ def pass_limits(s: Settings) -> PassLimits:
 
 class _Pass(_Run):
     """A pass's identity for log lines and rows: piece_name '', kind consolidation."""
+
+    kind = metrics.KIND_CONSOLIDATION
 
     def __init__(self, pass_id: str, user_id: str) -> None:
         super().__init__(
