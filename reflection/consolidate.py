@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from reflection import storage
+from reflection import metrics, storage
 from reflection.apply import (
     has_pending_journal,
     journal_path,
@@ -69,7 +69,7 @@ from reflection.records import (
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
 from reflection.snapshot import snapshot_files
-from reflection.storage.consolidations import users_due_for_sweep
+from reflection.storage.consolidations import threshold_facts, users_due_for_sweep
 
 log = logging.getLogger("reflection")
 
@@ -123,6 +123,8 @@ def pass_limits(s: Settings) -> PassLimits:
 
 class _Pass(_Run):
     """A pass's identity for log lines and rows: piece_name '', kind consolidation."""
+
+    kind = metrics.KIND_CONSOLIDATION
 
     def __init__(self, pass_id: str, user_id: str) -> None:
         super().__init__(
@@ -586,9 +588,9 @@ def threshold_due(deps: Deps, user_id: str, now: datetime | None = None) -> bool
     `consolidate_at_entries` or more, and the last pass older than the interval."""
     s = deps.settings
     now = now or deps.clock()
-    if len(storage.live_entries(engine=deps.engine, user_id=user_id)) < s.consolidate_at_entries:
+    live, last = threshold_facts(engine=deps.engine, user_id=user_id)
+    if live < s.consolidate_at_entries:
         return False
-    last = storage.last_consolidation_at(engine=deps.engine, user_id=user_id)
     return last is None or now - last >= timedelta(hours=s.consolidate_min_interval_hours)
 
 

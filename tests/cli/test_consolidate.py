@@ -62,6 +62,10 @@ def test_now_runs_the_pass_here(cli: Cli) -> None:
     assert line["kind"] == "consolidation"
     [row] = cli.env.metrics()
     assert (row["kind"], row["outcome"], row["piece_name"]) == ("consolidation", "applied", "")
+    shown = cli("show", "alice", report["snapshot_id"])
+    assert shown.exit_code == 0 and "use-pytest" in shown.stdout, shown.output
+    history = cli("history", "alice")
+    assert history.exit_code == 0 and report["snapshot_id"] in history.stdout, history.output
 
 
 def test_publish_sends_the_task_by_name(cli: Cli, broker: redis.Redis) -> None:

@@ -114,6 +114,21 @@ def test_a_reflection_past_the_threshold_publishes_a_pass(
         _check_consolidated(w, row, "threshold")
         reflections = [r for r in w.rows() if r["kind"] == "reflection"]
         assert [r["outcome"] for r in reflections] == ["applied"]
+        # A bad pass fails with a code and a row, and its task ends FAILURE.
+        kwargs = {"user_id": "alice", "reason": "bogus"}
+        w.producer.send_task("consolidate", kwargs=kwargs, queue="reflection")
+        deadline = time.monotonic() + 60
+        while not [r for r in w.rows() if r["error_code"] == "bad_request"]:
+            assert time.monotonic() < deadline, w.log.read_text()[-4000:]
+            time.sleep(0.2)
+        [bad] = [r for r in w.rows() if r["error_code"] == "bad_request"]
+        assert (bad["kind"], bad["outcome"], bad["piece_name"]) == ("consolidation", "failed", "")
+        deadline = time.monotonic() + 30
+        while (
+            'raised expected: ReflectionFailed("bad_request: reason must' not in w.log.read_text()
+        ):
+            assert time.monotonic() < deadline, w.log.read_text()[-4000:]
+            time.sleep(0.2)
 
 
 def start_beat(env: dict[str, str], log: Path, schedule: Path) -> subprocess.Popen[bytes]:

@@ -356,3 +356,39 @@ def test_bad_kwargs_fail_with_a_row(env: Env) -> None:
         ("consolidation", "bad_request")
     ] * 3
     assert json.dumps(env.metrics(), default=str).count('"piece_name": ""') == 3
+
+
+def test_a_pass_stopped_after_its_journal_is_finished_once_by_its_redelivery(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug stops a pass right after its journal (the task records it `failed`); its
+    redelivery rolls the journal forward without asking the LLM again: the files, one
+    index line and one row (the failed one corrected to `applied`), the claim done."""
+    import reflection.apply as apply_mod
+
+    seed(env, ["prefers-pytest", "use-pytest", "billing-db"], T0)
+    script(env, reply(UPDATE_KEPT, MERGE))
+    real = apply_mod.fault_point  # type: ignore[attr-defined]
+
+    def stop(name: str) -> None:
+        if name == "after_journal":
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(apply_mod, "fault_point", stop)
+    with pytest.raises(RuntimeError):
+        pass_(env, pass_id="pass-k")
+    from reflection.consolidate import record_pass_failure
+    from reflection.errors import InternalError
+
+    record_pass_failure(env.deps, pass_id="pass-k", user_id="alice", error=InternalError("bug"))
+    monkeypatch.setattr(apply_mod, "fault_point", real)
+    assert [r["outcome"] for r in env.metrics()] == ["failed"]
+    calls = env.llm_calls()
+
+    assert pass_(env, pass_id="pass-k").outcome is Outcome.APPLIED
+    assert env.llm_calls() == calls
+    assert "use-pytest.md" not in memory_files(env)
+    assert len(index_lines(env)) == 1
+    assert [(r["kind"], r["outcome"]) for r in env.metrics()] == [("consolidation", "applied")]
+    assert pass_(env, pass_id="pass-k").outcome is Outcome.DUPLICATE
+    assert len(index_lines(env)) == 1
