@@ -116,6 +116,7 @@ def build(config: dict[str, Any], off: ModeResult | None, on: ModeResult | None)
             "users": [asdict(r) for r in rows[result.mode]],
             "outcomes": dict(sorted(result.outcomes.items())),
             "refused": dict(sorted(result.refused.items())),
+            "near_duplicate_distinct": result.distinct_refused,
             "consolidations": dict(sorted(result.consolidations.items())),
             "samples": [asdict(s) for s in result.samples],
             "tokens": [list(t) for t in result.tokens],
@@ -192,9 +193,11 @@ def markdown(report: dict[str, Any]) -> str:
     cols = [c.replace("@cp", f"@{report['config']['checkpoint']}") for c in COLUMNS]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    if report.get("targets"):
+        lines.append("")
     for t in report.get("targets", []):
         mark = "met" if t["passed"] else "MISSED"
-        lines.append(f"\n- **{t['name']}** {mark}: {t['detail']}")
+        lines.append(f"- **{t['name']}** {mark}: {t['detail']}")
     return "\n".join(lines) + "\n"
 
 

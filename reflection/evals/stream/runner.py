@@ -68,6 +68,9 @@ class ModeResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # code -> changes refused
     consolidations: Counter[str] = field(default_factory=Counter)  # reason -> passes
+    # Adds refused as near_duplicate that restated no live entry (ground truth): facts
+    # the near-duplicate detector kept out of memory by mistake.
+    distinct_refused: int = 0
 
     def at(self, job: int) -> list[Sample]:
         """The samples taken after job `job`, one per user."""
@@ -150,6 +153,18 @@ def _reflect(env: _Env, job_id: str, user_id: str) -> None:
     )
     env.result.outcomes[report.outcome.value] += 1
     env.result.refused.update(v.code.value for v in report.verdicts if not v.accepted)
+    near = [v.name for v in report.verdicts if v.code.value == "near_duplicate"]
+    if near:
+        env.result.distinct_refused += _distinct(env, user_id, near)
+
+
+def _distinct(env: _Env, user_id: str, names: list[str]) -> int:
+    """How many of these adds refused as near-duplicates stood for a fact no live entry
+    holds (by the ground truth): the detector's false positives."""
+    paths = UserPaths(env.settings.user_folder_root, user_id)
+    registry = env.model.registry
+    held = {registry.fact_of(user_id, e.name) for e in load_memory(paths)[0]}
+    return sum(registry.fact_of(user_id, n) not in held for n in names)
 
 
 def _entry_views(env: _Env) -> Callable[[str, datetime], list[EntryView]]:
