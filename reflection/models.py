@@ -59,6 +59,13 @@ class Code(StrEnum):
     UNSUPPORTED = "unsupported"  # no evidence, or a quote not in the job data shown
     UNTRUSTED_SOURCE = "untrusted_source"  # a user/feedback entry quoting no trusted line
     NEAR_DUPLICATE = "near_duplicate"  # an add that restates an existing entry
+    # Consolidation only (SPEC §11, §14): an add or a piece edit in a consolidation
+    # answer, which may only update and remove; a remove that is neither a merge nor of
+    # a stale entry with a reason; past the pass's removal cap, or a pass that would drop
+    # memory below half its entries (then every change of the pass).
+    OP_NOT_ALLOWED = "op_not_allowed"
+    NOT_STALE = "not_stale"
+    TOO_MANY_REMOVALS = "too_many_removals"
 
 
 class Frozen(BaseModel):
@@ -154,6 +161,8 @@ class MemoryChange(BaseModel):
         default_factory=list,
         json_schema_extra={"maxItems": 3, "items": {"type": "string", "maxLength": 300}},
     )
+    # A remove's reason when it is not a merge (a consolidation retiring a stale entry).
+    reason: str | None = None
 
 
 class PieceEdit(BaseModel):

@@ -113,6 +113,8 @@ class RunReport:
 class _Run:
     """One run's identity and clock, for log lines and metrics rows."""
 
+    kind = metrics.KIND_REFLECTION  # as the run is counted (a consolidation pass's differs)
+
     def __init__(self, reflection_job_id: str, kwargs: Mapping[str, Any]) -> None:
         self.reflection_job_id = safe_id(reflection_job_id)
         self.original_job_id = safe_id(kwargs.get("original_job_id", "?"))
@@ -167,7 +169,7 @@ class _Run:
         )
         llm_ms = self.stages.get("llm")
         metrics.record_run(
-            kind=metrics.KIND_REFLECTION,
+            kind=self.kind,
             outcome=outcome.value,
             error_code=report.error_code,
             seconds=time.monotonic() - self.t0,

@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     # best F1 on tests/tables/near_duplicates.txt (precision 0.944, recall 0.962).
     near_duplicate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
 
+    # Consolidation (SPEC §11, `reflection.consolidation`): a pass after a reflection that
+    # leaves this many live entries, if the last pass is older than the interval; a
+    # Celery beat sweep every so many hours (0: off; fractions allowed).
+    consolidate_at_entries: int = Field(default=40, ge=1)
+    consolidate_min_interval_hours: float = Field(default=24, ge=0)
+    consolidate_every_hours: float = Field(default=24, ge=0)
+    consolidate_max_removals: int = Field(default=10, ge=0)
+    consolidate_max_changes: int = Field(default=24, ge=1, le=64)
+    # An entry unconfirmed and unchanged this long may be retired by a consolidation.
+    stale_days: float = Field(default=90, ge=0)
+
     # Locks and delivery.
     lock_expire_seconds: int = Field(default=20, ge=3)
     # Below the expiry (python-redis-lock refuses a longer wait) and the lock client's
