@@ -130,9 +130,9 @@ def _content_code(
     previous: MemoryEntry | None = None,
     secrets: Sequence[str] | None = None,
 ) -> tuple[Code, str]:
-    """Checks shared by add and update: fields present, type known, size, secrets, and no
-    dangerous directive the entry (`previous`, for an update) did not hold already
-    (`secrets`: those found in the change's raw text, when it was judged before)."""
+    """Checks shared by add and update: fields present, type known, size, secrets
+    (`secrets`: those found in the change's raw text, when it was judged before), and no
+    dangerous directive the entry (`previous`, for an update) did not hold already."""
     if ch.description is None or ch.type is None or ch.body is None:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
     if ch.type not in c.MEMORY_TYPES:
@@ -158,9 +158,9 @@ def _content_code(
 def _text_code(
     description: str, body: str, previous: MemoryEntry | None, kinds: Sequence[str]
 ) -> tuple[Code, str]:
-    """What the text may not hold: a credential (`kinds`, found in the raw text:
-    `secret_detected`), then a dangerous directive the entry (`previous`, for an update)
-    did not hold already (`dangerous_directive`)."""
+    """What the text may not hold: a credential (`kinds`, `secret_detected`), then a
+    dangerous directive the entry (`previous`, for an update) did not hold already
+    (`dangerous_directive`)."""
     if kinds:
         return Code.SECRET_DETECTED, ", ".join(sorted(set(kinds)))
     before = (previous.description, previous.body) if previous is not None else ()
@@ -187,7 +187,7 @@ def _judge_one(
     if ch.op == "add":
         if exists:
             return Code.EXISTS, "an entry with this name exists; use update"
-        return _grounded(_content_code(ch, limits, None, secrets), rules, ch)
+        return _grounded(_content_code(ch, limits, secrets=secrets), rules, ch)
     if ch.name in unreadable:
         return Code.NOT_FOUND, "the entry's file is malformed; left for a human"
     entry = current.get(ch.name)

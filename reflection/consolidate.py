@@ -65,6 +65,7 @@ from reflection.records import (
     FileChange,
     Journal,
     MetricsRow,
+    StoredDecision,
 )
 from reflection.secrets import mask_secrets
 from reflection.settings import Settings
@@ -212,11 +213,12 @@ def _marked(
     if claim.deliveries > s.max_deliveries and not has_pending_journal(paths, run.original_job_id):
         raise PoisonError(f"delivered {claim.deliveries} times; giving up")
     if claim.decision is not None:
-        result = LlmResult.model_validate(claim.decision)
+        stored = StoredDecision.load(claim.decision)
     else:
-        result = _consult(deps, run, request, paths, claim.fence)
+        stored = _consult(deps, run, request, paths, claim.fence)
+    result = stored.result
     run.spent(result.usage, result.attempts, result.model)
-    return _apply(deps, run, request, paths, claim.fence, result)
+    return _apply(deps, run, request, paths, claim.fence, stored)
 
 
 # One pass per user at a time.
@@ -311,7 +313,9 @@ def ask(
 
 def _consult(
     deps: Deps, run: _Pass, request: PassRequest, paths: UserPaths, fence: int
-) -> LlmResult:
+) -> StoredDecision:
+    """Ask the LLM and keep its answer on the claim, masked with its secret verdicts
+    (SPEC §14), before anything is judged or written."""
     s = deps.settings
     loaded = load(deps, paths)
     with (
@@ -319,14 +323,15 @@ def _consult(
         deps.turns.released(),
     ):
         result = ask(deps, paths, loaded, deps.clock(), run.t0 + s.soft_time_limit)
+    stored = StoredDecision.of(result, None)
     if not storage.store_decision(
         engine=deps.engine,
         original_job_id=run.original_job_id,
         fence=fence,
-        decision=result.model_dump(mode="json"),
+        decision=stored.to_json(),
     ):
         raise ClaimBusyError("the claim was taken over while the LLM answered")
-    return result
+    return stored
 
 
 # Apply, under the user's lock.
@@ -338,7 +343,7 @@ def _apply(
     request: PassRequest,
     paths: UserPaths,
     fence: int,
-    llm: LlmResult | None,
+    llm: StoredDecision | None,
 ) -> RunReport:
     s = deps.settings
     with user_lock(
@@ -413,7 +418,7 @@ def plan_pass(
     reason: str,
     pass_id: str,
     fence: int,
-    llm: LlmResult,
+    llm: StoredDecision,
     limits: PassLimits,
     now: datetime,
     store_llm_raw: bool,
@@ -422,13 +427,14 @@ def plan_pass(
     files it replaces; writes nothing)."""
     memory = {e.name: e for e in loaded.memory}
     judged = judge_pass(
-        llm.decision.memory_changes,
+        llm.result.decision.memory_changes,
         memory=memory,
         records=loaded.records,
         limits=limits,
         now=now,
         unreadable=loaded.unreadable,
-        piece_edit=llm.decision.piece_edit,
+        piece_edit=llm.result.decision.piece_edit,
+        secrets=llm.secrets,
     )
     files, before, after = _file_changes(paths, judged.targets, memory)
     sid = snapshot_id_for(pass_id, now)
@@ -445,7 +451,7 @@ def plan_pass(
         memory_before=before,
         memory_after=after,
     )
-    meta = _meta(change, llm, judged.verdicts, reason, store_llm_raw)
+    meta = _meta(change, llm.result, judged.verdicts, reason, store_llm_raw)
     return Journal(
         snapshot_id=sid,
         original_job_id=change.original_job_id,
@@ -456,7 +462,7 @@ def plan_pass(
         snapshot=snapshot_files(before, after, None, None),
         meta=meta,
         metrics=MetricsRow.of_snapshot(meta),
-        entries=_entries(change, judged.targets, memory, llm),
+        entries=_entries(change, judged.targets, memory, llm.result),
     )
 
 
@@ -562,7 +568,7 @@ def dry_run_consolidation(deps: Deps, *, user_id: str, now: datetime | None = No
         reason="operator",
         pass_id=pass_id,
         fence=0,
-        llm=result,
+        llm=StoredDecision.of(result, None),
         limits=pass_limits(deps.settings),
         now=now,
         store_llm_raw=False,

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from reflection.changes import Limits, MemoryJudgement, judge_memory_changes
+from reflection.changes import Grounds, Limits, MemoryJudgement, judge_memory_changes
 from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
 from reflection.records import EntryRecord
 
@@ -58,10 +58,13 @@ def judge_pass(
     now: datetime,
     unreadable: frozenset[str] = frozenset(),
     piece_edit: PieceEdit | None = None,
+    secrets: Sequence[Sequence[str]] | None = None,
 ) -> MemoryJudgement:
     """Every change of a consolidation answer judged against the user's memory and its
-    records (read under the lock); verdicts in the answer's order, a piece edit's last."""
-    codes, base = _as_reflection(changes, memory, limits, unreadable)
+    records (read under the lock); verdicts in the answer's order, a piece edit's last.
+    `secrets`: per change, the credentials found in its raw text (the claim keeps the
+    answer masked); None: looked for in the changes as given."""
+    codes, base = _as_reflection(changes, memory, limits, unreadable, secrets)
     _judge_staleness(changes, codes, records, now, limits.stale_days)
     _cap_removals(changes, codes, memory, limits.max_removals)
     _cap_changes(codes, limits.max_changes)
@@ -106,6 +109,7 @@ def _as_reflection(
     memory: Mapping[str, MemoryEntry],
     limits: PassLimits,
     unreadable: frozenset[str],
+    secrets: Sequence[Sequence[str]] | None = None,
 ) -> tuple[list[tuple[Code, str]], Mapping[str, MemoryEntry | None]]:
     """Each change's code as a reflection judges it, adds refused first (an add is no
     merge target either), without a change cap (the pass's is applied last); and the
@@ -116,6 +120,8 @@ def _as_reflection(
         memory,
         Limits(max_changes=len(changes) + 1, max_body_bytes=limits.max_body_bytes),
         unreadable,
+        # No `shown` job: a pass has no job to quote, so SPEC §11's evidence rules are off.
+        Grounds(secrets=[secrets[i] for i in kept]) if secrets is not None else None,
     )
     codes: list[tuple[Code, str]] = [
         (Code.OP_NOT_ALLOWED, "a consolidation only updates and removes")

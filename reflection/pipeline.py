@@ -308,9 +308,8 @@ def _leaving_for_retry(deps: Deps, request: ReflectRequest, fence: int, error: E
 
 
 def _stored_decision(stored: dict[str, Any]) -> StoredDecision:
-    """The decision kept on the claim (`StoredDecision`, or an earlier release's plain
-    `LlmResult`); one that no longer validates (stored before the schema's caps, say)
-    fails the run `llm_invalid_output` instead of crashing it."""
+    """The decision kept on the claim; one that no longer validates (stored before the
+    schema's caps, say) fails the run `llm_invalid_output` instead of crashing it."""
     try:
         return StoredDecision.load(stored)
     except ValidationError as e:

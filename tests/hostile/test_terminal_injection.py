@@ -79,8 +79,13 @@ def _hostile_decision() -> dict[str, Any]:
 
 
 @pytest.fixture
-def hostile_run(cli: Cli, make_job: Any) -> str:
-    """A job whose model, reasoning, changes and memory hold every kind of sequence."""
+def hostile_run(cli: Cli, make_job: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A job whose model, reasoning, changes and memory hold every kind of sequence.
+
+    Both entries are mostly the same escape sequences, which the near-duplicate measure
+    rightly finds alike; this test is about the terminal, so only an identical text
+    would be a near duplicate here."""
+    monkeypatch.setenv("REFLECTION_NEAR_DUPLICATE_THRESHOLD", "1")
     memory = cli.env.user().memory_dir
     memory.mkdir(parents=True)
     (memory / "planted.md").write_text(PLANTED)

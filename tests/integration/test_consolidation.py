@@ -392,3 +392,38 @@ def test_a_pass_stopped_after_its_journal_is_finished_once_by_its_redelivery(
     assert [(r["kind"], r["outcome"]) for r in env.metrics()] == [("consolidation", "applied")]
     assert pass_(env, pass_id="pass-k").outcome is Outcome.DUPLICATE
     assert len(index_lines(env)) == 1
+
+
+def test_a_pass_keeps_its_answer_masked_on_the_claim_and_judges_the_raw_secret(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer kept on the pass's claim is masked (SPEC §14): a key in an update's body
+    never reaches Postgres, and the retry that reuses the stored answer still refuses the
+    change `secret_detected` from the verdict computed on the raw text."""
+    import reflection.consolidate as consolidate_mod
+
+    key = "ghp_" + "Zq8" * 12
+    seed(env, ["prefers-pytest", "billing-db"], T0)
+    leaky = {**UPDATE_KEPT, "body": f"Use pytest. The CI token is {key}"}
+    script(env, reply(leaky, {**UPDATE_KEPT, "name": "billing-db"}))
+
+    def boom(**_: Any) -> Any:
+        raise RuntimeError("stopped after the answer was stored")
+
+    real = consolidate_mod.plan_pass
+    monkeypatch.setattr(consolidate_mod, "plan_pass", boom)
+    with pytest.raises(RuntimeError):
+        pass_(env, pass_id="pass-s")
+    monkeypatch.setattr(consolidate_mod, "plan_pass", real)
+    with env.engine.connect() as conn:
+        kept = conn.execute(select(reflection_claims.c.decision)).scalar_one()
+    assert kept is not None and key not in kept and "schema_version" in kept
+
+    calls = env.llm_calls()
+    report = pass_(env, pass_id="pass-s")
+    assert env.llm_calls() == calls  # the stored answer, not a second call
+    codes = {v.name: v.code.value for v in report.verdicts}
+    assert codes == {"prefers-pytest": "secret_detected", "billing-db": "ok"}
+    assert key not in json.dumps(memory_files(env))
+    with env.engine.connect() as conn:
+        assert conn.execute(select(reflection_claims.c.decision)).scalar_one() is None
