@@ -67,9 +67,10 @@ class _Rules:
     texts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.texts = {
-            n: similarity.entry_text(e.description, e.body) for n, e in self.current.items()
-        }
+        if self.on:
+            self.texts = {
+                n: similarity.entry_text(e.description, e.body) for n, e in self.current.items()
+            }
 
     @property
     def on(self) -> bool:
@@ -253,9 +254,11 @@ def _each_change(
     current: Mapping[str, MemoryEntry],
     unreadable: frozenset[str],
     limits: Limits,
-    rules: _Rules,
+    rules: _Rules | None = None,
 ) -> list[tuple[Code, str]]:
-    """Each change's code judged on its own (and against the names earlier in the batch)."""
+    """Each change's code judged on its own (and against the names earlier in the batch);
+    `rules` None: without stored grounds, so without SPEC §11's rules."""
+    rules = rules or _Rules(limits, Grounds(), current)
     secrets = rules.grounds.secrets
     codes: list[tuple[Code, str]] = []
     seen: set[str] = set()

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,6 +90,9 @@ class Deps:
     llm: Llm
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     turns: Turns = field(default_factory=lambda: Turns(0))
+    # SPEC §11's judging rules (evidence, trust, near-duplicates): always on in the
+    # worker; only the stream simulation's baseline run turns them off.
+    evidence_rules: bool = True
 
 
 @dataclass(frozen=True)
@@ -476,7 +479,7 @@ def _apply(
             llm=llm.result,
             grounds=llm.grounds,
             state=_state(deps, paths, request, last_edit),
-            limits=apply_limits(s),
+            limits=replace(apply_limits(s), evidence_rules=deps.evidence_rules),
             now=deps.clock(),
             store_llm_raw=s.store_llm_raw,
             piece_edit_mode=s.piece_edit_mode,

@@ -49,7 +49,7 @@ from pydantic import (
 from reflection.changes import Grounds, secret_kinds
 from reflection.constants import MAX_ID_IN_METRICS, SLUG_RE
 from reflection.evidence import ShownJob
-from reflection.models import LlmResult, Outcome, Usage, Verdict
+from reflection.models import MAX_REASONING_CHARS, LlmResult, Outcome, Usage, Verdict
 from reflection.secrets import find_secrets, mask_secrets
 
 PieceSource = Literal["user", "builtin"]
@@ -595,6 +595,8 @@ class StoredDecision(Record):
         """The stored form of the LLM's raw `result`."""
         decision = result.decision
         masked = _masked_json(result.model_dump(mode="json", include={"decision", "raw"}))
+        # A mask may be longer than what it hides: the reasoning stays within its cap.
+        masked["decision"]["reasoning"] = masked["decision"]["reasoning"][:MAX_REASONING_CHARS]
         return cls(
             schema_version=version,
             result=result.model_copy(
