@@ -12,10 +12,12 @@ jobs, every memory change naming in `job_id` the job its evidence quotes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from reflection.errors import ContextOverflowError
+from reflection.evidence import ShownJob
 from reflection.models import ReflectionInputs
 from reflection.prompt import (
     JOB_FIELD_MAX_BYTES,
@@ -26,6 +28,7 @@ from reflection.prompt import (
     _masked,
     estimate_tokens,
     fit_prompt,
+    shown_job,
 )
 
 _MIN_LOG_SHARE: Final = 256  # bytes of a job's activity log, however large the batch
@@ -36,8 +39,17 @@ def log_share(log_max_bytes: int, jobs: int) -> int:
     return max(_MIN_LOG_SHARE, log_max_bytes // max(1, jobs))
 
 
-def follower_section(inputs: ReflectionInputs, log_max_bytes: int) -> str:
-    """One other job of the batch: its facts, then its data blocks (masked, delimited)."""
+@dataclass(frozen=True)
+class BatchPrompt(Prompt):
+    """A batch's prompt; `shown` is the leader's job text, `others_shown` each other
+    job's as its blocks show it (by job id), that its changes' quotes are judged against."""
+
+    others_shown: Mapping[str, ShownJob] = field(default_factory=dict)
+
+
+def follower_section(inputs: ReflectionInputs, log_max_bytes: int) -> tuple[str, ShownJob]:
+    """One other job of the batch: its facts, then its data blocks (masked, delimited);
+    and its text as those blocks show it."""
     safe = _masked(inputs, log_max_bytes)
     job, activity = safe.job, safe.activity
     attrs = f"job={job.id}"
@@ -54,7 +66,7 @@ def follower_section(inputs: ReflectionInputs, log_max_bytes: int) -> str:
         f"## Job {job.id}\n\noutcome: {inputs.request.outcome} (job status: {status})\n"
         f"activity log: {_activity_note(activity, activity.text)}"
     )
-    return facts + "\n\n" + "\n\n".join(blocks)
+    return facts + "\n\n" + "\n\n".join(blocks), shown_job(job, activity.text)
 
 
 def _closing(job_ids: Sequence[str]) -> str:
@@ -80,12 +92,13 @@ def batch_prompt(
     max_body_bytes: int,
     memory_max_bytes: int,
     log_max_bytes: int,
-) -> Prompt:
+) -> BatchPrompt:
     """The batch's prompt; ContextOverflowError when even the leader's part, trimmed as
     `fit_prompt` trims, leaves no room for the others."""
-    sections = [follower_section(o, log_max_bytes) for o in others]
-    ids = [leader.job.id, *(o.job.id for o in others)]
-    tail = "\n\n".join(["# The other jobs of this batch", *sections, _closing(ids)])
+    sections = {o.job.id: follower_section(o, log_max_bytes) for o in others}
+    ids = [leader.job.id, *sections]
+    texts = [text for text, _ in sections.values()]
+    tail = "\n\n".join(["# The other jobs of this batch", *texts, _closing(ids)])
     tail_tokens = estimate_tokens(tail)
     if tail_tokens >= context_limit_tokens:
         raise ContextOverflowError(f"the batch's other jobs need about {tail_tokens} tokens")
@@ -98,11 +111,13 @@ def batch_prompt(
         memory_max_bytes=memory_max_bytes,
         log_max_bytes=log_max_bytes,
     )
-    return Prompt(
+    return BatchPrompt(
         system=first.system,
         user=first.user + "\n\n" + tail,
         est_tokens=first.est_tokens + tail_tokens,
         log_bytes_in_prompt=first.log_bytes_in_prompt,
         memory_bodies_trimmed=first.memory_bodies_trimmed,
         memory_bodies_omitted=first.memory_bodies_omitted,
+        shown=first.shown,
+        others_shown={job_id: shown for job_id, (_, shown) in sections.items()},
     )

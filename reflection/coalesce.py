@@ -17,8 +17,8 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from reflection.burst import Arrival
-from reflection.models import LlmDecision, LlmResult, Outcome
-from reflection.records import BatchFollower, MetricsRow
+from reflection.models import LlmDecision, Outcome
+from reflection.records import BatchFollower, MetricsRow, StoredDecision
 
 # A waiting run that is not the oldest lets the oldest lead for this long past the
 # quiet time (it is due back then too) before it leads itself.
@@ -112,22 +112,32 @@ def followers_to_take(
     return [a for a in arrivals if a.job_id != leader_job_id][: max(0, max_jobs - 1)]
 
 
-def without_jobs(result: LlmResult, job_ids: Collection[str]) -> LlmResult:
-    """`result` with the memory changes of `job_ids` left out: jobs that left the batch
-    after the LLM answered (each is reflected on its own, once)."""
-    kept = [c for c in result.decision.memory_changes if c.job_id not in job_ids]
-    if len(kept) == len(result.decision.memory_changes):
-        return result
+def without_jobs(stored: StoredDecision, job_ids: Collection[str]) -> StoredDecision:
+    """`stored` with the memory changes of `job_ids` left out (their secret verdicts
+    too, which go by the changes' order): jobs that left the batch after the LLM
+    answered (each is reflected on its own, once), or that were never in it."""
+    changes = stored.result.decision.memory_changes
+    keep = [i for i, c in enumerate(changes) if c.job_id not in job_ids]
+    if len(keep) == len(changes):
+        return stored
+    result = stored.result
     decision = LlmDecision.model_validate(
-        result.decision.model_dump() | {"memory_changes": [c.model_dump() for c in kept]}
+        result.decision.model_dump() | {"memory_changes": [changes[i].model_dump() for i in keep]}
     )
-    return result.model_copy(update={"decision": decision})
+    secrets = stored.secrets
+    return stored.model_copy(
+        update={
+            "result": result.model_copy(update={"decision": decision}),
+            "secrets": [secrets[i] for i in keep if i < len(secrets)],
+        }
+    )
 
 
-def outside(result: LlmResult, batch: Collection[str]) -> set[str]:
+def outside(stored: StoredDecision, batch: Collection[str]) -> set[str]:
     """The job ids the decision's changes name that are not jobs of the batch (a change
     may only come from a job the model was shown)."""
-    return {c.job_id for c in result.decision.memory_changes if c.job_id is not None} - set(batch)
+    changes = stored.result.decision.memory_changes
+    return {c.job_id for c in changes if c.job_id is not None} - set(batch)
 
 
 def follower(leader: MetricsRow, member: Member) -> BatchFollower:

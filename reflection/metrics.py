@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 KIND_REFLECTION = "reflection"
+KIND_CONSOLIDATION = "consolidation"
 # Seconds. A run is mostly its LLM call (a second or two, up to the soft time limit);
 # a lock wait is short unless another run of the user holds it (up to the lock wait).
 RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 900)

@@ -55,6 +55,17 @@ class Code(StrEnum):
     PIECE_ESCALATION = "piece_escalation"
     PIECE_UNCHANGED = "piece_unchanged"
     PIECE_STALE = "piece_stale"  # approval only: the piece changed since the proposal
+    # SPEC §11: where a change comes from, and whether memory holds it already.
+    UNSUPPORTED = "unsupported"  # no evidence, or a quote not in the job data shown
+    UNTRUSTED_SOURCE = "untrusted_source"  # a user/feedback entry quoting no trusted line
+    NEAR_DUPLICATE = "near_duplicate"  # an add that restates an existing entry
+    # Consolidation only (SPEC §11, §14): an add or a piece edit in a consolidation
+    # answer, which may only update and remove; a remove that is neither a merge nor of
+    # a stale entry with a reason; past the pass's removal cap, or a pass that would drop
+    # memory below half its entries (then every change of the pass).
+    OP_NOT_ALLOWED = "op_not_allowed"
+    NOT_STALE = "not_stale"
+    TOO_MANY_REMOVALS = "too_many_removals"
 
 
 class Frozen(BaseModel):
@@ -145,6 +156,16 @@ class MemoryChange(BaseModel):
     # In a batch of coalesced jobs (SPEC §12), the job this change comes from (its
     # evidence quotes that job); None for a run of one job.
     job_id: str | None = None
+    # add/update: 1-3 verbatim quotes (each at most 300 characters) of the job data shown
+    # (SPEC §11). The schema tells the model the bounds but does not enforce them: a
+    # change without evidence, or with too many or too long quotes, is judged
+    # `unsupported` (`reflection.evidence.evidence_code`), never a failed decision.
+    evidence: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"maxItems": 3, "items": {"type": "string", "maxLength": 300}},
+    )
+    # A remove's reason when it is not a merge (a consolidation retiring a stale entry).
+    reason: str | None = None
 
 
 class PieceEdit(BaseModel):

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from reflection.apply import (
     roll_forward,
     write_journal,
 )
-from reflection.batch_prompt import batch_prompt, log_share
+from reflection.batch_prompt import BatchPrompt, batch_prompt, log_share
 from reflection.breaker import llm_guard
 from reflection.changes import Limits
 from reflection.coalesce import BATCH_POLL_SECONDS, Member, outside, without_jobs
@@ -50,6 +50,7 @@ from reflection.errors import (
     RetryableError,
     TimeLimitError,
 )
+from reflection.evidence import ShownJob
 from reflection.fairness import MAX_DELAY_SECONDS, user_slot
 from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
@@ -66,7 +67,7 @@ from reflection.models import (
 from reflection.paths import UserPaths
 from reflection.plan import State, plan
 from reflection.prompt import Prompt, fit_prompt
-from reflection.records import Journal, MetricsRow, ReflectionMeta
+from reflection.records import Journal, MetricsRow, ReflectionMeta, StoredDecision
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
 from reflection.turns import Turns
@@ -92,6 +93,9 @@ class Deps:
     llm: Llm
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     turns: Turns = field(default_factory=lambda: Turns(0))
+    # SPEC §11's judging rules (evidence, trust, near-duplicates): always on in the
+    # worker; only the stream simulation's baseline run turns them off.
+    evidence_rules: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class RunReport:
 
 class _Run:
     """One run's identity and clock, for log lines and metrics rows."""
+
+    kind = metrics.KIND_REFLECTION  # as the run is counted (a consolidation pass's differs)
 
     def __init__(self, reflection_job_id: str, kwargs: Mapping[str, Any]) -> None:
         self.reflection_job_id = safe_id(reflection_job_id)
@@ -169,7 +175,7 @@ class _Run:
         )
         llm_ms = self.stages.get("llm")
         metrics.record_run(
-            kind=metrics.KIND_REFLECTION,
+            kind=self.kind,
             outcome=outcome.value,
             error_code=report.error_code,
             seconds=time.monotonic() - self.t0,
@@ -302,13 +308,14 @@ def _decide_and_apply(
         taken = _take(deps, run, request, resumed=claim.decision is not None)
     if claim.decision is not None:
         run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
-        result = _stored_decision(claim.decision)
+        stored = _stored_decision(claim.decision)
     else:
-        result, members = _consult(deps, run, request, paths, claim.fence, taken.members)
+        stored, members = _consult(deps, run, request, paths, claim.fence, taken.members)
         taken = batch.Taken(members)
+    result = stored.result
     run.spent(result.usage, result.attempts, result.model)
     run.deadline.check("applying")
-    return _apply(deps, run, request, paths, claim.fence, result, taken)
+    return _apply(deps, run, request, paths, claim.fence, stored, taken)
 
 
 def _gate(deps: Deps, run: _Run, request: ReflectRequest) -> batch.Gate:
@@ -361,11 +368,11 @@ def _leaving_for_retry(deps: Deps, request: ReflectRequest, fence: int, error: E
         )
 
 
-def _stored_decision(stored: dict[str, Any]) -> LlmResult:
+def _stored_decision(stored: dict[str, Any]) -> StoredDecision:
     """The decision kept on the claim; one that no longer validates (stored before the
     schema's caps, say) fails the run `llm_invalid_output` instead of crashing it."""
     try:
-        return LlmResult.model_validate(stored)
+        return StoredDecision.load(stored)
     except ValidationError as e:
         raise LlmInvalidOutputError(
             f"the decision stored on the claim does not validate: {e.error_count()} errors"
@@ -422,6 +429,8 @@ def apply_limits(s: Settings) -> Limits:
         max_body_bytes=s.max_entry_body_bytes,
         max_entries=s.max_memory_entries,
         cooldown_hours=s.piece_edit_cooldown_hours,
+        trusted_line_pattern=s.trusted_line_pattern,
+        near_duplicate_threshold=s.near_duplicate_threshold,
     )
 
 
@@ -432,7 +441,10 @@ def _consult(
     paths: UserPaths,
     fence: int,
     members: list[Member],
-) -> tuple[LlmResult, list[Member]]:
+) -> tuple[StoredDecision, list[Member]]:
+    """Ask the LLM, and keep its decision on the claim (masked, with its secret verdicts
+    and the job text it was shown, every job's of a batch) before anything is judged or
+    written; with the members of the batch that were loaded."""
     s = deps.settings
     with _stage(run, "load"):
         inputs, members, others = _load(deps, run, request, paths, fence, members)
@@ -467,14 +479,15 @@ def _consult(
         len(result.decision.memory_changes),
         result.decision.piece_edit is not None,
     )
+    stored = stored_decision(result, request, prompt)
     if not storage.store_decision(
         engine=deps.engine,
         original_job_id=request.original_job_id,
         fence=fence,
-        decision=result.model_dump(mode="json"),
+        decision=stored.to_json(),
     ):
         raise ClaimBusyError("the claim was taken over while the LLM answered")
-    return result, members
+    return stored, members
 
 
 def _load(
@@ -509,6 +522,16 @@ def _load(
     return inputs, members, others
 
 
+def stored_decision(result: LlmResult, request: ReflectRequest, prompt: Prompt) -> StoredDecision:
+    """The LLM's answer as a run judges it, and as the claim keeps it: masked, with the
+    raw text's secret verdicts and the job text the prompt showed (shared with the CLI's
+    dry run and the evaluation suite). A batch's keeps every job's text, by job id."""
+    shown: ShownJob | None = prompt.shown
+    assert shown is not None  # fit_prompt always sets it
+    others = prompt.others_shown if isinstance(prompt, BatchPrompt) else {}
+    return StoredDecision.of(result, {request.original_job_id: shown, **others})
+
+
 def _state(
     deps: Deps, paths: UserPaths, request: ReflectRequest, last_edit: datetime | None
 ) -> State:
@@ -537,7 +560,7 @@ def _apply(
     request: ReflectRequest,
     paths: UserPaths,
     fence: int,
-    llm: LlmResult | None,
+    llm: StoredDecision | None,
     taken: batch.Taken | None = None,
 ) -> RunReport:
     """Under the user's lock: recover, re-check the claim, plan, journal, roll forward.
@@ -572,9 +595,10 @@ def _apply(
             request=request,
             reflection_job_id=run.reflection_job_id,
             fence=fence,
-            llm=llm,
+            llm=llm.result,
+            grounds=llm.grounds,
             state=_state(deps, paths, request, last_edit),
-            limits=apply_limits(s),
+            limits=replace(apply_limits(s), evidence_rules=deps.evidence_rules),
             now=deps.clock(),
             store_llm_raw=s.store_llm_raw,
             piece_edit_mode=s.piece_edit_mode,
@@ -599,8 +623,12 @@ def _apply(
 
 
 def _batch_held(
-    deps: Deps, run: _Run, request: ReflectRequest, taken: batch.Taken | None, llm: LlmResult
-) -> tuple[batch.Taken | None, LlmResult]:
+    deps: Deps,
+    run: _Run,
+    request: ReflectRequest,
+    taken: batch.Taken | None,
+    llm: StoredDecision,
+) -> tuple[batch.Taken | None, StoredDecision]:
     """Under the lock: the followers the leader still holds, and the decision without
     the changes of jobs that are not (or never were) in its batch."""
     if taken is None or not (taken.members or taken.left):

@@ -51,3 +51,21 @@ def publish_reflect(
     kwargs: dict[str, Any] = request.model_dump()
     app.send_task(TASK_NAME, kwargs=kwargs, queue=QUEUE_NAME, task_id=tid, serializer="json")
     return tid
+
+
+CONSOLIDATE_TASK = "consolidate"
+CONSOLIDATE_REASONS = ("scheduled", "threshold", "operator")
+
+
+def publish_consolidate(
+    app: Celery, *, user_id: str, reason: str = "operator", task_id: str | None = None
+) -> str:
+    """Publish one `consolidate` pass by name (`user_id="*"`: the sweep) and return its
+    task id; the kwargs are checked first, as for `reflect`."""
+    from reflection.consolidate import parse_pass  # the pass's own check of its kwargs
+
+    parse_pass({"user_id": user_id, "reason": reason})
+    tid = task_id or str(uuid.uuid4())
+    kwargs = {"user_id": user_id, "reason": reason}
+    app.send_task(CONSOLIDATE_TASK, kwargs=kwargs, queue=QUEUE_NAME, task_id=tid, serializer="json")
+    return tid

@@ -29,6 +29,7 @@ from typing import Final
 from reflection import constants as c
 from reflection.activity import shrink_activity
 from reflection.errors import ContextOverflowError
+from reflection.evidence import ShownJob
 from reflection.models import ActivityLog, Job, MemoryEntry, ReflectionInputs
 from reflection.reply import decision_json_schema
 from reflection.secrets import mask_secrets
@@ -259,6 +260,21 @@ def build_user_prompt(
     )
 
 
+def shown_job(job: Job, activity_text: str) -> ShownJob:
+    """The job's text exactly as its blocks show it (evidence quotes are judged against
+    it, SPEC §14): request, result and error as cut, the log with its cut marker."""
+
+    def shown(text: str) -> str:
+        return _neutral(text).rstrip("\n")
+
+    return ShownJob.from_prompt(
+        request=shown(job.task),
+        result=shown(_clip_middle(job.result, JOB_FIELD_MAX_BYTES)) if job.result else None,
+        error=shown(_clip_middle(job.error, JOB_FIELD_MAX_BYTES)) if job.error else None,
+        log_text=shown(activity_text),
+    )
+
+
 def _data_blocks(
     inputs: ReflectionInputs, activity_text: str, memory: Sequence[MemoryEntry]
 ) -> list[str]:
@@ -292,6 +308,8 @@ class Prompt:
     log_bytes_in_prompt: int
     memory_bodies_trimmed: int
     memory_bodies_omitted: int = 0
+    # The job's masked text as shown, for judging evidence quotes (`shown_job`).
+    shown: ShownJob | None = None
 
 
 def _masked(inputs: ReflectionInputs, log_max_bytes: int) -> ReflectionInputs:
@@ -439,4 +457,5 @@ def fit_prompt(
         log_bytes_in_prompt=len(guard.log.text.encode("utf-8")),
         memory_bodies_trimmed=guard.bodies_trimmed,
         memory_bodies_omitted=omitted,
+        shown=shown_job(safe.job, guard.log.text),
     )

@@ -15,8 +15,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reflection import constants as c
+from reflection.evidence import DEFAULT_TRUSTED_LINE_PATTERN, compile_trusted_pattern
 from reflection.frontmatter import MAX_FRONTMATTER_BYTES
 from reflection.shipped import BUILTIN_PIECES_DIR
+from reflection.similarity import DEFAULT_THRESHOLD
 
 
 class Settings(BaseSettings):
@@ -74,6 +76,23 @@ class Settings(BaseSettings):
     # operator approves (`reflection approve`) or rejects.
     piece_edit_mode: Literal["guarded", "auto", "review"] = "guarded"
     store_llm_raw: bool = False
+    # Evidence and near-duplicates (SPEC §11, docs/memory.md). An activity-log line that
+    # speaks for the user (a regex); a user/feedback entry must quote one, or the request.
+    trusted_line_pattern: str = DEFAULT_TRUSTED_LINE_PATTERN
+    # An add at least this similar to an existing entry is `near_duplicate`; 0.57 is the
+    # best F1 on tests/tables/near_duplicates.txt (precision 0.944, recall 0.962).
+    near_duplicate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
+
+    # Consolidation (SPEC §11, `reflection.consolidation`): a pass after a reflection that
+    # leaves this many live entries, if the last pass is older than the interval; a
+    # Celery beat sweep every so many hours (0: off; fractions allowed).
+    consolidate_at_entries: int = Field(default=40, ge=1)
+    consolidate_min_interval_hours: float = Field(default=24, ge=0)
+    consolidate_every_hours: float = Field(default=24, ge=0)
+    consolidate_max_removals: int = Field(default=10, ge=0)
+    consolidate_max_changes: int = Field(default=24, ge=1, le=64)
+    # An entry unconfirmed and unchanged this long may be retired by a consolidation.
+    stale_days: float = Field(default=90, ge=0)
 
     # Locks and delivery.
     lock_expire_seconds: int = Field(default=20, ge=3)
@@ -136,6 +155,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REFLECTION_DATABASE_URL must be a postgresql+psycopg:// or sqlite URL"
             )
+        return v
+
+    @field_validator("trusted_line_pattern")
+    @classmethod
+    def _a_regex(cls, v: str) -> str:
+        compile_trusted_pattern(v)  # ValueError names the bad regex
         return v
 
     @field_validator("llm_endpoint")

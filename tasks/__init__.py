@@ -2,6 +2,7 @@
 
 from tasks import exporter, worker  # noqa: F401 (connect their hooks into Celery's signals)
 from tasks.app import app
+from tasks.consolidate import consolidate
 from tasks.reflect import reflect
 
-__all__ = ["app", "reflect"]
+__all__ = ["app", "consolidate", "reflect"]

@@ -7,7 +7,10 @@ Delivery is at-least-once (late ack, requeue when a worker dies) and the pipelin
 the effect exactly-once (claims, journal, fencing); see the README, "Delivery".
 """
 
+from datetime import timedelta
+
 from reflection.constants import QUEUE_NAME, TASK_NAME
+from reflection.producer import CONSOLIDATE_TASK
 from reflection.settings import get_settings
 
 _s = get_settings()
@@ -36,7 +39,25 @@ result_backend = None
 # No results are stored, so beat must schedule no `celery.backend_cleanup` (SPEC §14).
 result_expires = None
 task_default_queue = QUEUE_NAME
-task_routes = {TASK_NAME: {"queue": QUEUE_NAME}}
+task_routes = {TASK_NAME: {"queue": QUEUE_NAME}, CONSOLIDATE_TASK: {"queue": QUEUE_NAME}}
+# No results are stored, so beat must schedule no `celery.backend_cleanup` (SPEC §14).
+result_expires = None
+
+# `celery -A tasks beat` (run exactly one): the consolidation sweep every
+# REFLECTION_CONSOLIDATE_EVERY_HOURS (fractions allowed; 0: no schedule). The sweep
+# publishes one `consolidate` per user reflected since their last pass.
+beat_schedule = (
+    {
+        "consolidation-sweep": {
+            "task": CONSOLIDATE_TASK,
+            "schedule": timedelta(hours=_s.consolidate_every_hours),
+            "kwargs": {"user_id": "*", "reason": "scheduled"},
+            "options": {"queue": QUEUE_NAME},
+        }
+    }
+    if _s.consolidate_every_hours > 0
+    else {}
+)
 
 task_acks_late = True
 task_reject_on_worker_lost = True

@@ -24,6 +24,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from reflection import metrics
 from reflection.backoff import compute_backoff
+from reflection.consolidate import maybe_trigger
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
     BadRequestError,
@@ -38,6 +39,7 @@ from reflection.errors import (
 )
 from reflection.models import Outcome
 from reflection.pipeline import RunReport, journal_pending, record_failure, run_reflection
+from reflection.producer import publish_consolidate
 from reflection.retries import MAX_RETRIES, as_reflection_error, retries_again, retry_policy
 from reflection.retries import Retry as Policy
 from reflection.secrets import mask_secrets
@@ -59,10 +61,17 @@ def _countdown(retries: int) -> float:
 def reflect(self: Any, *args: Any, **kwargs: Any) -> str:
     """Reflect on one finished job; returns the outcome string, or raises
     `ReflectionFailed` (state FAILURE) when the run ended `failed`."""
-    report = _run(self, get_deps(), args, kwargs)
+    deps = get_deps()
+    report = _run(self, deps, args, kwargs)
     if report.outcome is Outcome.FAILED:
         raise failure_of(report)
+    if report.outcome is Outcome.APPLIED:  # memory grew: a consolidation may be due
+        maybe_trigger(deps, report.user_id, _publish_pass)
     return report.outcome.value
+
+
+def _publish_pass(user_id: str, reason: str) -> str:
+    return publish_consolidate(app, user_id=user_id, reason=reason)
 
 
 def _run(task: Any, deps: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunReport:

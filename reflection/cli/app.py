@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from reflection.cli import (
+    consolidate,
     doctor,
     entries,
     evals,
@@ -94,6 +95,7 @@ app.command(rich_help_panel="Memory")(entries.memory)
 app.command(rich_help_panel="Memory")(entries.why)
 app.command(rich_help_panel="Memory")(memory_cmds.protect)
 app.command(rich_help_panel="Memory")(memory_cmds.unprotect)
+app.command(rich_help_panel="Memory")(consolidate.consolidate)
 app.command(name="eval", rich_help_panel="Quality")(evals.eval_)
 
 

@@ -27,6 +27,7 @@ from reflection.cli.common import (
     plain,
     safe_url,
 )
+from reflection.cli.evals_stream import StreamWhich, stream_eval
 from reflection.errors import LlmAuthError
 from reflection.evals.report import (
     ReportError,
@@ -194,6 +195,12 @@ def _run(
             fail(f"the LLM endpoint refused the key: {e}", EXIT_UNAVAILABLE)
 
 
+def _runs_at_once(jobs: int | None) -> int:
+    if jobs is not None and jobs > 64:
+        fail("--jobs: at most 64 runs at once", EXIT_USAGE)
+    return 4 if jobs is None else jobs
+
+
 @handled
 def eval_(
     endpoint: Annotated[
@@ -207,7 +214,15 @@ def eval_(
         str | None, typer.Option(help="Only scenarios whose id or category matches this glob.")
     ] = None,
     repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs per scenario.")] = 1,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Runs at once.")] = 4,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Runs at once (1-64, default 4); with --stream, jobs in the stream (300).",
+        ),
+    ] = None,
     suite: Annotated[
         Path, typer.Option(help="Folder of scenario files (default: the shipped suite).")
     ] = EVAL_SCENARIOS_DIR,
@@ -223,17 +238,53 @@ def eval_(
         typer.Option("--compare", help="Compare two reports (A.json B.json) instead of running."),
     ] = None,
     as_json: JsonOpt = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Simulate a stream of jobs through the worker's stages instead "
+            "(a simulated model; no endpoint needed).",
+        ),
+    ] = False,
+    users: Annotated[int, typer.Option(min=1, max=50, help="--stream: users.")] = 5,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="--stream: simulated days.")] = 180,
+    seed: Annotated[int, typer.Option(help="--stream: the world's seed.")] = 1,
+    rules: Annotated[
+        StreamWhich, typer.Option(help="--stream: run with the rules off, on, or both.")
+    ] = "both",
+    plot: Annotated[
+        Path | None, typer.Option(help="--stream: write the curves as an SVG here.")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="--stream: a fresh database to run on (default: a scratch SQLite file)."),
+    ] = None,
 ) -> None:
     """Evaluate reflection quality: run the scenario suite through the real prompt
     builder, LLM client and applier (dry run), print a scorecard and write a JSON report.
-    The API key is REFLECTION_LLM_API_KEY."""
+    The API key is REFLECTION_LLM_API_KEY. With --stream: simulate months of jobs of
+    several users through the worker's real stages, rules off and on, and report how
+    memory grows (docs/evals.md)."""
+    if stream:
+        stream_eval(
+            jobs=jobs,
+            users=users,
+            days=days,
+            seed=seed,
+            which=rules,
+            plot=plot,
+            out_path=out_path,
+            database_url=database_url,
+            as_json=as_json,
+        )
+        return
     if compare_files is not None:
         _compare(compare_files, as_json)
         return
     settings = _settings(endpoint, model)
     path = out_path or _default_out(settings.llm_model)
     _writable(path)  # before the (costly) runs, not after
-    results = _run(settings, suite, only, repeat, jobs)
+    results = _run(settings, suite, only, repeat, _runs_at_once(jobs))
     report = build_report(
         results,
         meta={

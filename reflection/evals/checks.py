@@ -79,7 +79,16 @@ def score(expect: Expect, judged: Judged) -> list[Check]:
     checks += [_piece_touch(i, t, judged) for i, t in enumerate(expect.piece_touches)]
     if expect.memory_after is not None:
         checks.append(_memory_after(expect, judged))
+    if expect.confirmed:
+        checks.append(_confirmed(expect.confirmed, judged.decision))
     return checks
+
+
+def _confirmed(names: list[str], decision: LlmDecision) -> Check:
+    missing = [n for n in names if n not in decision.confirmed]
+    return Check(
+        "confirmed", not missing, f"not confirmed: {', '.join(missing)}" if missing else ""
+    )
 
 
 def _text(ch: MemoryChange) -> str:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reflection.errors import LlmAuthError, ReflectionError
+from reflection.evals import consolidation_eval
 from reflection.evals.checks import Check, Judged, failed_answer, score
 from reflection.evals.fixture import FINISHED_AT, last_piece_edit_at, materialize, request_of
 from reflection.evals.scenario import Scenario
-from reflection.models import LlmDecision, LlmResult, ReflectionInputs, Usage
+from reflection.models import LlmDecision, LlmResult, ReflectionInputs, Usage, Verdict
 from reflection.paths import UserPaths
-from reflection.pipeline import Llm, apply_limits, prompt_stage
+from reflection.pipeline import Llm, apply_limits, prompt_stage, stored_decision
 from reflection.plan import State, plan
 from reflection.prompt import Prompt
 from reflection.records import ReflectionMeta
@@ -62,19 +63,31 @@ def prepare(scenario: Scenario, settings: Settings, workdir: Path) -> Prepared:
     """The scenario's settings, inputs and prompt, built in `workdir`."""
     s = settings.model_copy(update={**scenario.limits.overrides(), "user_folder_root": workdir})
     inputs, paths = materialize(scenario, s)
+    if scenario.kind == "consolidation":
+        return Prepared(
+            scenario, s, inputs, paths, consolidation_eval.prompt(scenario, s, inputs.memory)
+        )
     return Prepared(scenario, s, inputs, paths, prompt_stage(s, inputs))
 
 
 def judge(p: Prepared, result: LlmResult) -> tuple[list[Check], str]:
     """What the applier would do with `result` (a dry-run plan), scored, and the run's
     outcome (applied, abstained or rejected)."""
+    if p.scenario.kind == "consolidation":
+        verdicts, outcome = consolidation_eval.judge(
+            p.scenario, p.settings, p.inputs.memory, result
+        )
+        return _score(p, result, verdicts), outcome
     s = p.settings
+    request = request_of(p.scenario)
+    stored = stored_decision(result, request, p.prompt)
     journal = plan(
         paths=p.paths,
-        request=request_of(p.scenario),
+        request=request,
         reflection_job_id=f"eval-{p.scenario.id}",
         fence=0,
-        llm=result,
+        llm=stored.result,
+        grounds=stored.grounds,
         state=State(
             memory={e.name: e for e in p.inputs.memory},
             unreadable=frozenset(Path(m.path).stem for m in p.inputs.malformed),
@@ -88,13 +101,17 @@ def judge(p: Prepared, result: LlmResult) -> tuple[list[Check], str]:
     )
     meta = journal.meta
     assert isinstance(meta, ReflectionMeta)
+    return _score(p, result, tuple(meta.verdicts)), meta.outcome.value
+
+
+def _score(p: Prepared, result: LlmResult, verdicts: tuple[Verdict, ...]) -> list[Check]:
     judged = Judged(
         decision=result.decision,
-        verdicts=tuple(meta.verdicts),
+        verdicts=verdicts,
         piece_before=p.inputs.piece.yaml,
         memory_before=frozenset(e.name for e in p.inputs.memory),
     )
-    return score(p.scenario.expect, judged), meta.outcome.value
+    return score(p.scenario.expect, judged)
 
 
 def judge_answer(scenario: Scenario, settings: Settings, answer: LlmDecision) -> list[Check]:

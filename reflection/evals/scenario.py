@@ -51,6 +51,18 @@ class Entry(Strict):
     type: MemoryType
     body: str
     protected: bool = False
+    # The entry's record (`memory_entries`), as a consolidation pass sees it: created
+    # this many days before the pass, last written or confirmed `unconfirmed_days` ago
+    # (default: when created), confirmed so many times.
+    age_days: float = Field(default=30, ge=0)
+    unconfirmed_days: float | None = Field(default=None, ge=0)
+    confirmations: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _dates(self) -> Entry:
+        if self.unconfirmed_days is not None and self.unconfirmed_days > self.age_days:
+            raise ValueError("unconfirmed_days cannot exceed age_days")
+        return self
 
 
 class Limits(Strict):
@@ -127,6 +139,8 @@ class Expect(Strict):
     piece_touches: list[PieceTouch] = Field(default_factory=list)
     memory_after: MemoryAfter | None = None
     allowed_codes: list[str] = Field(default_factory=list)
+    # Existing entries the decision must list in `confirmed` (the job relied on them).
+    confirmed: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Expect:
@@ -148,6 +162,7 @@ CheckKind = Literal[
     "piece_edit",
     "piece_touch",
     "memory_after",
+    "confirmed",
 ]
 
 
@@ -159,11 +174,19 @@ class Counterexample(Strict):
     fails: list[CheckKind]
 
 
+# A consolidation scenario is a pass over memory, not a job: it gets this stand-in job
+# (its user folder holds no activity log, and no prompt shows the job).
+PASS_JOB = ScenarioJob(piece="default", outcome="succeeded", task="(consolidation pass)")
+
+
 class Scenario(Strict):
     id: str
     category: str
     summary: str
-    job: ScenarioJob
+    # `reflection`: the LLM reflects on a job; `consolidation`: it answers a consolidation
+    # pass over `memory` (with each entry's record), judged by the pass's rules.
+    kind: Literal["reflection", "consolidation"] = "reflection"
+    job: ScenarioJob = PASS_JOB
     activity: str = ""
     noise: Noise | None = None
     memory: list[Entry] = Field(default_factory=list)
@@ -174,6 +197,28 @@ class Scenario(Strict):
     expect: Expect
     reference: LlmDecision
     counterexamples: list[Counterexample] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kind(self) -> Scenario:
+        given = self.model_fields_set
+        if self.kind == "reflection" and "job" not in given:
+            raise ValueError("a reflection scenario needs its job")
+        job_only = {"job", "activity", "noise", "piece_yaml", "piece_edited_hours_ago"}
+        if self.kind == "consolidation" and (given & job_only or not self.memory):
+            raise ValueError(
+                "a consolidation scenario has memory and no job, activity or piece: "
+                + ", ".join(sorted(given & job_only))
+            )
+        return self
+
+    @property
+    def script_match(self) -> str:
+        """A text only this scenario's user prompt holds (what the scripted LLM matches):
+        its job id line, or a consolidation's first entry as the pass shows it."""
+        if self.kind == "reflection":
+            return f"job id: {self.job_id}\n"
+        first = min(self.memory, key=lambda e: e.name)
+        return f"<<<MEMORY_ENTRY name={first.name} type={first.type} age_days="
 
     @property
     def job_id(self) -> str:

@@ -37,11 +37,11 @@ def counterexample(n: int) -> Callable[[Scenario], LlmDecision]:
 def script_for(
     scenarios: Sequence[Scenario], answer: Callable[[Scenario], LlmDecision] = reference
 ) -> dict[str, Any]:
-    """One rule per scenario, matched on the `job id:` line of its user prompt."""
+    """One rule per scenario, matched on its user prompt (`Scenario.script_match`)."""
     return {
         "rules": [
             {
-                "match": f"job id: {s.job_id}\n",
+                "match": s.script_match,
                 "replies": [{"content": answer(s).model_dump(mode="json")}],
             }
             for s in scenarios

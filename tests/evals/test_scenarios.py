@@ -70,3 +70,42 @@ def test_no_listed_secret_reaches_the_prompt(
     the log (a URL, a header, a key block behind timestamps)."""
     prompt = prepare(scenario, settings, tmp_path).prompt
     assert [s for s in scenario.expect.secrets if s in prompt.system + prompt.user] == []
+
+
+def test_each_scenarios_script_match_is_in_its_own_prompt_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The scripted LLM answers a prompt by the first rule whose match it holds: each
+    scenario's match (a job id line, or a consolidation's first entry with its record)
+    must pick out that scenario's prompt and no other."""
+    prompts = {s.id: prepare(s, settings, tmp_path / s.id).prompt.user for s in SCENARIOS}
+    for s in SCENARIOS:
+        holders = [sid for sid, user in prompts.items() if s.script_match in user]
+        assert holders == [s.id], s.id
+
+
+def test_the_rules_of_issue_21_have_scenarios() -> None:
+    """Evidence, trust, duplicates and consolidation passes: at least 12 scenarios, with
+    counterexamples the worker refuses for each new code."""
+    new = [
+        s for s in SCENARIOS if s.category in {"evidence", "trust", "duplicates", "consolidation"}
+    ]
+    assert len(new) >= 12
+    assert {s.kind for s in new} == {"reflection", "consolidation"}
+    assert all(s.counterexamples for s in new)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"kind": "consolidation"}, "no job"),  # a pass has no job
+        ({"job": None}, "needs its job"),  # a reflection has one
+    ],
+)
+def test_a_scenario_kind_has_its_fields(extra: dict[str, object], message: str) -> None:
+    base = SCENARIOS[0].model_dump(exclude_unset=True)
+    if extra.get("job", 1) is None:
+        base.pop("job")
+        extra = {}
+    with pytest.raises(ValueError, match=message):
+        Scenario.model_validate(base | extra)

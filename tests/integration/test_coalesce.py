@@ -21,14 +21,30 @@ from tests.integration.conftest import Env, decision
 T0 = datetime(2026, 12, 7, 20, 0, tzinfo=UTC)
 
 
+def _task(job_id: str) -> str:
+    return f"Task number {job_id.removeprefix('job-b')} of the burst"
+
+
+# Each lesson's own words: lessons alike would be judged near-duplicates (SPEC §11).
+LESSONS = {
+    "fact-one": ("Invoices round half-up", "round_invoice() rounds half-up to whole cents."),
+    "fact-two": ("CSV export streams its rows", "The export writes rows as it reads them."),
+    "fact-two-alone": ("Staging first for deploys", "Every deploy goes through staging first."),
+    "fact-three": ("Docs build with mkdocs", "The documentation site is built by mkdocs."),
+}
+
+
 def _entry(name: str, job_id: str) -> dict[str, Any]:
+    """A change of `job_id` whose evidence quotes that job's request (SPEC §11)."""
+    description, body = LESSONS[name]
     return {
         "op": "add",
         "name": name,
-        "description": f"Learned from {job_id}",
+        "description": description,
         "type": "project",
-        "body": f"A fact from {job_id}.",
+        "body": body,
         "job_id": job_id,
+        "evidence": [_task(job_id)],
     }
 
 
@@ -36,7 +52,7 @@ def _entry(name: str, job_id: str) -> dict[str, Any]:
 def burst(env: Env, make_job: Any) -> Env:
     env.settings(coalesce_window_seconds=10, coalesce_max_wait_seconds=60, coalesce_max_jobs=5)
     for i in range(1, 4):
-        make_job(f"job-b{i}", task=f"Task number {i} of the burst")
+        make_job(f"job-b{i}", task=_task(f"job-b{i}"))
     return env
 
 
@@ -54,7 +70,10 @@ def _waits(env: Env, job_id: str, rid: str) -> float:
 
 def test_a_burst_is_reflected_in_one_call_with_a_row_per_job(burst: Env) -> None:
     env = burst
-    changes = [_entry("fact-one", "job-b1"), _entry("fact-three", "job-b3")]
+    # The second change names job-b1 but quotes job-b2: quotes are judged against the
+    # text of the job a change names, so it is unsupported (SPEC §11, §12).
+    crossed = _entry("fact-two", "job-b1") | {"evidence": [_task("job-b2")]}
+    changes = [_entry("fact-one", "job-b1"), crossed, _entry("fact-three", "job-b3")]
     env.script("job-b1", {"content": decision("two lessons", changes)})
     _at(env, 0)
     assert _waits(env, "job-b1", "r1") == pytest.approx(10)
@@ -68,6 +87,11 @@ def test_a_burst_is_reflected_in_one_call_with_a_row_per_job(burst: Env) -> None
     assert 0 < _waits(env, "job-b2", "r2") <= 2
     report = env.run("job-b1", reflection_job_id="r1")
     assert report.outcome is Outcome.APPLIED
+    assert [(v.name, v.code.value) for v in report.verdicts] == [
+        ("fact-one", "ok"),
+        ("fact-two", "unsupported"),
+        ("fact-three", "ok"),
+    ]
     assert env.llm_calls() == 1
     prompt = json.dumps(env.llm.requests[-1]["json"])
     for i in range(1, 4):
@@ -81,7 +105,8 @@ def test_a_burst_is_reflected_in_one_call_with_a_row_per_job(burst: Env) -> None
         assert (rows[rid]["tokens_in"], rows[rid]["tokens_out"]) == (0, 0)
         assert rows[rid]["snapshot_id"] == rows["r1"]["snapshot_id"]
     u = env.user()
-    assert "A fact from job-b3." in u.memory_file("fact-three").read_text()
+    assert LESSONS["fact-three"][1] in u.memory_file("fact-three").read_text()
+    assert not u.memory_file("fact-two").exists()
     assert len(u.snapshot_index.read_text().splitlines()) == 1  # one snapshot
     with env.engine.connect() as conn:
         claims = conn.execute(select(reflection_claims)).mappings().all()

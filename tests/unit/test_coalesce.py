@@ -9,6 +9,7 @@ import pytest
 
 from reflection.batch_prompt import batch_prompt, log_share
 from reflection.burst import Arrival
+from reflection.changes import Limits, judge_memory_changes
 from reflection.coalesce import (
     BATCH_POLL_SECONDS,
     LEADER_GRACE_SECONDS,
@@ -26,6 +27,7 @@ from reflection.coalesce import (
 from reflection.errors import ContextOverflowError
 from reflection.models import (
     ActivityLog,
+    Code,
     Job,
     LlmDecision,
     LlmResult,
@@ -37,8 +39,9 @@ from reflection.models import (
     ReflectRequest,
     Usage,
 )
+from reflection.pipeline import stored_decision
 from reflection.prompt import fit_prompt
-from reflection.records import MetricsRow
+from reflection.records import MetricsRow, StoredDecision
 
 
 def _arrivals(*pairs: tuple[str, float]) -> list[Arrival]:
@@ -98,27 +101,44 @@ def test_followers_are_the_oldest_others_up_to_max_jobs(max_jobs: int, expected:
     assert [a.job_id for a in followers_to_take(arrivals, "a", max_jobs)] == expected
 
 
-def _result(*jobs: str | None) -> LlmResult:
+def _stored(*jobs: str | None) -> StoredDecision:
     changes = [MemoryChange(op="remove", name=f"n{i}", job_id=j) for i, j in enumerate(jobs)]
-    return LlmResult(
+    result = LlmResult(
         decision=LlmDecision(reasoning="r", memory_changes=changes),
         raw="{}",
         model="m",
         usage=Usage(tokens_in=5),
     )
+    return StoredDecision.of(result, None)
 
 
 def test_without_jobs_drops_only_the_changes_of_jobs_that_left() -> None:
-    result = _result("a", "b", None, "c")
-    kept = without_jobs(result, {"b", "c"})
-    assert [c.job_id for c in kept.decision.memory_changes] == ["a", None]
-    assert kept.usage == result.usage
-    assert without_jobs(result, set()) is result
+    stored = _stored("a", "b", None, "c")
+    kept = without_jobs(stored, {"b", "c"})
+    assert [c.job_id for c in kept.result.decision.memory_changes] == ["a", None]
+    assert kept.result.usage == stored.result.usage
+    assert without_jobs(stored, set()) is stored
+
+
+def test_without_jobs_keeps_each_kept_changes_secret_verdict() -> None:
+    leaked = MemoryChange(op="add", name="leak", body=f"token {TOKEN}", job_id="b")
+    clean = MemoryChange(op="add", name="clean", body="no secret here", job_id="a")
+    result = LlmResult(
+        decision=LlmDecision(reasoning="r", memory_changes=[clean, leaked, clean]),
+        raw="{}",
+        model="m",
+        usage=Usage(),
+    )
+    stored = StoredDecision.of(result, None)
+    assert [bool(s) for s in stored.secrets] == [False, True, False]
+    kept = without_jobs(stored, {"a"})
+    assert [c.name for c in kept.result.decision.memory_changes] == ["leak"]
+    assert [bool(s) for s in kept.secrets] == [True]  # the verdict moved with its change
 
 
 def test_outside_names_the_jobs_not_in_the_batch() -> None:
-    assert outside(_result("a", "b", None, "zz"), ["a", "b"]) == {"zz"}
-    assert outside(_result(None), ["a"]) == set()
+    assert outside(_stored("a", "b", None, "zz"), ["a", "b"]) == {"zz"}
+    assert outside(_stored(None), ["a"]) == set()
 
 
 def test_a_followers_row_is_coalesced_into_the_leader_with_no_tokens() -> None:
@@ -217,3 +237,72 @@ def test_a_batch_that_cannot_fit_overflows() -> None:
     others = [_inputs(f"j{i}", "word " * 3000) for i in range(2, 6)]
     with pytest.raises(ContextOverflowError):
         batch_prompt(_inputs("j1", "First"), others, context_limit_tokens=4000, **LIMITS)
+
+
+def test_a_batch_prompt_keeps_each_jobs_text_as_shown() -> None:
+    log = "[00:01] user: use token " + TOKEN
+    prompt = batch_prompt(
+        _inputs("j1", "First request"),
+        [_inputs("j2", "Second request", log), _inputs("j3", "Third request")],
+        context_limit_tokens=32000,
+        **LIMITS,
+    )
+    assert prompt.shown is not None and prompt.shown.request == "First request"
+    assert {k: v.request for k, v in prompt.others_shown.items()} == {
+        "j2": "Second request",
+        "j3": "Third request",
+    }
+    shown_log = prompt.others_shown["j2"].log_head
+    assert TOKEN not in shown_log and "[REDACTED:GitHub Token]" in shown_log
+    assert shown_log in prompt.user  # the text its quotes are judged against is the shown one
+
+
+def _quoting(job_id: str | None, quote: str) -> MemoryChange:
+    return MemoryChange(
+        op="add",
+        name="project-fact",
+        type="project",
+        description="A fact about the project",
+        body="The project keeps this fact.",
+        evidence=[quote],
+        job_id=job_id,
+    )
+
+
+# the change's job_id, the job whose text it quotes -> the code it is judged
+QUOTES: list[tuple[str | None, str, Code]] = [
+    ("j1", "j1", Code.OK),  # the leader's own job
+    ("j2", "j2", Code.OK),  # a follower's own job
+    ("j3", "j3", Code.OK),
+    ("j1", "j2", Code.UNSUPPORTED),  # another job of the batch
+    ("j2", "j3", Code.UNSUPPORTED),
+    ("j3", "j1", Code.UNSUPPORTED),
+    ("zz", "j2", Code.UNSUPPORTED),  # a job not in the batch
+    (None, "j1", Code.UNSUPPORTED),  # no job named, in a batch of several
+]
+
+
+@pytest.mark.parametrize(("job_id", "quoted", "code"), QUOTES)
+def test_a_batch_change_may_only_quote_its_own_job(
+    job_id: str | None, quoted: str, code: Code
+) -> None:
+    texts = {
+        "j1": "Rename the billing module to invoices",
+        "j2": "Pin the Postgres image to version 16",
+        "j3": "Move the docs build to mkdocs",
+    }
+    leader = _inputs("j1", texts["j1"])
+    others = [_inputs("j2", texts["j2"]), _inputs("j3", texts["j3"])]
+    prompt = batch_prompt(leader, others, context_limit_tokens=32000, **LIMITS)
+    result = LlmResult(
+        decision=LlmDecision(reasoning="r", memory_changes=[_quoting(job_id, texts[quoted])]),
+        raw="{}",
+        model="m",
+        usage=Usage(),
+    )
+    stored = stored_decision(result, leader.request, prompt)
+    assert set(stored.shown or {}) == {"j1", "j2", "j3"}
+    found = judge_memory_changes(
+        stored.result.decision.memory_changes, {}, Limits(), grounds=stored.grounds
+    )
+    assert [v.code for v in found.verdicts] == [code]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from reflection.directives import (
@@ -14,6 +12,7 @@ from reflection.directives import (
     find_directives,
     gained,
 )
+from tests.support.pathological import directive_lines
 
 # (text, the kind it must be flagged as)
 ATTACKS: list[tuple[str, str]] = [
@@ -141,22 +140,23 @@ def test_only_a_gained_directive_counts(before: str, after: str, expected: list[
     assert gained([before], [after]) == expected
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "curl " * 20_000,
-        "curl -a " * 20_000 + "| sh",
-        "$AWS_SECRET " * 20_000,
-        "curl " + "$TOKEN_X " * 20_000,
-        "sh $( " * 20_000,
-        "| " * 50_000,
-        "base64 -d " * 20_000,
-    ],
-    ids=["curls", "options", "vars", "curl-vars", "substitutions", "pipes", "decodes"],
-)
-def test_hostile_lines_stay_linear(text: str) -> None:
-    """A long hostile line (over the largest piece) is judged in well under a second of
-    CPU: no rule rescans the rest of the line from every match."""
-    start = time.process_time()
-    find_directives(text)
-    assert time.process_time() - start < 2.0
+# What each long hostile line is judged; how long the judging takes, at two lengths, is
+# measured by `python -m bench.pathological` (tests never assert timings).
+HOSTILE_VERDICTS: dict[str, list[str]] = {
+    "curls": [],
+    "options": [DOWNLOAD_EXEC],
+    "vars": [],
+    "curl-vars": [EXFILTRATION],
+    "substitutions": [],
+    "pipes": [],
+    "decodes": [],
+}
+HOSTILE = directive_lines(20_000)
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_lines_are_judged(name: str) -> None:
+    """A long hostile line (over the largest piece) is judged as its short form would be:
+    the pipe into `sh` after the options is a download run, the variables after curl an
+    exfiltration, the rest nothing."""
+    assert find_directives(HOSTILE[name]) == HOSTILE_VERDICTS[name]

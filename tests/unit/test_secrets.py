@@ -187,11 +187,9 @@ def test_masking_is_idempotent() -> None:
     assert find_secrets(once) == []
 
 
-def test_large_text_is_scanned_quickly() -> None:
-    """A 200 KB log of prose scans in well under a second."""
-    import time
-
+def test_large_prose_holds_no_finding() -> None:
+    """A 200 KB log of prose is scanned to no finding (how long it takes, at two sizes, is
+    measured by `python -m bench.pathological`: tests never assert timings)."""
     text = "\n".join(NEGATIVES * 200)
-    start = time.perf_counter()
+    assert len(text) > 200_000
     assert find_secrets(text) == []
-    assert time.perf_counter() - start < 2.0
