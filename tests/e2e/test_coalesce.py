@@ -20,6 +20,7 @@ from reflection.producer import make_producer
 from reflection.storage import reflection_claims
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.e2e
 FAULT_APP = "tests.support.fault_app"
@@ -31,14 +32,25 @@ COALESCING = {
 }
 
 
+# Each job's lesson in its own words (lessons alike would be judged near-duplicates),
+# its evidence the job's request (every job here has the default task; SPEC §11).
+LESSONS = {
+    "job-c1": ("Invoices round half-up", "round_invoice() rounds half-up to whole cents."),
+    "job-c2": ("CSV export streams its rows", "The export writes rows as it reads them."),
+    "job-c3": ("Staging first for deploys", "Every deploy goes through staging first."),
+}
+
+
 def _change(job_id: str) -> dict[str, Any]:
+    description, body = LESSONS[job_id]
     return {
         "op": "add",
         "name": f"lesson-{job_id}",
-        "description": f"A lesson of {job_id}",
+        "description": description,
         "type": "project",
-        "body": f"Learned from {job_id}.",
+        "body": body,
         "job_id": job_id,
+        "evidence": EVIDENCE,
     }
 
 
@@ -88,7 +100,7 @@ def _check_each_job_once(w: Worker, tasks: dict[str, str]) -> None:
             assert r["coalesced_into"] in leaders and r["tokens_in"] == 0
     u = UserPaths(w.root, "alice")
     for j in JOBS:
-        assert u.memory_file(f"lesson-{j}").read_text().count(f"Learned from {j}.") == 1
+        assert u.memory_file(f"lesson-{j}").read_text().count(LESSONS[j][1]) == 1
     lines = [json.loads(x) for x in u.snapshot_index.read_text().splitlines()]
     assert sum(line["memory_changes"] for line in lines) == len(JOBS)
     assert len(lines) == len(leaders)  # a snapshot per batch (one, unless a slow start split it)
