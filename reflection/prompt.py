@@ -313,8 +313,9 @@ class PromptPrefix:
 
     piece_name: str
     piece_source: str
+    piece_block: str
     memory_note: str
-    blocks: str  # piece, memory index, stable bodies, malformed memory files
+    memory_blocks: str  # memory index, stable bodies, malformed memory files
 
 
 def prompt_prefix(
@@ -323,7 +324,7 @@ def prompt_prefix(
     """The prefix of `inputs`' prompt, showing the `stable` bodies."""
     piece = inputs.piece
     origin = "user-copy" if piece.user_copy else "built-in"
-    blocks = [_block("PIECE", piece.yaml, f"name={piece.name} source={origin}")]
+    blocks = []
     if inputs.memory:
         blocks.append(_index_block(inputs.memory, index))
     blocks += _memory_blocks(stable)
@@ -339,8 +340,9 @@ def prompt_prefix(
         piece_source="the user's copy"
         if piece.user_copy
         else "built-in; an edit creates the user's copy",
+        piece_block=_block("PIECE", piece.yaml, f"name={piece.name} source={origin}"),
         memory_note=note,
-        blocks="\n\n".join(blocks),
+        memory_blocks="\n\n".join(blocks),
     )
 
 
@@ -379,8 +381,9 @@ def render_user_prompt(
     return _template("user.md").substitute(
         piece_name=prefix.piece_name,
         piece_source=prefix.piece_source,
+        piece_block=prefix.piece_block,
         memory_note=prefix.memory_note,
-        prefix_blocks=prefix.blocks,
+        memory_blocks=prefix.memory_blocks,
         jobs=after,
     )
 
@@ -418,20 +421,36 @@ def _masked(inputs: ReflectionInputs, log_max_bytes: int) -> ReflectionInputs:
                 inputs.activity.model_copy(update={"text": mask_secrets(inputs.activity.text)}),
                 max(log_max_bytes, _utf8_size(inputs.activity.text)),
             ),
+            # Bodies are masked once chosen (`_masked_bodies`): a memory of thousands of
+            # entries shows a few; the index shows only their sizes.
             "memory": tuple(
-                e.model_copy(
-                    update={
-                        "description": mask_secrets(e.description),
-                        "body": mask_secrets(e.body),
-                    }
+                e.model_copy(update={"description": d})
+                for e, d in zip(
+                    inputs.memory, _mask_lines([e.description for e in inputs.memory]), strict=True
                 )
-                for e in inputs.memory
             ),
             "malformed": tuple(
                 m.model_copy(update={"reason": mask_secrets(m.reason)}) for m in inputs.malformed
             ),
         }
     )
+
+
+def _mask_lines(lines: list[str]) -> list[str]:
+    """`mask_secrets` of each one-line text, in one call (a call's fixed cost, times
+    thousands of descriptions, was most of a large memory's prompt); each on its own if
+    a mask took a line break (a key across two lines)."""
+    if not lines or any("\n" in line for line in lines):
+        return [mask_secrets(line) for line in lines]
+    masked = mask_secrets("\n".join(lines)).split("\n")
+    return masked if len(masked) == len(lines) else [mask_secrets(line) for line in lines]
+
+
+def _masked_bodies(shown: MemoryShown) -> MemoryShown:
+    def mask(entries: tuple[MemoryEntry, ...]) -> tuple[MemoryEntry, ...]:
+        return tuple(e.model_copy(update={"body": mask_secrets(e.body)}) for e in entries)
+
+    return MemoryShown(stable=mask(shown.stable), relevant=mask(shown.relevant))
 
 
 def _cap_for(sizes: Sequence[int], need: int) -> int:
@@ -518,27 +537,33 @@ class _Guard:
         apply(lo)
         return self.render()
 
-    def drop_bodies(self, over: int) -> int:
-        """Show fewer bodies: the least related ones after the job first, then the stable
-        ones from the last by name; the index still lists them."""
-        if over <= 0 or not self.shown.count:
-            return over
+    def drop_bodies(self, over: int, relevant_too: bool = False) -> int:
+        """Show fewer bodies: the stable ones from the last by name; with `relevant_too`,
+        then the least related ones after the job. The index still lists them all."""
         stable, relevant = self.shown.stable, self.shown.relevant
+        if over <= 0 or not (stable or (relevant and relevant_too)):
+            return over
 
         def keep(k: int) -> None:
-            self.shown = MemoryShown(
-                stable=stable[:k], relevant=relevant[: max(0, k - len(stable))]
-            )
+            if relevant_too:
+                self.shown = MemoryShown(
+                    stable=stable[:k], relevant=relevant[: max(0, k - len(stable))]
+                )
+            else:
+                self.shown = MemoryShown(stable=stable[:k], relevant=relevant)
 
-        return self._largest_fitting(len(stable) + len(relevant), keep)
+        return self._largest_fitting(len(stable) + (len(relevant) if relevant_too else 0), keep)
 
-    def shrink_index(self, over: int) -> int:
-        """List names and types only, then as many entries as fit (the first by name)."""
+    def names_only(self, over: int) -> int:
+        """List names and types only in the index."""
         if over <= 0 or not self.inputs.memory:
             return over
         self.index = IndexView(names_only=True)
-        over = self.render()
-        if over <= 0:
+        return self.render()
+
+    def cut_index(self, over: int) -> int:
+        """List as many entries as fit, the first by name; the rest are counted."""
+        if over <= 0 or not self.inputs.memory:
             return over
 
         def listed(k: int) -> None:
@@ -577,10 +602,15 @@ def fit_prompt(
         system=build_system_prompt(max_changes=max_changes, max_body_bytes=max_body_bytes),
         budget=context_limit_tokens - max_output_tokens - reserved_tokens(),
         log=safe.activity,
-        shown=budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text),
+        shown=_masked_bodies(
+            budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
+        ),
     )
     over = guard.trim_memory(guard.trim_log(guard.render()))
-    over = guard.shrink_index(guard.drop_bodies(over))
+    # Then the index's descriptions, the stable bodies, the index's last names, and only
+    # then the bodies related to the job.
+    over = guard.cut_index(guard.drop_bodies(guard.names_only(over)))
+    over = guard.drop_bodies(over, relevant_too=True)
     if over > 0:
         raise ContextOverflowError(
             f"the prompt needs about {guard.tokens} tokens but {max(guard.budget, 0)} fit "

@@ -224,6 +224,20 @@ def test_credentials_in_data_are_masked_before_the_model_sees_them() -> None:
     assert "[REDACTED:" in prompt.user
 
 
+def test_credentials_in_memory_descriptions_are_masked_one_by_one() -> None:
+    """Descriptions are masked in one pass; each keeps its own line, its key masked."""
+    key = "AKIAIOSFODNN7EXAMPLE"
+    memory = tuple(
+        MemoryEntry(
+            name=f"e{i}", description=f"d{i} {key}" if i == 3 else f"d{i}", type="user", body="b"
+        )
+        for i in range(6)
+    )
+    prompt = fit(make_inputs(memory=memory), 32000)
+    assert key not in prompt.user and "- e3 (user, 1 bytes): d3 [REDACTED:" in prompt.user
+    assert "- e4 (user, 1 bytes): d4\n" in prompt.user
+
+
 def test_missing_and_dropped_logs_are_explained() -> None:
     """No log, or a log dropped to fit, is stated outside any block."""
     inputs = make_inputs()
