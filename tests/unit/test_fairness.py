@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import fakeredis
 import pytest
@@ -76,7 +77,7 @@ def test_cap_zero_means_no_limit(r: fakeredis.FakeRedis) -> None:
         assert r.exists(USER_SLOTS_PREFIX + "u") == 0
 
 
-def _deferral(r: fakeredis.FakeRedis, user: str, run_id: str, cap: int, **kw: float) -> float:
+def _deferral(r: fakeredis.FakeRedis, user: str, run_id: str, cap: int, **kw: Any) -> float:
     with (
         pytest.raises(UserBusyError) as busy,
         user_slot(r, user, run_id, cap=cap, lease_seconds=600, **kw),
@@ -144,3 +145,18 @@ def test_bookings_start_afresh_once_the_last_one_is_past(r: fakeredis.FakeRedis)
     _hold(r, "u", 0.0)
     r.hset(USER_DEFERRED_PREFIX + "u", "until", str(time.time() - 5))
     assert _deferral(r, "u", "run-1", cap=1) == pytest.approx(1 + SLACK, abs=0.05)
+
+
+def test_a_slot_peeks_at_a_key_in_the_same_round_trip() -> None:
+    """With `peek`, taking the slot also tells whether that key exists (the LLM breaker's),
+    in the one script call; without a slot to take there is nothing to tell."""
+    r = fakeredis.FakeRedis()
+    with user_slot(r, "u", "run-1", cap=2, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is False and slot.at > 0
+    r.set("breaker", "1")
+    with user_slot(r, "u", "run-2", cap=2, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is True
+    with user_slot(r, "u", "run-3", cap=2, lease_seconds=60) as slot:
+        assert slot.peeked is None
+    with user_slot(r, "u", "run-4", cap=0, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is None
