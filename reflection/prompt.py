@@ -259,8 +259,8 @@ def budget_memory(
     Over the limit, half of it goes to bodies taken in name order (each that still fits),
     which do not depend on the job, so the prompt's prefix stays the same from one job to
     the next; the rest to the bodies that share the most words with the job, shown after
-    it. The others are only listed in the index (an agent may still remove or merge them,
-    or update one by writing its whole body)."""
+    it (a body that shares none is not related). The others are only listed in the index
+    (an agent may still remove or merge them, or update one by writing its whole body)."""
     by_name = sorted(memory, key=lambda e: e.name)
     sizes = {e.name: len(e.body.encode("utf-8", errors="surrogatepass")) for e in by_name}
     if max_bytes <= 0 or sum(sizes.values()) <= max_bytes:
@@ -273,12 +273,13 @@ def budget_memory(
     left += max_bytes - max_bytes // 2
     taken = {e.name for e in stable}
     context = _words(job.task, job.result, job.error, activity_text)
-    ranked = sorted(
-        (e for e in by_name if e.name not in taken),
-        key=lambda e: -len(_words(e.name, e.description, e.body) & context),
-    )
+    shared = {
+        e.name: len(_words(e.name, e.description, e.body) & context)
+        for e in by_name
+        if e.name not in taken
+    }
     relevant = []
-    for e in ranked:
+    for e in sorted((e for e in by_name if shared.get(e.name)), key=lambda e: -shared[e.name]):
         if sizes[e.name] <= left:
             relevant.append(e)
             left -= sizes[e.name]
