@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -265,12 +265,7 @@ def budget_memory(
     sizes = {e.name: len(e.body.encode("utf-8", errors="surrogatepass")) for e in by_name}
     if max_bytes <= 0 or sum(sizes.values()) <= max_bytes:
         return MemoryShown(stable=tuple(by_name))
-    stable, left = [], max_bytes // 2
-    for e in by_name:
-        if sizes[e.name] <= left:
-            stable.append(e)
-            left -= sizes[e.name]
-    left += max_bytes - max_bytes // 2
+    stable = _fill(by_name, sizes, max_bytes // 2)
     taken = {e.name for e in stable}
     context = _words(job.task, job.result, job.error, activity_text)
     shared = {
@@ -278,12 +273,21 @@ def budget_memory(
         for e in by_name
         if e.name not in taken
     }
-    relevant = []
-    for e in sorted((e for e in by_name if shared.get(e.name)), key=lambda e: -shared[e.name]):
-        if sizes[e.name] <= left:
-            relevant.append(e)
-            left -= sizes[e.name]
-    return MemoryShown(stable=tuple(stable), relevant=tuple(relevant))
+    ranked = sorted((e for e in by_name if shared.get(e.name)), key=lambda e: -shared[e.name])
+    room = max_bytes - sum(sizes[e.name] for e in stable)
+    return MemoryShown(stable=stable, relevant=_fill(ranked, sizes, room))
+
+
+def _fill(
+    entries: Sequence[MemoryEntry], sizes: Mapping[str, int], room: int
+) -> tuple[MemoryEntry, ...]:
+    """The entries, in order, whose bodies still fit in `room` bytes (each that fits)."""
+    out = []
+    for e in entries:
+        if sizes[e.name] <= room:
+            out.append(e)
+            room -= sizes[e.name]
+    return tuple(out)
 
 
 def build_user_prompt(

@@ -73,7 +73,7 @@ def test_a_changed_memory_is_a_cache_miss_past_the_system_prompt(env: Env, make_
     first, second = _user_prompts(env)
     assert first[: first.index("\nmemory: ")] == second[: second.index("\nmemory: ")]
     assert first[: first.index("# The job")] != second[: second.index("# The job")]
-    one, two = env.metrics()
+    _, two = env.metrics()
     system = env.llm.requests[-1]["json"]["messages"][0]["content"]
     shared = len(system) + len(second[: second.index("\nmemory: ")]) + 16  # roles, separators
     assert 1024 <= two["tokens_cached"] <= shared / 4 < two["tokens_in"]
