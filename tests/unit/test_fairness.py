@@ -160,3 +160,22 @@ def test_a_slot_peeks_at_a_key_in_the_same_round_trip() -> None:
         assert slot.peeked is None
     with user_slot(r, "u", "run-4", cap=0, lease_seconds=60, peek="breaker") as slot:
         assert slot.peeked is None
+
+
+@pytest.mark.parametrize(
+    ("peeked", "age", "seen"),
+    [(False, 0.0, False), (True, 0.0, True), (True, 31.0, None), (False, 31.0, None),
+     (None, 0.0, None)],
+    ids=["closed", "open", "open-but-stale", "closed-but-stale", "not-peeked"],
+)  # fmt: skip
+def test_a_run_trusts_the_breaker_state_its_slot_saw_for_one_probe_interval(
+    peeked: bool | None, age: float, seen: bool | None
+) -> None:
+    """The breaker's state read with the slot stands in for the LLM stage's own EXISTS
+    while it is younger than the probe interval (30 s here); older, the stage asks."""
+    from reflection.fairness import Slot
+    from reflection.pipeline import _Run
+
+    run = _Run("r1", {"original_job_id": "j1", "user_id": "u", "piece_name": "default"})
+    run.slot = Slot(peeked=peeked, at=time.monotonic() - age)
+    assert run.breaker_seen(30.0) is seen
