@@ -18,17 +18,21 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from reflection import storage
-from reflection.errors import UnsafePathError
+from reflection.clamp import INT32_MAX, clamp_record
+from reflection.errors import DataRejectedError, UnsafePathError
 from reflection.faults import fault_point
 from reflection.fsio import atomic_delete, atomic_write, read_text_limited, sync_filesystem
 from reflection.lock import UserLock
 from reflection.paths import UserPaths
-from reflection.records import Journal
+from reflection.records import Journal, MetricsRow
 from reflection.snapshot import write_snapshot
 
 log = logging.getLogger(__name__)
 
 _MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+# The metrics row's error_code of a run whose rows Postgres refused and that was
+# committed clamped (the outcome stays the run's; docs/runbook.md).
+COMMIT_CLAMPED = "commit_clamped"
 
 
 def read_or_none(paths: UserPaths, path: Path) -> str | None:
@@ -190,20 +194,74 @@ def _write_files(paths: UserPaths, journal: Journal, lock: UserLock, recovering:
             atomic_write(target, change.after, root=paths.home, durable=False)
 
 
+def _commit_run(
+    engine: Engine,
+    journal: Journal,
+    metrics: MetricsRow,
+    recovering: bool,
+    duration_ms: int,
+    *,
+    whole: bool = True,
+) -> bool:
+    """`storage.commit_run` of the journal's rows (`whole=False`: the metrics row alone)."""
+    return storage.commit_run(
+        engine=engine,
+        original_job_id=journal.original_job_id,
+        fence=None if recovering else journal.fence,
+        metrics=metrics.model_copy(update={"duration_ms": min(duration_ms, INT32_MAX)}),
+        piece_edit=journal.piece_edit if whole else None,
+        proposal=journal.proposal if whole else None,
+        entries=journal.entries if whole else None,
+    )
+
+
+def _commit_clamped(
+    engine: Engine, journal: Journal, recovering: bool, duration_ms: int, error: Exception
+) -> bool:
+    """Postgres refused the journal's rows (SQLSTATE 22 or 23: an old journal's count
+    past int32, a NUL in a text): replaying them can never succeed, and would block the
+    user's every later run. Commit them clamped (`reflection.clamp`), the metrics row
+    saying `commit_clamped`; if even that is refused, the clamped metrics row alone. The
+    claim is marked done either way, and the log says what was dropped."""
+    assert journal.metrics is not None
+    row = clamp_record(journal.metrics).model_copy(update={"error_code": COMMIT_CLAMPED})
+    fields = {"error_code": COMMIT_CLAMPED, "snapshot_id": journal.snapshot_id}
+    log.error(
+        "journal %s of job %s: Postgres refused its rows (%s); committing them clamped",
+        journal.snapshot_id,
+        journal.original_job_id,
+        error,
+        extra=fields,
+    )
+    clamped = journal.model_copy(
+        update={
+            name: clamp_record(value)
+            for name in ("piece_edit", "proposal", "entries")
+            if (value := getattr(journal, name)) is not None
+        }
+    )
+    try:
+        return _commit_run(engine, clamped, row, recovering, duration_ms)
+    except DataRejectedError as again:
+        log.error(
+            "journal %s: its clamped rows were refused too (%s); committing its metrics row "
+            "alone: its piece edit, proposal and entry records are not recorded",
+            journal.snapshot_id,
+            again,
+            extra=fields,
+        )
+        return _commit_run(engine, clamped, row, recovering, duration_ms, whole=False)
+
+
 def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering: bool) -> bool:
     """A run's rows (entry records included) and its claim marked done, in one
     transaction (False: stale); an operator's change has no run to commit, only its
     metrics row and entry records (if any), once."""
     if journal.metrics is not None:
-        return storage.commit_run(
-            engine=engine,
-            original_job_id=journal.original_job_id,
-            fence=None if recovering else journal.fence,
-            metrics=journal.metrics.model_copy(update={"duration_ms": duration_ms}),
-            piece_edit=journal.piece_edit,
-            proposal=journal.proposal,
-            entries=journal.entries,
-        )
+        try:
+            return _commit_run(engine, journal, journal.metrics, recovering, duration_ms)
+        except DataRejectedError as e:
+            return _commit_clamped(engine, journal, recovering, duration_ms, e)
     if journal.record is not None:
         storage.record_change(engine=engine, row=journal.record, entries=journal.entries)
     return True

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reflection import constants as c
+from reflection.batch_rules import apply_batch_rules
+from reflection.directives import gained
 from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
 from reflection.pieces import check_piece_edit
 from reflection.secrets import find_secrets
+from reflection.text import escape_for_terminal, find_unsafe_chars
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,27 @@ def _verdict(ch: MemoryChange, code: Code, detail: str = "") -> Verdict:
     )
 
 
-def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
-    """Checks shared by add and update: fields present, type known, size, secrets."""
+def _unsafe_text(ch: MemoryChange) -> str:
+    """Why the change's description is `invalid_text` (control, bidi or tag characters;
+    line breaks are the one-line rule's, `missing_field`), or "" when it is not."""
+    found = find_unsafe_chars((ch.description or "").strip(), allow="\n\r")
+    if not found:
+        return ""
+    shown = ", ".join(escape_for_terminal(x, keep="") for x in found[:8])
+    return f"description holds control, bidi or tag characters: {shown}"
+
+
+def _content_code(
+    ch: MemoryChange, limits: Limits, previous: MemoryEntry | None = None
+) -> tuple[Code, str]:
+    """Checks shared by add and update: fields present, type known, size, secrets, and no
+    dangerous directive the entry (`previous`, for an update) did not hold already."""
     if ch.description is None or ch.type is None or ch.body is None:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
     if ch.type not in c.MEMORY_TYPES:
         return Code.UNKNOWN_TYPE, f"type {ch.type[:40]!r} is not one of {list(c.MEMORY_TYPES)}"
+    if ch.merge_target is not None:  # SPEC §4: remove only; never silently ignored
+        return Code.MISSING_FIELD, f"merge_target is for remove only, not {ch.op}"
     # Any line break (\r, \u2028, ...) would make an unreadable frontmatter.
     if ch.description.strip().splitlines() != [ch.description.strip()]:
         return Code.MISSING_FIELD, "description must be one non-empty line"
@@ -63,9 +81,20 @@ def _content_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
     size = len(ch.body.encode("utf-8"))
     if size > limits.max_body_bytes:
         return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
-    kinds = find_secrets(ch.description) + find_secrets(ch.body)
+    return _text_code(ch.description, ch.body, previous)
+
+
+def _text_code(description: str, body: str, previous: MemoryEntry | None) -> tuple[Code, str]:
+    """What the text may not hold: a credential (`secret_detected`), then a dangerous
+    directive the entry (`previous`, for an update) did not hold already
+    (`dangerous_directive`)."""
+    kinds = find_secrets(description) + find_secrets(body)
     if kinds:
         return Code.SECRET_DETECTED, ", ".join(sorted(set(kinds)))
+    before = (previous.description, previous.body) if previous is not None else ()
+    directives = gained(before, (description, body))
+    if directives:
+        return Code.DANGEROUS_DIRECTIVE, "gains a " + ", a ".join(directives) + " directive"
     return Code.OK, ""
 
 
@@ -88,7 +117,7 @@ def _judge_one(
     if entry.protected:
         return Code.PROTECTED, "the entry is marked protected: true"
     if ch.op == "update":
-        return _content_code(ch, limits)
+        return _content_code(ch, limits, entry)
     if ch.merge_target is not None and not c.SLUG_RE.fullmatch(ch.merge_target):
         return Code.MERGE_TARGET_MISSING, "merge_target is not a valid name"
     return Code.OK, ""
@@ -118,19 +147,23 @@ def judge_memory_changes(
     `unreadable` names files that exist but are malformed: never overwritten or deleted.
     """
     codes = _each_change(changes, current, unreadable, limits)
-    while True:  # each pass only rejects, so this ends
-        before = list(codes)
-        _reject_missing_merge_targets(changes, codes, current)
-        # An add rejected here may be a remove's merge target: check those again.
-        _reject_overflow(changes, codes, current, limits)
-        if codes == before:
-            break
+    apply_batch_rules(changes, codes, current, limits.max_entries)  # linear (issue 22)
     targets: dict[str, MemoryEntry | None] = {}
     for ch, (code, _) in zip(changes, codes, strict=True):
         if code is Code.OK:
             targets[ch.name] = None if ch.op == "remove" else _entry(ch)
     verdicts = tuple(_verdict(ch, code, d) for ch, (code, d) in zip(changes, codes, strict=True))
     return MemoryJudgement(verdicts, targets)
+
+
+def _name_problem(name: str) -> str:
+    """Why `name` cannot name an entry ("" when it can)."""
+    if not c.SLUG_RE.fullmatch(name):
+        return "name must match " + c.SLUG_RE.pattern
+    if name.casefold() in c.RESERVED_ENTRY_NAMES:
+        # memory/memory.md is memory/MEMORY.md, the index, on a case-insensitive file system.
+        return f"{name!r} is reserved (the index MEMORY.md)"
+    return ""
 
 
 def _each_change(
@@ -145,8 +178,10 @@ def _each_change(
     for i, ch in enumerate(changes):
         if i >= limits.max_changes:
             codes.append((Code.TOO_MANY_CHANGES, f"at most {limits.max_changes} changes a run"))
-        elif not c.SLUG_RE.fullmatch(ch.name):
-            codes.append((Code.INVALID_NAME, "name must match " + c.SLUG_RE.pattern))
+        elif problem := _name_problem(ch.name):
+            codes.append((Code.INVALID_NAME, problem))
+        elif problem := _unsafe_text(ch):
+            codes.append((Code.INVALID_TEXT, problem))
         elif ch.name in seen:
             codes.append(
                 (Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch")
@@ -155,67 +190,6 @@ def _each_change(
             codes.append(_judge_one(ch, current, unreadable, limits))
         seen.add(ch.name)
     return codes
-
-
-def _final_names(
-    changes: Sequence[MemoryChange],
-    codes: list[tuple[Code, str]],
-    current: Mapping[str, MemoryEntry],
-) -> set[str]:
-    """The entry names that exist once every accepted change is applied."""
-    names = set(current)
-    for ch, (code, _) in zip(changes, codes, strict=True):
-        if code is Code.OK:
-            (names.discard if ch.op == "remove" else names.add)(ch.name)
-    return names
-
-
-def _reject_missing_merge_targets(
-    changes: Sequence[MemoryChange],
-    codes: list[tuple[Code, str]],
-    current: Mapping[str, MemoryEntry],
-) -> None:
-    """A remove's merge_target must exist afterwards. Targets that can never exist are
-    rejected first; then, since rejecting a remove keeps its entry alive (and may rescue
-    another remove that merges into it), the last offending remove is rejected, repeatedly."""
-
-    def removes() -> list[int]:
-        return [
-            i
-            for i, ch in enumerate(changes)
-            if ch.op == "remove" and codes[i][0] is Code.OK and ch.merge_target is not None
-        ]
-
-    def reject(i: int) -> None:
-        target = changes[i].merge_target
-        codes[i] = (Code.MERGE_TARGET_MISSING, f"{target!r} will not exist afterwards")
-
-    possible = set(current) | {
-        ch.name for ch, (code, _) in zip(changes, codes, strict=True) if code is Code.OK
-    }
-    for i in removes():
-        if changes[i].merge_target not in possible or changes[i].merge_target == changes[i].name:
-            reject(i)
-    while True:
-        names = _final_names(changes, codes, current)
-        bad = [i for i in removes() if changes[i].merge_target not in names]
-        if not bad:
-            return
-        reject(bad[-1])
-
-
-def _reject_overflow(
-    changes: Sequence[MemoryChange],
-    codes: list[tuple[Code, str]],
-    current: Mapping[str, MemoryEntry],
-    limits: Limits,
-) -> None:
-    """Past max_memory_entries, the last accepted adds are rejected first."""
-    for i in reversed(range(len(changes))):
-        if len(_final_names(changes, codes, current)) <= limits.max_entries:
-            return
-        if changes[i].op == "add" and codes[i][0] is Code.OK:
-            codes[i] = (Code.MEMORY_FULL, f"at most {limits.max_entries} entries")
 
 
 def judge_piece_edit(

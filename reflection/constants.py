@@ -9,10 +9,19 @@ from reflection.models import JobOutcome, MemoryType
 
 TASK_NAME: Final = "reflect"
 QUEUE_NAME: Final = "reflection"
+# The only tasks the worker's app has (issue 22): Celery's built-ins, the tasks named
+# with this prefix (`celery.backend_cleanup`, `celery.chord_unlock`, `celery.map`, ...),
+# are unregistered, so a message naming one is refused ("Received unregistered task")
+# and dropped, never run.
+QUEUE_TASKS: Final = frozenset({TASK_NAME, "consolidate"})
+CELERY_BUILTIN_PREFIX: Final = "celery."
 
 # A memory entry name, a user id and a piece name are all path components; this is the
 # single guard that keeps them inside the user's folder.
 SLUG_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Entry names refused although they are slugs: `memory` is the index `MEMORY.md` on a
+# case-insensitive file system (compared case-folded).
+RESERVED_ENTRY_NAMES: Final = frozenset({"memory"})
 # User ids come from the platform and may use upper case; still one safe path component.
 USER_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Job ids: the platform's primary keys (uuids, ulids, integers as text).

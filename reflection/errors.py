@@ -6,6 +6,8 @@
     │   ├── InfrastructureError          infrastructure    Redis/Postgres/filesystem down
     │   ├── LockBusyError                lock_busy         another worker holds the user lock
     │   ├── LockLostError                lock_lost         our lock expired mid-run
+    │   │   └── LockExpiredError         lock_lost         ... Redis says so (counts to poison)
+    │   ├── JournalPendingError          time_limit        stopped at its deadline after its journal
     │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
     │   ├── LlmOutageError               llm_outage        the LLM circuit breaker is open
     │   └── ClaimBusyError               claim_busy        another delivery of the job is running
@@ -25,6 +27,7 @@
         │   └── LlmUnreachableError      llm_unavailable   an outage: every attempt failed
         ├── LlmInvalidOutputError        llm_invalid_output
         ├── PoisonError                  poison            too many crashed deliveries
+        ├── DataRejectedError            data_rejected     Postgres refused the data (22, 23)
         ├── TimeLimitError               time_limit        the soft time limit hit
         ├── RevertConflictError          revert_conflict   files changed since a snapshot
         ├── ProposalError                proposal_invalid  a proposal decided, or not decidable
@@ -99,6 +102,21 @@ class LockLostError(RetryableError):
     """Raised when our user lock expired or was taken before a write."""
 
     code = "lock_lost"
+
+
+class LockExpiredError(LockLostError):
+    """Raised when Redis says our user lock expired or another holder took it: the run
+    held it past its expiry without writing (a stall, or a decision too slow to apply).
+    Unlike an outage it counts toward `poison`: a decision that cannot be applied in
+    time fails after REFLECTION_MAX_DELIVERIES deliveries instead of being replayed."""
+
+
+class JournalPendingError(RetryableError):
+    """Raised when a run passed its deadline after writing its journal: the retry only
+    rolls the journal forward (reusing the stored decision), so it is finished, not
+    failed."""
+
+    code = "time_limit"
 
 
 class UserBusyError(RetryableError):
@@ -237,6 +255,14 @@ class PoisonError(PermanentError):
     """Raised when one job's deliveries kept dying (more than `max_deliveries` in a row)."""
 
     code = "poison"
+
+
+class DataRejectedError(PermanentError):
+    """Raised when Postgres refuses a statement's data: SQLSTATE class 22 (a value out of
+    range, a NUL in text) or 23 (an integrity constraint). Retrying the same data cannot
+    help, so it is no outage (`reflection.retries`)."""
+
+    code = "data_rejected"
 
 
 class TimeLimitError(PermanentError):

@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatComplet
 from openai.types.chat.chat_completion import Choice
 
 from reflection.backoff import compute_backoff, retry_after_seconds
+from reflection.clamp import clamp_count, model_name
 from reflection.constants import REPAIR_ECHO_MAX
 from reflection.errors import (
     ContextOverflowError,
@@ -112,12 +113,14 @@ class _Tally:
         )
 
     def add(self, completion: ChatCompletion) -> None:
+        # The SDK does not validate a 200: a count may be negative, huge or not a number.
         usage = completion.usage
         if usage is not None:
-            self.tokens_in += usage.prompt_tokens or 0
-            self.tokens_out += usage.completion_tokens or 0
-            details = usage.prompt_tokens_details
-            self.tokens_cached += (details.cached_tokens or 0) if details is not None else 0
+            self.tokens_in = clamp_count(self.tokens_in + clamp_count(usage.prompt_tokens))
+            self.tokens_out = clamp_count(self.tokens_out + clamp_count(usage.completion_tokens))
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = clamp_count(getattr(details, "cached_tokens", 0))
+            self.tokens_cached = clamp_count(self.tokens_cached + cached)
 
 
 class _HttpClient(DefaultHttpxClient):
@@ -209,12 +212,24 @@ class LlmClient:
         return LlmResult(
             decision=decision,
             raw=text,
-            model=completion.model or self._settings.llm_model,
+            model=self._model_name(completion.model),
             usage=tally.usage,
             attempts=tally.attempts,
             mode=mode,
             repaired=repaired,
         )
+
+    def _model_name(self, reported: object) -> str:
+        """The model the endpoint says answered, if it is a model name (it is stored and
+        shown to operators); else the configured one."""
+        name = model_name(reported, self._settings.llm_model)
+        if reported and name != reported:
+            log.warning(
+                "the LLM endpoint reported a model name that is not one (%s); recorded as %s",
+                self._snippet(reported),
+                name,
+            )
+        return name
 
     def close(self) -> None:
         """Close every thread's HTTP connections."""

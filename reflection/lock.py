@@ -29,10 +29,11 @@ import redis_lock
 
 from reflection import metrics
 from reflection.constants import USER_LOCK_PREFIX
-from reflection.errors import InfrastructureError, LockBusyError, LockLostError
+from reflection.errors import InfrastructureError, LockBusyError, LockExpiredError, LockLostError
 from reflection.turns import Turns
 
 if TYPE_CHECKING:
+    from reflection.deadline import Deadline
     from reflection.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,23 +55,39 @@ class UserLock:
     """A held user lock; `ensure_owned()` (which renews it) before each group of writes,
     `before_write()` before each write."""
 
-    def __init__(self, lock: redis_lock.Lock, user_id: str, *, expire: int, since: float) -> None:
+    def __init__(
+        self,
+        lock: redis_lock.Lock,
+        user_id: str,
+        *,
+        expire: int,
+        since: float,
+        deadline: Deadline | None = None,
+    ) -> None:
         self._lock = lock
         self.user_id = user_id
         self._fresh_for = expire / 3
         self._confirmed = since  # time.monotonic() when this holder last knew it owned it
+        # The holder's run deadline, checked before each write (TimeLimitError).
+        self.deadline = deadline
 
     def before_write(self) -> None:
         """`ensure_owned()` if the lock has not been confirmed for a third of its expiry:
         until then it is surely still held (it expires a whole expiry after the request
         that confirmed it). A run checks this before each group of writes and each
-        write, so a quick run asks Redis only to take and release the lock."""
+        write, so a quick run asks Redis only to take and release the lock.
+        `TimeLimitError` once the holder's deadline has passed."""
+        if self.deadline is not None:
+            self.deadline.check("a write")
         if time.monotonic() - self._confirmed > self._fresh_for:
             self.ensure_owned()
 
     def ensure_owned(self) -> None:
-        """Renew the lock for its full expiry; `LockLostError` unless this holder still
-        owns it."""
+        """Renew the lock for its full expiry; `LockExpiredError` unless this holder still
+        owns it (`LockLostError` when Redis cannot say), `TimeLimitError` once the
+        holder's deadline has passed."""
+        if self.deadline is not None:
+            self.deadline.check("a write")
         asked = time.monotonic()  # the lease runs from the request, not from the answer
         try:
             self._lock.extend()
@@ -78,7 +95,9 @@ class UserLock:
         except redis.RedisError as e:
             raise LockLostError(f"cannot confirm the lock of user {self.user_id}: {e}") from e
         except (redis_lock.NotAcquired, redis_lock.NotExpirable) as e:
-            raise LockLostError(f"the lock of user {self.user_id} expired or was taken over") from e
+            raise LockExpiredError(
+                f"the lock of user {self.user_id} expired or was taken over"
+            ) from e
 
 
 def _key(user_id: str) -> str:
@@ -88,10 +107,17 @@ def _key(user_id: str) -> str:
 
 @contextmanager
 def user_lock(
-    client: redis.Redis, user_id: str, *, expire: int, wait: float, turns: Turns = _NO_TURNS
+    client: redis.Redis,
+    user_id: str,
+    *,
+    expire: int,
+    wait: float,
+    turns: Turns = _NO_TURNS,
+    deadline: Deadline | None = None,
 ) -> Iterator[UserLock]:
     """Hold `user_id`'s lock for the block; `LockBusyError` if not acquired within `wait`.
-    A run that has to wait gives its CPU turn back meanwhile (`turns`)."""
+    A run that has to wait gives its CPU turn back meanwhile (`turns`); a run with a
+    `deadline` checks it before each write."""
     lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
     asked = first_asked = time.monotonic()
     try:
@@ -110,7 +136,7 @@ def user_lock(
     if not acquired:
         raise LockBusyError(f"user {user_id} is locked by another worker")
     try:
-        yield UserLock(lock, user_id, expire=expire, since=asked)
+        yield UserLock(lock, user_id, expire=expire, since=asked, deadline=deadline)
     finally:
         try:
             lock.release()

@@ -7,7 +7,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reflection.clamp import clamp_count
 
 JobOutcome = Literal["succeeded", "failed", "aborted"]
 MemoryType = Literal["user", "feedback", "project", "reference"]
@@ -32,6 +34,8 @@ class Code(StrEnum):
 
     OK = "ok"
     INVALID_NAME = "invalid_name"
+    # A description (or a piece's text) holding a control, bidi or tag character (issue 22).
+    INVALID_TEXT = "invalid_text"
     UNKNOWN_TYPE = "unknown_type"
     MISSING_FIELD = "missing_field"
     BODY_TOO_LARGE = "body_too_large"
@@ -43,6 +47,8 @@ class Code(StrEnum):
     MEMORY_FULL = "memory_full"
     TOO_MANY_CHANGES = "too_many_changes"
     SECRET_DETECTED = "secret_detected"  # noqa: S105 - a code, not a secret
+    # The text gains a download-and-execute, reverse-shell or exfiltration directive.
+    DANGEROUS_DIRECTIVE = "dangerous_directive"
     PROTECTED = "protected"
     PIECE_COOLDOWN = "piece_cooldown"
     PIECE_INVALID = "piece_invalid"
@@ -147,13 +153,20 @@ class PieceEdit(BaseModel):
     summary: str
 
 
+# Denial-of-service bounds of a decision, in its schema (SPEC §14): a longer answer does
+# not validate (`llm_invalid_output`), so judging, the journal and the claim stay small.
+# Up to the cap, changes past REFLECTION_MAX_CHANGES_PER_RUN are judged `too_many_changes`.
+MAX_MEMORY_CHANGES = 64
+MAX_REASONING_CHARS = 16 * 1024
+
+
 class LlmDecision(BaseModel):
     """The JSON object the LLM must answer (SPEC section 4)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    reasoning: str
-    memory_changes: list[MemoryChange] = Field(default_factory=list)
+    reasoning: str = Field(max_length=MAX_REASONING_CHARS)
+    memory_changes: list[MemoryChange] = Field(default_factory=list, max_length=MAX_MEMORY_CHANGES)
     piece_edit: PieceEdit | None = None
     # Existing entries this job relied on or showed to be still true (SPEC §11): at most
     # five are counted, unknown names ignored (`reflection.evidence.confirmed_names`).
@@ -172,6 +185,11 @@ class Usage(Frozen):
     # Of tokens_in, those the provider served from its prompt cache
     # (`usage.prompt_tokens_details.cached_tokens`; SPEC §12).
     tokens_cached: int = 0
+
+    # The endpoint's counts go into int32 columns: clamped, never refused (issue 22).
+    _clamped = field_validator("tokens_in", "tokens_out", "tokens_cached", mode="before")(
+        clamp_count
+    )
 
 
 class LlmResult(Frozen):

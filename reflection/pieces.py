@@ -33,11 +33,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
+
 from reflection import constants as c
+from reflection.directives import gained
 from reflection.fsio import open_regular, read_at_most
 from reflection.models import Code
 from reflection.paths import NotRegularFileError
-from reflection.safeyaml import UnsafeYamlError, load_strict
+from reflection.safeyaml import UnsafeYamlError, dump_canonical, load_strict
+from reflection.text import escape_for_terminal, find_unsafe_chars
 
 
 class PieceError(ValueError):
@@ -263,6 +267,172 @@ def escalations(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return found
 
 
+# --- canonical text -------------------------------------------------------------------
+
+_KEY_ORDER: Final = {
+    "piece": ("name", "description", "max_movements", "initial_movement", "movements"),
+    "movement": (
+        "name",
+        "persona",
+        "instruction",
+        "edit",
+        "required_permission_mode",
+        "allowed_tools",
+        "rules",
+    ),
+    "rule": ("condition", "next"),
+}
+
+
+def _ordered(data: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """`data`'s keys in `order`, any others after them sorted (an invalid piece's)."""
+    known = [k for k in order if k in data]
+    rest = sorted((k for k in data if k not in order), key=str)
+    return {k: data[k] for k in [*known, *rest]}
+
+
+def _canonical_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    piece = _ordered(data, _KEY_ORDER["piece"])
+    movements = piece.get("movements")
+    if isinstance(movements, list):
+        piece["movements"] = [_canonical_movement(m) for m in movements]
+    return piece
+
+
+def _canonical_movement(movement: object) -> object:
+    if not isinstance(movement, Mapping):
+        return movement
+    out = _ordered(movement, _KEY_ORDER["movement"])
+    rules = out.get("rules")
+    if isinstance(rules, list):
+        out["rules"] = [
+            _ordered(r, _KEY_ORDER["rule"]) if isinstance(r, Mapping) else r for r in rules
+        ]
+    return out
+
+
+def canonical_piece(data: Mapping[str, Any]) -> str:
+    """The piece as this worker writes it: re-serialised from its parsed data, keys in the
+    format's order, multi-line strings as literal blocks, every scalar written so that a
+    YAML 1.1 and a YAML 1.2 reader read the same value (`edit: off` becomes
+    `edit: false`, `max_movements: 014` becomes `12`, what PyYAML read). Comments and
+    layout of the original are not kept. Raises PieceError if it cannot be written."""
+    try:
+        return dump_canonical(_canonical_data(data))
+    except (UnsafeYamlError, yaml.YAMLError) as e:
+        raise PieceError(f"piece cannot be written as canonical YAML: {e}") from e
+
+
+def canonical_text(text: str) -> str:
+    """`text`'s piece as canonical YAML (see `canonical_piece`); PieceError if it does not
+    parse. Hashes, `piece_unchanged`, snapshots and diffs compare this text."""
+    return canonical_piece(parse_piece_yaml(text))
+
+
+# --- text a piece may not hold -------------------------------------------------------
+
+
+def _strings(data: object) -> list[str]:
+    """Every string in the parsed piece, keys included, in document order."""
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, Mapping):
+        return [s for k, v in data.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(data, list):
+        return [s for item in data for s in _strings(item)]
+    return []
+
+
+def unsafe_text(data: Mapping[str, Any]) -> str:
+    """Why the piece is `invalid_text` (a control, bidi or tag character in any of its
+    strings; line breaks and tabs are allowed in multi-line text), or ""."""
+    found = find_unsafe_chars("".join(_strings(data)), allow="\n\t")
+    if not found:
+        return ""
+    shown = ", ".join(escape_for_terminal(x, keep="") for x in found[:8])
+    return f"the piece holds control, bidi or tag characters: {shown}"
+
+
+def gained_directives(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The dangerous directives (`reflection.directives`) `new`'s text holds that `old`'s
+    did not: a download-and-execute, reverse shell or exfiltration line added or changed."""
+    return gained(_strings(old), _strings(new))
+
+
+# --- guarded mode: what needs a human ------------------------------------------------
+
+
+def can_run_a_shell(movement: Mapping[str, Any]) -> bool:
+    """`Bash` (any case) in `allowed_tools`, or no `allowed_tools` list (every tool)."""
+    tools = _tools(movement)
+    return tools is None or any(t.strip().lower() == "bash" for t in tools)
+
+
+def _powerful(movement: Mapping[str, Any]) -> str:
+    """What makes the movement's text privileged ("can edit files", "can run a shell"),
+    or "" when it can do neither."""
+    powers = [
+        label
+        for label, has in (
+            ("can edit files", _edit(movement)),
+            ("can run a shell", can_run_a_shell(movement)),
+        )
+        if has
+    ]
+    return " and ".join(powers)
+
+
+def _routes(piece: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(from, to) for every route into a movement: each rule's `next` that names one, and
+    the entry (`initial_movement`, else the first movement) from `<start>`."""
+    moves = _movements(piece)
+    routes = {
+        (m["name"], rule["next"])
+        for m in moves.values()
+        for rule in m.get("rules") or []
+        if rule["next"] in moves
+    }
+    start = piece.get("initial_movement") or next(iter(moves), None)
+    if start is not None:
+        routes.add(("<start>", start))
+    return routes
+
+
+def _privileged_text_changes(
+    old_moves: Mapping[str, Mapping[str, Any]], new_moves: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Each movement that can edit files or run a shell (as the old piece had it; a new
+    movement as it is) whose instruction or persona the edit writes anew."""
+    found = []
+    for name, movement in new_moves.items():
+        before = old_moves.get(name)
+        power = _powerful(before if before is not None else movement)
+        if before is None:
+            found += [f"new movement {name!r} {power}"] if power else []
+            continue
+        changed = [k for k in ("instruction", "persona") if movement.get(k) != before.get(k)]
+        if power and changed:
+            found.append(f"{' and '.join(changed)} of movement {name!r} ({power}) changed")
+    return found
+
+
+def guarded_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Why `REFLECTION_PIECE_EDIT_MODE=guarded` stages this edit for an operator instead of
+    writing it; empty means it applies. An edit is staged when it changes the
+    instruction or persona of a movement that can edit files or run a shell (as the old
+    piece had it; a new such movement counts too), removes a movement, or removes a
+    route into one. Both pieces must be valid."""
+    old_moves, new_moves = _movements(old), _movements(new)
+    found = _privileged_text_changes(old_moves, new_moves)
+    found += [f"movement {name!r} removed" for name in old_moves if name not in new_moves]
+    found += [
+        f"route {src} -> {dst} removed"
+        for src, dst in sorted(_routes(old) - _routes(new))
+        if dst in new_moves and (src in new_moves or src == "<start>")  # else: removed above
+    ]
+    return found
+
+
 # --- the verdict on an edit ----------------------------------------------------------
 
 
@@ -276,8 +446,11 @@ def check_piece_edit(current_yaml: str, new_yaml: str, *, piece_name: str) -> tu
     """Judge a proposed whole-piece edit: (code, detail).
 
     In order: the new piece must parse and validate (`piece_invalid`), and so must the
-    current one, or there is nothing to judge escalation against (`piece_invalid`); equal
-    parsed data is `piece_unchanged` (so whitespace- or comment-only edits are); any
+    current one, or there is nothing to judge escalation against (`piece_invalid`); no
+    string of the new piece may hold a control, bidi or tag character (`invalid_text`);
+    the same canonical text as the current piece is `piece_unchanged` (so whitespace-,
+    comment- or spelling-only edits such as `edit: no` for `edit: false` are); a
+    dangerous directive the current piece did not hold is `dangerous_directive`; any
     widening is `piece_escalation`; otherwise `ok`.
     """
     try:
@@ -291,8 +464,18 @@ def check_piece_edit(current_yaml: str, new_yaml: str, *, piece_name: str) -> tu
             Code.PIECE_INVALID,
             f"current piece is invalid; an edit cannot be checked for escalation ({e})",
         )
-    if new == current:
+    problem = unsafe_text(new)
+    if problem:
+        return Code.INVALID_TEXT, problem
+    try:
+        unchanged = canonical_piece(new) == canonical_piece(current)
+    except PieceError as e:
+        return Code.PIECE_INVALID, str(e)
+    if unchanged:
         return Code.PIECE_UNCHANGED, "the edit parses to the same piece as the current one"
+    directives = gained_directives(current, new)
+    if directives:
+        return Code.DANGEROUS_DIRECTIVE, "gains a " + ", a ".join(directives) + " directive"
     widened = escalations(current, new)
     if widened:
         return Code.PIECE_ESCALATION, "; ".join(widened)

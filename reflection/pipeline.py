@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from reflection import metrics, storage
@@ -32,14 +34,19 @@ from reflection.apply import (
 from reflection.breaker import llm_guard
 from reflection.changes import Limits
 from reflection.constants import LLM_BREAKER_KEY
+from reflection.deadline import Deadline
 from reflection.errors import (
     ClaimBusyError,
     InfrastructureError,
+    JournalPendingError,
+    LlmInvalidOutputError,
+    LockExpiredError,
     LockLostError,
     PermanentError,
     PoisonError,
     ReflectionError,
     RetryableError,
+    TimeLimitError,
 )
 from reflection.fairness import MAX_DELAY_SECONDS, Slot, user_slot
 from reflection.faults import fault_point
@@ -116,6 +123,8 @@ class _Run:
         self.usage = Usage()  # what the LLM cost, for a failure's metrics row
         self.llm_attempts = 0
         self.model: str | None = None
+        # Checked between the stages and before each write (reflection.deadline).
+        self.deadline = Deadline(at=math.inf, seconds=math.inf)
         self.slot = Slot()
 
     def breaker_seen(self, fresh_for: float) -> bool | None:
@@ -213,6 +222,7 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
     except PermanentError as e:
         return _fail(deps, run, e)
     s = deps.settings
+    run.deadline = Deadline.after(s.soft_time_limit)
     with (
         metrics.in_progress(),
         deps.turns.hold(),
@@ -262,18 +272,14 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             raise PoisonError(f"delivered {claim.deliveries} times; giving up")
         if claim.decision is not None:
             run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
-            result = LlmResult.model_validate(claim.decision)
+            result = _stored_decision(claim.decision)
         else:
             result = _consult(deps, run, request, paths, claim.fence)
         run.spent(result.usage, result.attempts, result.model)
+        run.deadline.check("applying")
         return _apply(deps, run, request, paths, claim.fence, result)
-    except (RetryableError, OSError, redis.RedisError):
-        # Leaving cleanly to be retried (an outage too) is not a crash; only crashes count
-        # toward poison.
-        with contextlib.suppress(InfrastructureError):
-            storage.reset_deliveries(
-                engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
-            )
+    except (RetryableError, OSError, redis.RedisError) as e:
+        _leaving_for_retry(deps, request, claim.fence, e)
         raise
     except PermanentError as e:
         storage.release_failed(
@@ -291,6 +297,29 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
                 reflection_job_id=run.reflection_job_id,
             )
         raise
+
+
+def _leaving_for_retry(deps: Deps, request: ReflectRequest, fence: int, error: Exception) -> None:
+    """Leaving cleanly to be retried (an outage too) is not a crash: the poison count
+    starts anew. Only crashes count toward poison, and a lock that expired while the run
+    held it: a decision too slow to apply is not replayed forever."""
+    if isinstance(error, LockExpiredError):
+        return
+    with contextlib.suppress(InfrastructureError):
+        storage.reset_deliveries(
+            engine=deps.engine, original_job_id=request.original_job_id, fence=fence
+        )
+
+
+def _stored_decision(stored: dict[str, Any]) -> LlmResult:
+    """The decision kept on the claim; one that no longer validates (stored before the
+    schema's caps, say) fails the run `llm_invalid_output` instead of crashing it."""
+    try:
+        return LlmResult.model_validate(stored)
+    except ValidationError as e:
+        raise LlmInvalidOutputError(
+            f"the decision stored on the claim does not validate: {e.error_count()} errors"
+        ) from e
 
 
 def load_stage(
@@ -335,9 +364,11 @@ def _consult(
 ) -> LlmResult:
     with _stage(run, "load"):
         inputs = load_stage(deps.settings, deps.engine, request, paths)
+    run.deadline.check("the prompt")
     with _stage(run, "prompt"):
         prompt = prompt_stage(deps.settings, inputs)
     fault_point("before_llm")
+    run.deadline.check("the LLM")
     s = deps.settings
     with (
         # An outage defers the run instead of failing it (reflection.breaker).
@@ -360,6 +391,7 @@ def _consult(
             deadline=run.t0 + deps.settings.soft_time_limit,
         )
     fault_point("after_llm")
+    run.deadline.check("storing the decision")
     run.log(
         logging.DEBUG,
         "llm",
@@ -421,6 +453,7 @@ def _apply(
             expire=s.lock_expire_seconds,
             wait=s.lock_wait_seconds,
             turns=deps.turns,
+            deadline=run.deadline,
         ) as lock,
     ):
         own = _recover(deps, run, paths, lock).get(request.original_job_id)
@@ -446,16 +479,19 @@ def _apply(
             store_llm_raw=s.store_llm_raw,
             piece_edit_mode=s.piece_edit_mode,
         )
-        lock.before_write()  # asks Redis only if the plan took a third of the expiry
+        lock.before_write()  # the deadline; Redis only if planning took a third of the expiry
         write_journal(paths, journal)
-        committed = roll_forward(
-            paths=paths,
-            journal=journal,
-            lock=lock,
-            engine=deps.engine,
-            duration_ms=run.ms(),
-            recovering=False,
-        )
+        try:
+            committed = roll_forward(
+                paths=paths,
+                journal=journal,
+                lock=lock,
+                engine=deps.engine,
+                duration_ms=run.ms(),
+                recovering=False,
+            )
+        except TimeLimitError as e:  # its retry only finishes the journal
+            raise JournalPendingError(f"{e}; the journal is written, so it is retried") from e
     if not committed:
         raise LockLostError("the claim was taken over before commit; nothing recorded")
     return _finished(deps, run, journal, paths)

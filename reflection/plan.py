@@ -32,6 +32,7 @@ from reflection.models import (
     Verdict,
 )
 from reflection.paths import UserPaths
+from reflection.pieces import canonical_piece, guarded_reasons, parse_piece_yaml
 from reflection.records import (
     Change,
     EntryChanges,
@@ -64,12 +65,15 @@ class State:
 class Judgement:
     """What judging a decision settled: every change's verdict (memory changes in the
     decision's order, then the piece edit), each accepted memory change's entry (None:
-    removed), and the piece to write or, in review mode, to stage."""
+    removed), and the piece to write or, in review mode (or guarded mode, for an edit
+    of privileged text), to stage; both as canonical YAML, with the current piece's
+    canonical text (`piece_before`) that snapshots and hashes use."""
 
     verdicts: tuple[Verdict, ...]
     targets: Mapping[str, MemoryEntry | None]
     piece_after: str | None = None
     staged: str | None = None
+    piece_before: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,13 @@ def plan(
     limits: Limits,
     now: datetime,
     store_llm_raw: bool,
-    piece_edit_mode: str = "auto",
+    piece_edit_mode: str = "guarded",
 ) -> Journal:
     """Judge the decision against `state` and lay out every write as a journal.
 
     In `review` mode an accepted piece edit is not written: it is staged, and the commit
-    inserts it as a `piece_proposals` row for an operator to approve."""
+    inserts it as a `piece_proposals` row for an operator to approve; in `guarded` mode
+    only an edit `reflection.pieces.guarded_reasons` names is."""
     judged = judge(llm.decision, request.piece_name, state, limits, now, piece_edit_mode)
     writes = file_changes(paths, judged, state, request.piece_name)
     sid = snapshot_id_for(reflection_job_id, now)
@@ -155,7 +160,7 @@ def judge(
     state: State,
     limits: Limits,
     now: datetime,
-    piece_edit_mode: str = "auto",
+    piece_edit_mode: str = "guarded",
 ) -> Judgement:
     """Every change of `decision` judged against `state` (pure)."""
     memory = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
@@ -169,13 +174,21 @@ def judge(
         now=now,
         cooldown_hours=limits.cooldown_hours,
     )
-    proposed = decision.piece_edit.yaml
     if not verdict.accepted:
         return Judgement((*memory.verdicts, verdict), memory.targets)
-    if piece_edit_mode == "review":
-        staged = verdict.model_copy(update={"detail": "staged for review"})
-        return Judgement((*memory.verdicts, staged), memory.targets, staged=proposed)
-    return Judgement((*memory.verdicts, verdict), memory.targets, piece_after=proposed)
+    # Accepted: both pieces parsed, validated and wrote as canonical text while judged.
+    old, new = parse_piece_yaml(state.piece.yaml), parse_piece_yaml(decision.piece_edit.yaml)
+    before, after = canonical_piece(old), canonical_piece(new)
+    reasons = guarded_reasons(old, new) if piece_edit_mode == "guarded" else []
+    if piece_edit_mode == "review" or reasons:
+        why = f" ({'; '.join(reasons)})" if reasons else ""
+        staged = verdict.model_copy(update={"detail": "staged for review" + why})
+        return Judgement(
+            (*memory.verdicts, staged), memory.targets, staged=after, piece_before=before
+        )
+    return Judgement(
+        (*memory.verdicts, verdict), memory.targets, piece_after=after, piece_before=before
+    )
 
 
 # Step 2: file changes.
@@ -231,6 +244,7 @@ def records(
         v.model_copy(update={"name": mask_secrets(v.name), "detail": mask_secrets(v.detail)})
         for v in judged.verdicts
     )
+    piece_before = _before_text(judged, piece_before)
     removed = {n for n, entry in judged.targets.items() if entry is None}
     confirmed = confirmed_names(llm.decision.confirmed, memory.keys() - removed)
     meta = ReflectionMeta.of(
@@ -274,6 +288,12 @@ def records(
         proposal=_proposal_row(meta, piece_before, judged.staged, llm.decision),
         entries=_entry_changes(change, judged, memory, llm.decision, confirmed),
     )
+
+
+def _before_text(judged: Judgement, as_read: str) -> str:
+    """The piece before the edit as snapshots and hashes keep it: its canonical text, as
+    judging wrote it (the text as read when there was no accepted edit)."""
+    return judged.piece_before if judged.piece_before is not None else as_read
 
 
 def _entry_changes(

@@ -1,4 +1,5 @@
-"""Piece edits staged for review (`REFLECTION_PIECE_EDIT_MODE=review`): list, approve, reject.
+"""Piece edits staged for review (`REFLECTION_PIECE_EDIT_MODE=review`, and in `guarded`
+mode an edit of privileged text): list, approve, reject.
 
 A run in review mode judges a piece edit as usual; an accepted one is inserted into
 `piece_proposals` in the run's own commit instead of being written. Approval, under the
@@ -39,6 +40,7 @@ from reflection.inputs import load_piece
 from reflection.lock import UserLock, operator_lock
 from reflection.models import Code, Piece, PieceEdit, Verdict
 from reflection.paths import UserPaths
+from reflection.pieces import PieceError, canonical_text
 from reflection.plan import snapshot_id_for
 from reflection.records import (
     ApprovalMeta,
@@ -148,7 +150,16 @@ def _approval_in_effect(
         return None
     if current is None:
         current = load_piece(paths, settings.pieces_dir, prop.piece_name)
-    return meta if current.user_copy and current.yaml == prop.yaml else None
+    return meta if current.user_copy and current.yaml == _canonical(prop.yaml) else None
+
+
+def _canonical(text: str) -> str:
+    """A piece's canonical text (as runs and approvals write and hash it); text that does
+    not parse as it is (judging then refuses it)."""
+    try:
+        return canonical_text(text)
+    except PieceError:
+        return text
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,7 @@ def approve_proposal(
             )
             raise ProposalRefusedError(verdict)
         meta = _write(paths, lock, engine, prop, current, verdict, now)
-        _record(engine, prop, sha256(current.yaml), now, meta)
+        _record(engine, prop, sha256(_canonical(current.yaml)), now, meta)
     return Approval(proposal_id, paths.snapshot_dir(meta.snapshot_id), verdict)
 
 
@@ -220,7 +231,10 @@ def _rejudge(
         now=now,
         cooldown_hours=settings.piece_edit_cooldown_hours,
     )
-    if verdict.accepted and sha256(current.yaml) != prop.before_sha256:
+    # The proposal's base is hashed as canonical text (a proposal staged before pieces
+    # were written canonically hashed the raw text: either matches).
+    bases = {sha256(_canonical(current.yaml)), sha256(current.yaml)}
+    if verdict.accepted and prop.before_sha256 not in bases:
         # The proposal is a whole new piece written against its base: applied over
         # another (a later approval, a revert, a hand edit) it would silently undo it.
         return verdict.model_copy(
@@ -239,7 +253,8 @@ def _record(
 ) -> None:
     """The approval's rows: the piece edit (the cooldown starts), the proposal approved and
     the approval's own metrics row."""
-    row = PieceEditRow.of(prop, before_sha256=before_sha256, after=prop.yaml, at=now)
+    after = _canonical(prop.yaml)
+    row = PieceEditRow.of(prop, before_sha256=before_sha256, after=after, at=now)
     if not storage.decide_proposal(
         engine=engine,
         proposal_id=prop.id,
@@ -284,10 +299,10 @@ def _write(
             FileChange(
                 path=str(copy.relative_to(paths.home)),
                 before=read_or_none(paths, copy) if current.user_copy else None,
-                after=prop.yaml,
+                after=_canonical(prop.yaml),
             )
         ],
-        snapshot=snapshot_files({}, {}, current.yaml, prop.yaml),
+        snapshot=snapshot_files({}, {}, _canonical(current.yaml), _canonical(prop.yaml)),
         meta=meta,
     )
     lock.ensure_owned()

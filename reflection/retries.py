@@ -7,7 +7,8 @@
       of a connection, a time-out or a disk
       outage (EIO, ENOSPC, EROFS, ...)
     any other RetryableError or OSError       BUDGETED       retried MAX_RETRIES times
-    anything else                             FAIL           failed at once (a metrics row)
+    anything else, and a Postgres data or     FAIL           failed at once (a metrics row)
+      integrity error (SQLSTATE 22, 23)
 
 An outage ends when the service is back; another delivery's claim when that delivery
 finishes (this one then ends `duplicate`) or its lease lapses: dropping the run would lose
@@ -21,10 +22,11 @@ import errno
 from enum import Enum
 
 import redis
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from reflection.errors import (
     ClaimBusyError,
+    DataRejectedError,
     InfrastructureError,
     LlmOutageError,
     ReflectionError,
@@ -33,6 +35,9 @@ from reflection.errors import (
 )
 
 MAX_RETRIES = 12
+# SQLSTATE classes of errors in the data itself (22 data exception, 23 integrity
+# constraint violation): the same statement fails the same way every time.
+DATA_SQLSTATE_CLASSES = frozenset({"22", "23"})
 _UNTIL_CLEARED = (InfrastructureError, ClaimBusyError, redis.RedisError, SQLAlchemyError)
 # A file error is an outage only with these: a full, failing or read-only disk, a stale
 # network mount, no memory or descriptors left.
@@ -61,8 +66,21 @@ class Retry(Enum):
     FAIL = "fail"
 
 
+def is_data_error(error: BaseException) -> bool:
+    """Whether `error` is Postgres (or the driver) refusing the data: SQLSTATE class 22 or
+    23, or the driver's own DataError (a NUL in text is refused before it is sent)."""
+    if isinstance(error, (DataError, IntegrityError)):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in DATA_SQLSTATE_CLASSES
+    return False
+
+
 def retry_policy(error: BaseException) -> Retry:
     """How `error` is retried (see the table above)."""
+    if is_data_error(error):
+        return Retry.FAIL
     if isinstance(error, (UserBusyError, LlmOutageError)):
         return Retry.DEFER
     if isinstance(error, OSError):
@@ -85,4 +103,6 @@ def as_reflection_error(error: BaseException) -> ReflectionError:
     (Redis, Postgres, the disk) is `infrastructure`."""
     if isinstance(error, ReflectionError):
         return error
+    if is_data_error(error):
+        return DataRejectedError(f"database refused the data: {type(error).__name__}: {error}")
     return InfrastructureError(str(error))

@@ -5,7 +5,8 @@ no merge, duplicate or non-scalar keys."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 import yaml
 
@@ -82,3 +83,55 @@ def load_strict(text: str, *, max_depth: int) -> Any:
         raise UnsafeYamlError(f"not valid YAML: {str(e)[:200]}") from e
     finally:
         loader.dispose()
+
+
+# --- canonical writing -----------------------------------------------------------------
+
+# Plain scalars a YAML 1.2 (core schema) reader resolves to something other than a string,
+# where PyYAML (YAML 1.1) would write them plain: `0o14`, `1e3`, `.Inf`. PyYAML already
+# quotes what YAML 1.1 reads otherwise (`off`, `yes`, `014`, `1_000`, `2001-02-03`).
+_YAML12_NOT_STR: Final = re.compile(
+    r"""^(?:
+        ~|null|Null|NULL|true|True|TRUE|false|False|FALSE
+      | [-+]?[0-9]+ | 0o[0-7]+ | 0x[0-9a-fA-F]+
+      | [-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+      | [-+]?\.(?:inf|Inf|INF) | \.nan|\.NaN|\.NAN
+    )$""",
+    re.VERBOSE,
+)
+
+
+class _CanonicalDumper(yaml.SafeDumper):
+    """Block style; multi-line strings as literal blocks; strings a YAML 1.1 or 1.2 reader
+    could take for another type quoted; mapping keys in the order given."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)  # `key:\n  - item`, not `key:\n- item`
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        if "\n" in data:
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+        if _YAML12_NOT_STR.match(data):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+        return self.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_CanonicalDumper.add_representer(str, _CanonicalDumper.represent_str)
+
+
+def dump_canonical(data: Any) -> str:
+    """`data` (plain mappings, lists and scalars, keys in the order to write) as canonical
+    YAML: the same data always gives the same text, and every YAML 1.1 or 1.2 reader
+    reads it back as `data`. Raises `UnsafeYamlError` if it would not read back equal."""
+    text = yaml.dump(
+        data,
+        Dumper=_CanonicalDumper,
+        default_flow_style=False,
+        sort_keys=False,
+        allow_unicode=True,
+        width=1 << 30,
+        indent=2,
+    )
+    if load_strict(text, max_depth=64) != data:
+        raise UnsafeYamlError("the data does not survive a YAML round trip")
+    return text

@@ -67,9 +67,12 @@ class Settings(BaseSettings):
     max_changes_per_run: int = Field(default=8, ge=1)
     max_memory_entries: int = Field(default=200, ge=1)
     piece_edit_cooldown_hours: float = Field(default=24, ge=0)
-    # auto: an accepted piece edit is written; review: it is staged as a proposal that
-    # an operator approves (`reflection approve`) or rejects.
-    piece_edit_mode: Literal["auto", "review"] = "auto"
+    # guarded: an accepted piece edit is written unless it changes the instruction or
+    # persona of a movement that can edit files or run a shell, or removes a movement or
+    # a route into one: that one is staged (`reflection.pieces.guarded_reasons`); auto:
+    # every accepted edit is written; review: every one is staged as a proposal that an
+    # operator approves (`reflection approve`) or rejects.
+    piece_edit_mode: Literal["guarded", "auto", "review"] = "guarded"
     store_llm_raw: bool = False
 
     # Locks and delivery.
@@ -149,7 +152,7 @@ _URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@\s]*@")
 def describe_invalid(e: ValidationError) -> str:
     """One line for an operator: each refused variable, its value (credentials hidden)
     and what it accepts, e.g. `invalid configuration: REFLECTION_PIECE_EDIT_MODE='bogus':
-    Input should be 'auto' or 'review'`."""
+    Input should be 'guarded', 'auto' or 'review'`."""
     ours = e.title == Settings.__name__
     return "invalid configuration: " + "; ".join(
         _describe(err, ours) for err in e.errors(include_url=False)

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
+from reflection.constants import CELERY_BUILTIN_PREFIX
 from reflection.logs import write_line
 from reflection.settings import describe_invalid, get_settings, log_format_of_environment
 from tasks import transport
@@ -39,7 +40,16 @@ def _check_settings() -> None:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _no_builtin_tasks(sender: Celery, **_: Any) -> None:
+    """Unregister Celery's built-in tasks once the app is finalized (Celery registers
+    them then), leaving ours (`reflection.constants.QUEUE_TASKS`): a message on the
+    queue naming a built-in is refused by the worker, not run."""
+    for name in [name for name in sender.tasks if name.startswith(CELERY_BUILTIN_PREFIX)]:
+        sender.tasks.unregister(name)
+
+
 _check_settings()
 transport.install()  # on Redis, kombu's transport with one fix (tasks/transport.py)
 app = ReflectionCelery("reflection")
 app.config_from_object("tasks.celeryconfig")
+app.on_after_finalize.connect(_no_builtin_tasks, weak=False)

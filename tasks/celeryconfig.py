@@ -33,6 +33,8 @@ event_serializer = "json"
 
 task_ignore_result = True
 result_backend = None
+# No results are stored, so beat must schedule no `celery.backend_cleanup` (SPEC §14).
+result_expires = None
 task_default_queue = QUEUE_NAME
 task_routes = {TASK_NAME: {"queue": QUEUE_NAME}}
 

@@ -26,6 +26,7 @@ from reflection.backoff import compute_backoff
 from reflection.constants import QUEUE_NAME, TASK_NAME
 from reflection.errors import (
     BadRequestError,
+    DataRejectedError,
     InfrastructureError,
     InternalError,
     LlmOutageError,
@@ -92,7 +93,7 @@ def _after_error(task: Any, deps: Any, kwargs: dict[str, Any], e: Exception) -> 
         metrics.record_deferral(e.code)
         raise _defer(task, e, e.delay) from None
     if policy is Policy.FAIL:
-        if isinstance(e, BadRequestError):
+        if isinstance(e, (BadRequestError, DataRejectedError)):
             return _fail(task, deps, kwargs, e)
         log.exception("reflect %s hit a bug", task.request.id)
         return _fail(task, deps, kwargs, InternalError(f"{type(e).__name__}: {e}"))

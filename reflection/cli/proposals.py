@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
-import yaml
 
 from reflection.cli.common import (
     EXIT_FAILED,
@@ -24,7 +23,7 @@ from reflection.cli.tables import Column, print_listing
 from reflection.errors import ProposalRefusedError
 from reflection.inputs import load_piece
 from reflection.paths import UserPaths
-from reflection.pieces import PieceError, parse_piece_yaml
+from reflection.pieces import PieceError, canonical_text
 from reflection.proposals import (
     approve_proposal,
     get_proposal,
@@ -35,35 +34,15 @@ from reflection.proposals import (
 IdArg = Annotated[int, typer.Argument(help="The proposal id, as `reflection proposals` lists.")]
 
 
-class _DataDumper(yaml.SafeDumper):
-    """Dumps a piece back in one layout: multi-line strings as literal blocks."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_DataDumper.add_representer(str, _represent_str)
-
-
 def as_data(text: str) -> str:
-    """A piece's text as its data dumped back (keys in their order, block layout,
-    multi-line strings as literal blocks, no comments), so that a diff of two pieces
-    shows what changed, not how each was written. Text that does not parse is kept."""
+    """A piece's canonical text (`reflection.pieces.canonical_text`: keys in the format's
+    order, block layout, multi-line strings as literal blocks, no comments), as runs and
+    approvals write it, so that a diff of two pieces shows what changed, not how each was
+    written. Text that does not parse is kept."""
     try:
-        data = parse_piece_yaml(text)
+        return canonical_text(text)
     except PieceError:
         return text
-    dumped: str = yaml.dump(
-        data,
-        Dumper=_DataDumper,
-        sort_keys=False,
-        allow_unicode=True,
-        default_flow_style=False,
-        width=1 << 30,
-    )
-    return dumped
 
 
 @handled
@@ -81,7 +60,7 @@ def proposals(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Piece edits staged for review (REFLECTION_PIECE_EDIT_MODE=review)."""
+    """Piece edits staged for review (REFLECTION_PIECE_EDIT_MODE=review, or guarded)."""
     with services() as svc:
         if diff is not None:
             prop = get_proposal(engine=svc.engine, proposal_id=diff)

@@ -13,7 +13,8 @@ from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from reflection.errors import InfrastructureError
+from reflection.errors import DataRejectedError, InfrastructureError
+from reflection.retries import is_data_error
 
 
 @functools.cache
@@ -48,14 +49,26 @@ def as_utc(ts: datetime | None) -> datetime | None:
 
 
 class driver_errors:  # used like a function: `with driver_errors(), ...`
-    """Wrap driver errors as retryable infrastructure failures."""
+    """Wrap driver errors as retryable infrastructure failures, except Postgres refusing
+    the data itself (SQLSTATE 22, 23): that is `DataRejectedError`, permanent."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
         if isinstance(e, SQLAlchemyError):
+            if is_data_error(e):
+                raise DataRejectedError(
+                    f"database refused the data: {type(e).__name__}: {_first_line(e)}"
+                ) from e
             raise InfrastructureError(f"database error: {type(e).__name__}: {e}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The driver's message without the statement and parameters SQLAlchemy appends
+    (they may hold user text)."""
+    orig = getattr(e, "orig", None)
+    return (str(orig) if orig is not None else str(e)).splitlines()[0][:300]
 
 
 @contextmanager

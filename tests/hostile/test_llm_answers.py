@@ -197,10 +197,11 @@ def test_yaml_special_description_round_trips(hostile: Hostile) -> None:
 
 def test_piece_cooldown(hostile: Hostile) -> None:
     """A second piece edit within the cooldown is refused piece_cooldown."""
+    from reflection.pieces import canonical_text
     from tests.hostile.conftest import edit, movement, piece_yaml
 
     first = piece_yaml(lambda d: movement(d, "plan").update(instruction="Plan carefully."))
     expect(hostile.run("job-cool-1", edit(first)), ["ok"])
     second = piece_yaml(lambda d: movement(d, "plan").update(instruction="Plan quickly."))
     expect(hostile.run("job-cool-2", edit(second)), ["piece_cooldown"])
-    assert hostile.user().piece_copy("default").read_text() == first
+    assert hostile.user().piece_copy("default").read_text() == canonical_text(first)

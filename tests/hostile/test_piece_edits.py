@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from reflection.pieces import canonical_text
 from tests.hostile.conftest import (
     BUILTIN_PIECES,
     Hostile,
@@ -166,14 +167,17 @@ EDITS: list[tuple[str, str, str]] = [
 
 @pytest.mark.parametrize(("case", "text", "code"), EDITS, ids=[e[0] for e in EDITS])
 def test_piece_edit_gets_its_code(hostile: Hostile, case: str, text: str, code: str) -> None:
-    """Each edit is judged with its exact code; only `ok` writes the user's copy."""
+    """Each edit is judged with its exact code; only `ok` writes the user's copy (in
+    `auto` mode: `guarded` would stage the renames and instruction edits here, see
+    test_guarded_edits.py), as canonical YAML."""
+    hostile.env.settings(piece_edit_mode="auto")
     report = hostile.run(f"job-{case}", edit(text))
     expect(report, [code])
     copy = hostile.user().piece_copy("default")
     if code == "ok":
-        assert copy.read_text() == text
+        assert copy.read_text() == canonical_text(text)
         assert report.snapshot_dir is not None
-        assert (report.snapshot_dir / "piece.after.yaml").read_text() == text
+        assert (report.snapshot_dir / "piece.after.yaml").read_text() == canonical_text(text)
     else:
         assert not copy.exists()
     assert (BUILTIN_PIECES / "default.yaml").read_text() == BASE

@@ -27,8 +27,13 @@ EVIL = (
     "\x9b31m\u202egnp.exe\u2066\U000e0041\x7f"
 )
 SHOWN = "\\x1b]52;c;cHduZWQ="  # how the first sequence appears, escaped
-# A description holds no line break (frontmatter); the rest of EVIL it may hold.
+# A description the model proposes with these is refused (`invalid_text`); one written
+# by hand into an entry's frontmatter (the user's own agent can) is planted instead.
 DESCRIPTION = "ok\x1b[2J\x9b1m\u202eevil\U000e0041"
+PLANTED = (
+    '---\nname: planted\ndescription: "ok\\e[2J\\x9b1m\\u202eevil\\U000e0041"\n'
+    f"type: project\n---\n{EVIL}\n"
+)
 MODEL = "scripted\x1b]0;owned\x07\u202e"
 
 
@@ -56,7 +61,7 @@ def _hostile_decision() -> dict[str, Any]:
     good = {
         "op": "add",
         "name": "fact",
-        "description": DESCRIPTION,
+        "description": "ok evil",
         "type": "project",
         "body": f"line one\n{EVIL}\nline three\n",
     }
@@ -67,6 +72,9 @@ def _hostile_decision() -> dict[str, Any]:
 @pytest.fixture
 def hostile_run(cli: Cli, make_job: Any) -> str:
     """A job whose model, reasoning, changes and memory hold every kind of sequence."""
+    memory = cli.env.user().memory_dir
+    memory.mkdir(parents=True)
+    (memory / "planted.md").write_text(PLANTED)
     _script_model(cli, MODEL)
     make_job("job-t")
     cli.env.script("job-t", {"content": _hostile_decision()})
@@ -99,7 +107,7 @@ def test_show_history_stats_and_json_hold_nothing_raw(cli: Cli, hostile_run: str
     assert "\x1b]52;c;" in meta["reasoning"] and "\u202e" in meta["reasoning"]
     memory_md = cli.env.user().memory_index.read_text()
     assert find_unsafe_chars(memory_md, allow="\n") == []
-    assert "- fact (project): ok[2J1mevil" in memory_md
+    assert "- planted (project): ok[2J1mevil" in memory_md
 
 
 def test_a_planted_index_line_and_meta_print_nothing_raw(cli: Cli, hostile_run: str) -> None:

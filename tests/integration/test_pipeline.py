@@ -14,6 +14,7 @@ from reflection.devtools.scripted_llm import _Handler
 from reflection.errors import LockBusyError
 from reflection.lock import user_lock
 from reflection.models import Code, Outcome
+from reflection.pieces import canonical_text
 from reflection.turns import Turns
 from tests.integration.conftest import Env, decision
 
@@ -156,9 +157,10 @@ def test_piece_edit_writes_user_copy_row_and_cooldown(env: Env, make_job: Any) -
     r1 = env.run("job-p1")
     assert r1.outcome is Outcome.APPLIED and r1.snapshot_dir is not None
     copy = env.user().piece_copy("default")
-    assert copy.read_text() == edit["yaml"]
-    assert (r1.snapshot_dir / "piece.before.yaml").read_text() == original
-    assert (r1.snapshot_dir / "piece.after.yaml").read_text() == edit["yaml"]
+    # Written, snapshotted and hashed as canonical YAML (SPEC §14).
+    assert copy.read_text() == canonical_text(edit["yaml"])
+    assert (r1.snapshot_dir / "piece.before.yaml").read_text() == canonical_text(original)
+    assert (r1.snapshot_dir / "piece.after.yaml").read_text() == canonical_text(edit["yaml"])
     assert builtin.read_text() == original
     r2 = env.run("job-p2")
     assert [d.code for d in r2.verdicts] == [Code.PIECE_COOLDOWN]

@@ -21,7 +21,7 @@ from reflection.shipped import BUILTIN_PIECES_DIR
 CASES = [
     # (environment, what the line must say, what it must not)
     ({"PIECE_EDIT_MODE": "bogus"},
-     ["REFLECTION_PIECE_EDIT_MODE='bogus'", "'auto' or 'review'"], []),
+     ["REFLECTION_PIECE_EDIT_MODE='bogus'", "'guarded', 'auto' or 'review'"], []),
     ({"LLM_CONTEXT_LIMIT_TOKENS": "lots"},
      ["REFLECTION_LLM_CONTEXT_LIMIT_TOKENS='lots'", "valid integer"], []),
     ({"LLM_CONTEXT_LIMIT_TOKENS": "10"},

@@ -25,6 +25,7 @@ from reflection.models import (
     Verdict,
 )
 from reflection.paths import UserPaths
+from reflection.pieces import canonical_text
 from reflection.plan import Judgement, State, file_changes, judge, records
 from reflection.records import Change, Journal, ReflectionMeta, sha256
 from tests.unit.test_changes import CURRENT, add, rm, upd
@@ -227,8 +228,10 @@ def test_records_of_a_piece_edit_and_of_a_staged_one() -> None:
         assert set(journal.snapshot) == files
         assert (journal.piece_edit is not None, journal.proposal is not None) == (edit, proposal)
     assert journal.proposal is not None
-    assert journal.proposal.before_sha256 == sha256(PIECE)
-    assert journal.proposal.after_sha256 == sha256(TUNED)
+    # Hashed (and staged) as the canonical text this worker writes (SPEC §14).
+    assert journal.proposal.before_sha256 == sha256(canonical_text(PIECE))
+    assert journal.proposal.after_sha256 == sha256(canonical_text(TUNED))
+    assert journal.proposal.yaml == canonical_text(TUNED)
     assert journal.proposal.summary == "tune" and journal.proposal.status == "pending"
 
 
