@@ -99,6 +99,7 @@ def _answer() -> dict[str, Any]:
                 "type": "feedback",
                 "description": "Write tests with pytest",
                 "body": "The user asked for pytest fixtures.",
+                "evidence": ["Add a CSV export"],  # the bench jobs' request (trusted)
             }
         ],
         "piece_edit": None,

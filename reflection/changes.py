@@ -7,10 +7,11 @@ resulting entries. Rejections never abort the others (SPEC section 5).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from reflection import constants as c
+from reflection import evidence, similarity
 from reflection.batch_rules import apply_batch_rules
 from reflection.directives import gained
 from reflection.models import Code, MemoryChange, MemoryEntry, PieceEdit, Verdict
@@ -27,6 +28,70 @@ class Limits:
     max_body_bytes: int = 8192
     max_entries: int = 200
     cooldown_hours: float = 24.0
+    # SPEC §11's rules (`unsupported`, `untrusted_source`, `near_duplicate`); off as a
+    # whole with `evidence_rules=False` (the stream simulation's baseline).
+    evidence_rules: bool = True
+    trusted_line_pattern: str = evidence.DEFAULT_TRUSTED_LINE_PATTERN
+    near_duplicate_threshold: float = similarity.DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Grounds:
+    """What a decision is judged against besides memory, as stored on its claim
+    (`reflection.records.StoredDecision`) so that a retry judges the same way.
+
+    `secrets`: per memory change (in the decision's order), the kinds of credential found
+    in its RAW description and body (the stored decision is masked, so they cannot be
+    looked for again); None: look in the changes as given. `shown`: the masked job text
+    the model was shown, per job id; None for a decision stored before SPEC §11 (schema
+    version 1), which is judged without §11's rules."""
+
+    secrets: Sequence[Sequence[str]] | None = None
+    shown: Mapping[str, evidence.ShownJob] | None = None
+    piece_secrets: Sequence[str] | None = None
+
+
+def secret_kinds(change: MemoryChange) -> list[str]:
+    """The kinds of credential in a change's description and body, sorted, distinct."""
+    return sorted(set(find_secrets(change.description or "") + find_secrets(change.body or "")))
+
+
+@dataclass
+class _Rules:
+    """The §11 rules for one judgement: the grounds, and memory's texts to compare adds
+    with (built once per decision)."""
+
+    limits: Limits
+    grounds: Grounds
+    current: Mapping[str, MemoryEntry]
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.texts = {
+            n: similarity.entry_text(e.description, e.body) for n, e in self.current.items()
+        }
+
+    @property
+    def on(self) -> bool:
+        return self.limits.evidence_rules and self.grounds.shown is not None
+
+    def code(self, ch: MemoryChange) -> tuple[Code, str]:
+        """`unsupported`, `untrusted_source`, `near_duplicate` (in SPEC §14's order), or ok."""
+        if not self.on or ch.op not in ("add", "update"):
+            return Code.OK, ""
+        shown = evidence.shown_for(self.grounds.shown or {}, getattr(ch, "job_id", None))
+        found, detail = evidence.evidence_code(
+            ch.op, ch.type, ch.evidence, shown, self.limits.trusted_line_pattern
+        )
+        if found is not None:
+            return Code(found), detail
+        if ch.op == "add" and ch.description is not None and ch.body is not None:
+            near = similarity.nearest(similarity.entry_text(ch.description, ch.body), self.texts)
+            if near is not None and near[1] >= self.limits.near_duplicate_threshold:
+                return Code.NEAR_DUPLICATE, (
+                    f"{near[1]:.2f} similar to the existing entry {near[0]!r}: update it instead"
+                )
+        return Code.OK, ""
 
 
 @dataclass(frozen=True)
@@ -59,9 +124,13 @@ def _unsafe_text(ch: MemoryChange) -> str:
 
 
 def _content_code(
-    ch: MemoryChange, limits: Limits, previous: MemoryEntry | None = None
+    ch: MemoryChange,
+    limits: Limits,
+    previous: MemoryEntry | None = None,
+    secrets: Sequence[str] | None = None,
 ) -> tuple[Code, str]:
-    """Checks shared by add and update: fields present, type known, size, secrets, and no
+    """Checks shared by add and update: fields present, type known, size, secrets
+    (`secrets`: those found in the change's raw text, when it was judged before), and no
     dangerous directive the entry (`previous`, for an update) did not hold already."""
     if ch.description is None or ch.type is None or ch.body is None:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
@@ -81,14 +150,16 @@ def _content_code(
     size = len(ch.body.encode("utf-8"))
     if size > limits.max_body_bytes:
         return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
-    return _text_code(ch.description, ch.body, previous)
+    kinds = secret_kinds(ch) if secrets is None else secrets
+    return _text_code(ch.description, ch.body, previous, kinds)
 
 
-def _text_code(description: str, body: str, previous: MemoryEntry | None) -> tuple[Code, str]:
-    """What the text may not hold: a credential (`secret_detected`), then a dangerous
-    directive the entry (`previous`, for an update) did not hold already
+def _text_code(
+    description: str, body: str, previous: MemoryEntry | None, kinds: Sequence[str]
+) -> tuple[Code, str]:
+    """What the text may not hold: a credential (`kinds`, `secret_detected`), then a
+    dangerous directive the entry (`previous`, for an update) did not hold already
     (`dangerous_directive`)."""
-    kinds = find_secrets(description) + find_secrets(body)
     if kinds:
         return Code.SECRET_DETECTED, ", ".join(sorted(set(kinds)))
     before = (previous.description, previous.body) if previous is not None else ()
@@ -98,17 +169,24 @@ def _text_code(description: str, body: str, previous: MemoryEntry | None) -> tup
     return Code.OK, ""
 
 
+def _grounded(found: tuple[Code, str], rules: _Rules, ch: MemoryChange) -> tuple[Code, str]:
+    """An add's or update's code: its content's, else SPEC §11's rules'."""
+    return found if found[0] is not Code.OK else rules.code(ch)
+
+
 def _judge_one(
     ch: MemoryChange,
     current: Mapping[str, MemoryEntry],
     unreadable: frozenset[str],
     limits: Limits,
+    rules: _Rules,
+    secrets: Sequence[str] | None = None,
 ) -> tuple[Code, str]:
     exists = ch.name in current or ch.name in unreadable
     if ch.op == "add":
         if exists:
             return Code.EXISTS, "an entry with this name exists; use update"
-        return _content_code(ch, limits)
+        return _grounded(_content_code(ch, limits, secrets=secrets), rules, ch)
     if ch.name in unreadable:
         return Code.NOT_FOUND, "the entry's file is malformed; left for a human"
     entry = current.get(ch.name)
@@ -117,7 +195,7 @@ def _judge_one(
     if entry.protected:
         return Code.PROTECTED, "the entry is marked protected: true"
     if ch.op == "update":
-        return _content_code(ch, limits, entry)
+        return _grounded(_content_code(ch, limits, entry, secrets), rules, ch)
     if ch.merge_target is not None and not c.SLUG_RE.fullmatch(ch.merge_target):
         return Code.MERGE_TARGET_MISSING, "merge_target is not a valid name"
     return Code.OK, ""
@@ -141,12 +219,16 @@ def judge_memory_changes(
     current: Mapping[str, MemoryEntry],
     limits: Limits,
     unreadable: frozenset[str] = frozenset(),
+    grounds: Grounds | None = None,
 ) -> MemoryJudgement:
     """Judge each change against the current entries and the batch as a whole.
 
     `unreadable` names files that exist but are malformed: never overwritten or deleted.
+    `grounds`: the stored secret verdicts and shown job text (None: secrets looked for
+    in the changes as given, and no §11 rules).
     """
-    codes = _each_change(changes, current, unreadable, limits)
+    rules = _Rules(limits, grounds or Grounds(), current)
+    codes = _each_change(changes, current, unreadable, limits, rules)
     apply_batch_rules(changes, codes, current, limits.max_entries)  # linear (issue 22)
     targets: dict[str, MemoryEntry | None] = {}
     for ch, (code, _) in zip(changes, codes, strict=True):
@@ -171,8 +253,10 @@ def _each_change(
     current: Mapping[str, MemoryEntry],
     unreadable: frozenset[str],
     limits: Limits,
+    rules: _Rules,
 ) -> list[tuple[Code, str]]:
     """Each change's code judged on its own (and against the names earlier in the batch)."""
+    secrets = rules.grounds.secrets
     codes: list[tuple[Code, str]] = []
     seen: set[str] = set()
     for i, ch in enumerate(changes):
@@ -187,7 +271,8 @@ def _each_change(
                 (Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch")
             )
         else:
-            codes.append(_judge_one(ch, current, unreadable, limits))
+            stored = secrets[i] if secrets is not None and i < len(secrets) else None
+            codes.append(_judge_one(ch, current, unreadable, limits, rules, stored))
         seen.add(ch.name)
     return codes
 
@@ -200,8 +285,12 @@ def judge_piece_edit(
     last_edit_at: datetime | None,
     now: datetime,
     cooldown_hours: float,
+    secrets: Sequence[str] | None = None,
 ) -> Verdict:
-    """The piece edit's verdict: cooldown, secrets, then validity/unchanged/escalation."""
+    """The piece edit's verdict: cooldown, secrets, then validity/unchanged/escalation.
+
+    `secrets`: the credentials found in the edit's raw YAML when it was judged before
+    (the stored decision is masked); None: looked for in `edit` as given."""
 
     def verdict(code: Code, detail: str = "") -> Verdict:
         return Verdict(
@@ -215,7 +304,7 @@ def judge_piece_edit(
 
     if last_edit_at is not None and now - last_edit_at < timedelta(hours=cooldown_hours):
         return verdict(Code.PIECE_COOLDOWN, f"last edited {last_edit_at.isoformat()}")
-    kinds = find_secrets(edit.yaml)
+    kinds = find_secrets(edit.yaml) if secrets is None else list(secrets)
     if kinds:
         return verdict(Code.SECRET_DETECTED, ", ".join(sorted(set(kinds))))
     # The model saw this piece with its credentials masked; its edit would drop them.

@@ -55,6 +55,10 @@ class Code(StrEnum):
     PIECE_ESCALATION = "piece_escalation"
     PIECE_UNCHANGED = "piece_unchanged"
     PIECE_STALE = "piece_stale"  # approval only: the piece changed since the proposal
+    # SPEC §11: where a change comes from, and whether memory holds it already.
+    UNSUPPORTED = "unsupported"  # no evidence, or a quote not in the job data shown
+    UNTRUSTED_SOURCE = "untrusted_source"  # a user/feedback entry quoting no trusted line
+    NEAR_DUPLICATE = "near_duplicate"  # an add that restates an existing entry
 
 
 class Frozen(BaseModel):
@@ -142,6 +146,14 @@ class MemoryChange(BaseModel):
     type: str | None = Field(default=None, json_schema_extra={"enum": list(get_args(MemoryType))})
     body: str | None = None
     merge_target: str | None = None
+    # add/update: 1-3 verbatim quotes (each at most 300 characters) of the job data shown
+    # (SPEC §11). The schema tells the model the bounds but does not enforce them: a
+    # change without evidence, or with too many or too long quotes, is judged
+    # `unsupported` (`reflection.evidence.evidence_code`), never a failed decision.
+    evidence: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"maxItems": 3, "items": {"type": "string", "maxLength": 300}},
+    )
 
 
 class PieceEdit(BaseModel):

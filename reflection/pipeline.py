@@ -48,6 +48,7 @@ from reflection.errors import (
     RetryableError,
     TimeLimitError,
 )
+from reflection.evidence import ShownJob
 from reflection.fairness import MAX_DELAY_SECONDS, Slot, user_slot
 from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
@@ -64,7 +65,7 @@ from reflection.models import (
 from reflection.paths import UserPaths
 from reflection.plan import State, plan
 from reflection.prompt import Prompt, fit_prompt
-from reflection.records import Journal, MetricsRow, ReflectionMeta
+from reflection.records import Journal, MetricsRow, ReflectionMeta, StoredDecision
 from reflection.request import parse_request, safe_id
 from reflection.settings import Settings
 from reflection.turns import Turns
@@ -272,12 +273,13 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             raise PoisonError(f"delivered {claim.deliveries} times; giving up")
         if claim.decision is not None:
             run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
-            result = _stored_decision(claim.decision)
+            stored = _stored_decision(claim.decision)
         else:
-            result = _consult(deps, run, request, paths, claim.fence)
+            stored = _consult(deps, run, request, paths, claim.fence)
+        result = stored.result
         run.spent(result.usage, result.attempts, result.model)
         run.deadline.check("applying")
-        return _apply(deps, run, request, paths, claim.fence, result)
+        return _apply(deps, run, request, paths, claim.fence, stored)
     except (RetryableError, OSError, redis.RedisError) as e:
         _leaving_for_retry(deps, request, claim.fence, e)
         raise
@@ -311,11 +313,11 @@ def _leaving_for_retry(deps: Deps, request: ReflectRequest, fence: int, error: E
         )
 
 
-def _stored_decision(stored: dict[str, Any]) -> LlmResult:
+def _stored_decision(stored: dict[str, Any]) -> StoredDecision:
     """The decision kept on the claim; one that no longer validates (stored before the
     schema's caps, say) fails the run `llm_invalid_output` instead of crashing it."""
     try:
-        return LlmResult.model_validate(stored)
+        return StoredDecision.load(stored)
     except ValidationError as e:
         raise LlmInvalidOutputError(
             f"the decision stored on the claim does not validate: {e.error_count()} errors"
@@ -356,12 +358,16 @@ def apply_limits(s: Settings) -> Limits:
         max_body_bytes=s.max_entry_body_bytes,
         max_entries=s.max_memory_entries,
         cooldown_hours=s.piece_edit_cooldown_hours,
+        trusted_line_pattern=s.trusted_line_pattern,
+        near_duplicate_threshold=s.near_duplicate_threshold,
     )
 
 
 def _consult(
     deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, fence: int
-) -> LlmResult:
+) -> StoredDecision:
+    """Ask the LLM, and keep its decision on the claim (masked, with its secret verdicts
+    and the job text it was shown) before anything is judged or written."""
     with _stage(run, "load"):
         inputs = load_stage(deps.settings, deps.engine, request, paths)
     run.deadline.check("the prompt")
@@ -402,14 +408,24 @@ def _consult(
         len(result.decision.memory_changes),
         result.decision.piece_edit is not None,
     )
+    stored = stored_decision(result, request, prompt)
     if not storage.store_decision(
         engine=deps.engine,
         original_job_id=request.original_job_id,
         fence=fence,
-        decision=result.model_dump(mode="json"),
+        decision=stored.to_json(),
     ):
         raise ClaimBusyError("the claim was taken over while the LLM answered")
-    return result
+    return stored
+
+
+def stored_decision(result: LlmResult, request: ReflectRequest, prompt: Prompt) -> StoredDecision:
+    """The LLM's answer as a run judges it, and as the claim keeps it: masked, with the
+    raw text's secret verdicts and the job text the prompt showed (shared with the CLI's
+    dry run and the evaluation suite)."""
+    shown: ShownJob | None = prompt.shown
+    assert shown is not None  # fit_prompt always sets it
+    return StoredDecision.of(result, {request.original_job_id: shown})
 
 
 def _state(
@@ -440,7 +456,7 @@ def _apply(
     request: ReflectRequest,
     paths: UserPaths,
     fence: int,
-    llm: LlmResult | None,
+    llm: StoredDecision | None,
 ) -> RunReport:
     """Under the user's lock: recover, re-check the claim, plan, journal, roll forward.
     `llm=None` only recovers (the job is already marked done)."""
@@ -472,7 +488,8 @@ def _apply(
             request=request,
             reflection_job_id=run.reflection_job_id,
             fence=fence,
-            llm=llm,
+            llm=llm.result,
+            grounds=llm.grounds,
             state=_state(deps, paths, request, last_edit),
             limits=apply_limits(s),
             now=deps.clock(),

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from reflection.apply import journal_path, read_or_none, replaceable
-from reflection.changes import Limits, judge_memory_changes, judge_piece_edit
+from reflection.changes import Grounds, Limits, judge_memory_changes, judge_piece_edit
 from reflection.evidence import MAX_QUOTE_CHARS, MAX_QUOTES, confirmed_names
 from reflection.frontmatter import render_entry
 from reflection.memory import render_index
@@ -110,13 +110,15 @@ def plan(
     now: datetime,
     store_llm_raw: bool,
     piece_edit_mode: str = "guarded",
+    grounds: Grounds | None = None,
 ) -> Journal:
     """Judge the decision against `state` and lay out every write as a journal.
 
     In `review` mode an accepted piece edit is not written: it is staged, and the commit
     inserts it as a `piece_proposals` row for an operator to approve; in `guarded` mode
-    only an edit `reflection.pieces.guarded_reasons` names is."""
-    judged = judge(llm.decision, request.piece_name, state, limits, now, piece_edit_mode)
+    only an edit `reflection.pieces.guarded_reasons` names is. `grounds`: what the
+    decision's claim stored beside it (`StoredDecision.grounds`)."""
+    judged = judge(llm.decision, request.piece_name, state, limits, now, piece_edit_mode, grounds)
     writes = file_changes(paths, judged, state, request.piece_name)
     sid = snapshot_id_for(reflection_job_id, now)
     # Before anything is written: like the files above, no snapshot, index or journal may
@@ -161,9 +163,13 @@ def judge(
     limits: Limits,
     now: datetime,
     piece_edit_mode: str = "guarded",
+    grounds: Grounds | None = None,
 ) -> Judgement:
-    """Every change of `decision` judged against `state` (pure)."""
-    memory = judge_memory_changes(decision.memory_changes, state.memory, limits, state.unreadable)
+    """Every change of `decision` judged against `state` (pure). `grounds` None: a
+    decision judged without stored verdicts nor SPEC §11's rules."""
+    memory = judge_memory_changes(
+        decision.memory_changes, state.memory, limits, state.unreadable, grounds
+    )
     if decision.piece_edit is None:
         return Judgement(memory.verdicts, memory.targets)
     verdict = judge_piece_edit(
@@ -173,6 +179,7 @@ def judge(
         last_edit_at=state.last_piece_edit_at,
         now=now,
         cooldown_hours=limits.cooldown_hours,
+        secrets=grounds.piece_secrets if grounds is not None else None,
     )
     if not verdict.accepted:
         return Judgement((*memory.verdicts, verdict), memory.targets)

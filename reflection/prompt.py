@@ -29,6 +29,7 @@ from typing import Final
 from reflection import constants as c
 from reflection.activity import shrink_activity
 from reflection.errors import ContextOverflowError
+from reflection.evidence import ShownJob
 from reflection.models import ActivityLog, Job, MemoryEntry, ReflectionInputs
 from reflection.reply import decision_json_schema
 from reflection.secrets import mask_secrets
@@ -312,6 +313,21 @@ def build_user_prompt(
     )
 
 
+def shown_job(job: Job, activity_text: str) -> ShownJob:
+    """The job's text exactly as its blocks show it (evidence quotes are judged against
+    it, SPEC §14): request, result and error as cut, the log with its cut marker."""
+
+    def shown(text: str) -> str:
+        return _neutral(text).rstrip("\n")
+
+    return ShownJob.from_prompt(
+        request=shown(job.task),
+        result=shown(_clip_middle(job.result, JOB_FIELD_MAX_BYTES)) if job.result else None,
+        error=shown(_clip_middle(job.error, JOB_FIELD_MAX_BYTES)) if job.error else None,
+        log_text=shown(activity_text),
+    )
+
+
 @dataclass(frozen=True)
 class PromptPrefix:
     """The job-independent head of the user prompt."""
@@ -404,6 +420,8 @@ class Prompt:
     memory_bodies_trimmed: int
     memory_bodies_omitted: int = 0  # entries only listed in the index, their body not shown
     memory_index_listed: int = 0  # entries the index lists (all, unless it had to be cut)
+    # The job's masked text as shown, for judging evidence quotes (`shown_job`).
+    shown: ShownJob | None = None
 
 
 def _masked(inputs: ReflectionInputs, log_max_bytes: int) -> ReflectionInputs:
@@ -631,4 +649,5 @@ def fit_prompt(
         memory_bodies_trimmed=guard.bodies_trimmed,
         memory_bodies_omitted=len(safe.memory) - guard.shown.count,
         memory_index_listed=len(safe.memory) if guard.index.listed is None else guard.index.listed,
+        shown=shown_job(safe.job, guard.log.text),
     )

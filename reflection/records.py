@@ -20,6 +20,8 @@ New fields get defaults, so the files already on disk keep loading
     EntryChanges   what a change does to memory_entries (EntryWrite per entry written,
                    confirmations, entries found on disk); EntryRecord as read back
     Journal        everything one change writes, decided before the first write
+    StoredDecision what `reflection_claims.decision` holds while a run is unfinished: the
+                   masked decision, its secret verdicts and the job text shown (SPEC §14)
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from pydantic import (
     model_validator,
 )
 
+from reflection.changes import Grounds, secret_kinds
 from reflection.constants import MAX_ID_IN_METRICS, SLUG_RE
-from reflection.models import Outcome, Usage, Verdict
+from reflection.evidence import ShownJob
+from reflection.models import LlmResult, Outcome, Usage, Verdict
+from reflection.secrets import find_secrets, mask_secrets
 
 PieceSource = Literal["user", "builtin"]
 MemoryName = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
@@ -543,6 +548,86 @@ class Journal(Record):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == {} else value  # how journals until 07ec03c said "no row"
+
+
+# The decision kept on the claim.
+
+# 1: the plain `LlmResult` JSON, raw (before SPEC §11: judged without its rules).
+# 2: `StoredDecision`: masked, with the raw text's secret verdicts and the shown job.
+STORED_DECISION_VERSION = 2
+# The decision's fields that are not the model's free text: kept as they are.
+_NOT_MASKED = frozenset({"op", "type", "job_id"})
+
+
+def _masked_json(value: Any) -> Any:
+    """`value` (JSON data) with credentials masked in every string the model wrote."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, list):
+        return [_masked_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: v if k in _NOT_MASKED else _masked_json(v) for k, v in value.items()}
+    return value
+
+
+class StoredDecision(Record):
+    """What `reflection_claims.decision` holds between the LLM's answer and the run's end,
+    so that a retry judges exactly as the first delivery would have (SPEC §14).
+
+    No credential is stored: the decision is masked (reasoning, names, descriptions,
+    bodies, quotes, the piece edit, the raw reply), and the secret verdicts that judging
+    needs are computed on the raw text first (`secrets`: per memory change, in the
+    decision's order; `piece_secrets`: the piece edit's). `shown` is the masked job text
+    the model was shown, per job id, that quotes are matched against. The claim drops it
+    all when the run ends done or failed for good."""
+
+    schema_version: int = 1
+    result: LlmResult
+    secrets: list[list[str]] = Field(default_factory=list)
+    piece_secrets: list[str] = Field(default_factory=list)
+    shown: dict[str, ShownJob] | None = None  # None: version 1, no §11 rules
+
+    @classmethod
+    def of(
+        cls,
+        result: LlmResult,
+        shown: Mapping[str, ShownJob] | None,
+        *,
+        version: int = STORED_DECISION_VERSION,
+    ) -> StoredDecision:
+        """The stored form of the LLM's raw `result`."""
+        decision = result.decision
+        masked = _masked_json(result.model_dump(mode="json", include={"decision", "raw"}))
+        return cls(
+            schema_version=version,
+            result=result.model_copy(
+                update={
+                    "decision": type(decision).model_validate(masked["decision"]),
+                    "raw": masked["raw"],
+                }
+            ),
+            secrets=[secret_kinds(ch) for ch in decision.memory_changes],
+            piece_secrets=sorted(set(find_secrets(decision.piece_edit.yaml)))
+            if decision.piece_edit is not None
+            else [],
+            shown=dict(shown) if shown is not None else None,
+        )
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> StoredDecision:
+        """A claim's decision as stored by this release or an earlier one: a version 1
+        decision (the raw `LlmResult`) is masked and judged under its own rules."""
+        if "schema_version" not in data:
+            return cls.of(LlmResult.model_validate(data), None, version=1)
+        return cls.model_validate(data)
+
+    @property
+    def grounds(self) -> Grounds:
+        """What judging needs besides memory (`reflection.changes.judge_memory_changes`)."""
+        return Grounds(secrets=self.secrets, shown=self.shown, piece_secrets=self.piece_secrets)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 # What the builders are given.

@@ -15,8 +15,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reflection import constants as c
+from reflection.evidence import DEFAULT_TRUSTED_LINE_PATTERN, compile_trusted_pattern
 from reflection.frontmatter import MAX_FRONTMATTER_BYTES
 from reflection.shipped import BUILTIN_PIECES_DIR
+from reflection.similarity import DEFAULT_THRESHOLD
 
 
 class Settings(BaseSettings):
@@ -74,6 +76,12 @@ class Settings(BaseSettings):
     # operator approves (`reflection approve`) or rejects.
     piece_edit_mode: Literal["guarded", "auto", "review"] = "guarded"
     store_llm_raw: bool = False
+    # Evidence and near-duplicates (SPEC §11, docs/memory.md). An activity-log line that
+    # speaks for the user (a regex); a user/feedback entry must quote one, or the request.
+    trusted_line_pattern: str = DEFAULT_TRUSTED_LINE_PATTERN
+    # An add at least this similar to an existing entry is `near_duplicate`; 0.57 is the
+    # best F1 on tests/tables/near_duplicates.txt (precision 0.944, recall 0.962).
+    near_duplicate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
 
     # Locks and delivery.
     lock_expire_seconds: int = Field(default=20, ge=3)
@@ -128,6 +136,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REFLECTION_DATABASE_URL must be a postgresql+psycopg:// or sqlite URL"
             )
+        return v
+
+    @field_validator("trusted_line_pattern")
+    @classmethod
+    def _a_regex(cls, v: str) -> str:
+        compile_trusted_pattern(v)  # ValueError names the bad regex
         return v
 
     @field_validator("llm_endpoint")

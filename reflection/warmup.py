@@ -15,6 +15,7 @@ import time
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
+from reflection.evidence import ShownJob, evidence_code
 from reflection.prompt import build_system_prompt
 from reflection.reply import parse_decision
 from reflection.secrets import mask_secrets
@@ -31,6 +32,7 @@ _DECISION = {
             "type": "feedback",
             "description": "warm-up",
             "body": "warm-up",
+            "evidence": ["warm-up"],
         }
     ],
     "piece_edit": None,
@@ -55,7 +57,9 @@ def warm_up(settings: Settings) -> None:
     """Build the shared, lazily built parts of a run (no I/O, nothing stored)."""
     t = time.monotonic()
     mask_secrets("warm-up api_key=sk-proj-0000000000000000000000000000")
-    parse_decision(json.dumps(_DECISION))
+    decision = parse_decision(json.dumps(_DECISION))
+    shown = ShownJob(request="warm-up", log_head="[00:00:01] user: warm-up")
+    evidence_code("add", "feedback", decision.memory_changes[0].evidence, shown)
     build_system_prompt(
         max_changes=settings.max_changes_per_run, max_body_bytes=settings.max_entry_body_bytes
     )

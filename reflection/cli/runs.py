@@ -38,7 +38,13 @@ from reflection.cli.snapshots import print_file_diffs, print_verdicts, snapshot_
 from reflection.errors import BadRequestError, InfrastructureError, RetryableError
 from reflection.models import Job, LlmResult, ReflectRequest, Verdict
 from reflection.paths import UserPaths
-from reflection.pipeline import apply_limits, load_stage, prompt_stage, run_reflection
+from reflection.pipeline import (
+    apply_limits,
+    load_stage,
+    prompt_stage,
+    run_reflection,
+    stored_decision,
+)
 from reflection.plan import State, plan
 from reflection.producer import make_producer, publish_reflect
 from reflection.records import AskedMeta, Journal, ReflectionMeta
@@ -93,12 +99,14 @@ def dry_run(svc: Services, request: ReflectRequest, now: datetime) -> DryRun:
             engine=svc.engine, user_id=request.user_id, piece_name=request.piece_name
         ),
     )
+    stored = stored_decision(result, request, prompt)
     journal = plan(
         paths=paths,
         request=request,
         reflection_job_id=f"dry-run-{uuid.uuid4()}",
         fence=0,
-        llm=result,
+        llm=stored.result,
+        grounds=stored.grounds,
         state=state,
         limits=apply_limits(s),
         now=now,

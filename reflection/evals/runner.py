@@ -17,7 +17,7 @@ from reflection.evals.fixture import FINISHED_AT, last_piece_edit_at, materializ
 from reflection.evals.scenario import Scenario
 from reflection.models import LlmDecision, LlmResult, ReflectionInputs, Usage
 from reflection.paths import UserPaths
-from reflection.pipeline import Llm, apply_limits, prompt_stage
+from reflection.pipeline import Llm, apply_limits, prompt_stage, stored_decision
 from reflection.plan import State, plan
 from reflection.prompt import Prompt
 from reflection.records import ReflectionMeta
@@ -69,12 +69,15 @@ def judge(p: Prepared, result: LlmResult) -> tuple[list[Check], str]:
     """What the applier would do with `result` (a dry-run plan), scored, and the run's
     outcome (applied, abstained or rejected)."""
     s = p.settings
+    request = request_of(p.scenario)
+    stored = stored_decision(result, request, p.prompt)
     journal = plan(
         paths=p.paths,
-        request=request_of(p.scenario),
+        request=request,
         reflection_job_id=f"eval-{p.scenario.id}",
         fence=0,
-        llm=result,
+        llm=stored.result,
+        grounds=stored.grounds,
         state=State(
             memory={e.name: e for e in p.inputs.memory},
             unreadable=frozenset(Path(m.path).stem for m in p.inputs.malformed),

@@ -16,6 +16,7 @@ from tests.cli.conftest import Cli
 from tests.cli.helpers import no_traceback
 from tests.integration.conftest import decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +94,12 @@ def test_why_shows_the_jobs_and_the_quotes(cli: Cli, make_job: Any) -> None:
     shown = cli("why", "alice", "prefers-pytest")
     assert shown.exit_code == 0, shown.output
     assert "by job job-1 (reflection" in shown.stdout and snapshot in shown.stdout
-    assert "confirmed: never" in shown.stdout and "(no quotes recorded)" in shown.stdout
+    assert "confirmed: never" in shown.stdout and f"> {EVIDENCE[0]}" in shown.stdout
     data = cli.json("why", "alice", "prefers-pytest")
     rid = data["record"]["created_by_job"]
     assert data["runs"][rid] == {"original_job_id": "job-1", "snapshot_id": snapshot,
                                  "kind": "reflection"}  # fmt: skip
-    assert data["record"]["evidence"] == {"job_id": rid, "quotes": []}
+    assert data["record"]["evidence"] == {"job_id": rid, "quotes": EVIDENCE}
 
     removed = cli("why", "alice", "old-notes")
     assert removed.exit_code == 0, removed.output

@@ -10,6 +10,7 @@ from reflection.frontmatter import parse_entry
 from tests.cli.conftest import Cli
 from tests.integration.conftest import decision
 from tests.integration.test_pipeline import write_entry
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,7 @@ def test_protect_then_unprotect(cli: Cli, make_job: Any) -> None:
     make_job("job-m")
     upd = {
         "op": "update",
+        "evidence": EVIDENCE,
         "name": "billing-db",
         "description": "DB",
         "type": "project",

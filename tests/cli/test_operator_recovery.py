@@ -14,11 +14,13 @@ from tests.cli.conftest import Cli
 from tests.cli.helpers import applied_run, no_traceback, rows, tuned_piece
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
 UPDATE = {
     "op": "update",
+    "evidence": EVIDENCE,
     "name": "billing-db",
     "description": "DB",
     "type": "project",

@@ -17,10 +17,18 @@ from tests.cli.conftest import Cli
 from tests.cli.helpers import row_counts, tree, tuned_piece
 from tests.integration.conftest import decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
-BAD = {"op": "add", "name": "Bad Name", "description": "d", "type": "user", "body": "b"}
+BAD = {
+    "op": "add",
+    "evidence": EVIDENCE,
+    "name": "Bad Name",
+    "description": "d",
+    "type": "user",
+    "body": "b",
+}
 
 
 def test_run_applies_and_shows_the_decision(cli: Cli, make_job: Any) -> None:
@@ -58,6 +66,7 @@ def test_dry_run_writes_nothing(cli: Cli, make_job: Any) -> None:
     make_job("job-d")
     update_ = {
         "op": "update",
+        "evidence": EVIDENCE,
         "name": "billing-db",
         "description": "DB",
         "type": "project",

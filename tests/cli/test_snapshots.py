@@ -11,10 +11,18 @@ from tests.cli.conftest import Cli
 from tests.cli.helpers import applied_run, no_traceback
 from tests.integration.conftest import decision
 from tests.integration.test_pipeline import PYTEST_ENTRY
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
-BAD = {"op": "add", "name": "Bad Name", "description": "d", "type": "user", "body": "b"}
+BAD = {
+    "op": "add",
+    "evidence": EVIDENCE,
+    "name": "Bad Name",
+    "description": "d",
+    "type": "user",
+    "body": "b",
+}
 
 
 def test_history_and_show(cli: Cli, make_job: Any) -> None:

@@ -13,6 +13,7 @@ from tests.cli.conftest import Cli
 from tests.cli.helpers import applied_run, no_traceback, tuned_piece
 from tests.integration.conftest import decision
 from tests.integration.test_pipeline import PYTEST_ENTRY
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,14 @@ def test_llm_text_is_printed_literally(cli: Cli, make_job: Any) -> None:
     run --dry-run, show and stats, keep their brackets."""
     _script_model(cli, MODEL)
     make_job("job-m")
-    bad = {"op": "add", "name": NAME, "description": "d", "type": "user", "body": "b"}
+    bad = {
+        "op": "add",
+        "evidence": EVIDENCE,
+        "name": NAME,
+        "description": "d",
+        "type": "user",
+        "body": "b",
+    }
     cli.env.script("job-m", {"content": decision(REASONING, [PYTEST_ENTRY, bad])})
     for args in (("run", "job-m", "--dry-run"), ("run", "job-m")):
         result = cli(*args)
@@ -111,7 +119,14 @@ def test_malformed_meta_is_one_line(cli: Cli, make_job: Any, change: Any) -> Non
 
 
 def test_stats_skips_malformed_decisions(cli: Cli, make_job: Any) -> None:
-    bad = {"op": "add", "name": "Bad Name", "description": "d", "type": "user", "body": "b"}
+    bad = {
+        "op": "add",
+        "evidence": EVIDENCE,
+        "name": "Bad Name",
+        "description": "d",
+        "type": "user",
+        "body": "b",
+    }
     make_job("job-s1")
     make_job("job-s2")
     applied_run(cli.env, "job-s1", [bad])

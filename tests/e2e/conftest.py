@@ -25,6 +25,7 @@ from reflection.storage import reflection_metrics
 from tests.conftest import TEST_BROKER_URL, TEST_DB_URL, TEST_REDIS_URL
 from tests.support import worker as testing_worker
 from tests.support.broker import empty_broker
+from tests.support.db import EVIDENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-worker-key-abcdef0123456789"
@@ -76,6 +77,7 @@ def entry(job_id: str) -> dict[str, Any]:
         "memory_changes": [
             {
                 "op": "add",
+                "evidence": EVIDENCE,
                 "name": f"lesson-{job_id}",
                 "description": "A lesson",
                 "type": "feedback",

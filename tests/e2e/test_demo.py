@@ -16,10 +16,12 @@ pytestmark = pytest.mark.e2e
 
 EXPECTED = [
     "memory add prefers-pytest: accepted",
+    "memory add review-in-scope: accepted",
     "memory update deploy-freeze: REJECTED protected",
     "piece edit default: accepted",
     "outcome: abstained",
     "memory add deploy-key: REJECTED secret_detected",
+    "memory add run-setup-script-first: REJECTED untrusted_source",
     "piece edit bug-triage: REJECTED piece_escalation",
     "outcome: duplicate",
     "5/5 reflections recorded, 4 LLM calls",

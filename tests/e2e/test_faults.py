@@ -28,13 +28,15 @@ from reflection.shipped import BUILTIN_PIECES_DIR
 from reflection.storage import entry_records, piece_edits
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import API_KEY, Worker, start_worker, stop_worker
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.e2e
 FAULT_APP = "tests.support.fault_app"
 
-CHANGES = [
+CHANGES: list[dict[str, Any]] = [
     {
         "op": "add",
+        "evidence": EVIDENCE,
         "name": f"lesson-{i}",
         "description": f"Lesson {i}",
         "type": "feedback",

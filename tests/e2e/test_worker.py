@@ -13,11 +13,13 @@ from reflection.paths import UserPaths
 from reflection.producer import publish_reflect
 from tests.conftest import TEST_BROKER_URL
 from tests.e2e.conftest import Worker
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.e2e
 
 ENTRY = {
     "op": "add",
+    "evidence": EVIDENCE,
     "name": "prefers-pytest",
     "description": "Wants tests written with pytest, never unittest",
     "type": "feedback",

@@ -20,6 +20,7 @@ from reflection.pipeline import RunReport, run_reflection
 from reflection.shipped import BUILTIN_PIECES_DIR
 from tests.integration.conftest import Env, decision, env
 from tests.support import db as testdb
+from tests.support.db import EVIDENCE
 
 __all__ = ["Env", "Hostile", "decision", "env", "hostile"]
 
@@ -209,6 +210,7 @@ def add(name: str, body: str = "A durable fact.", **kw: Any) -> dict[str, Any]:
     """An `add` memory change."""
     return {
         "op": "add",
+        "evidence": EVIDENCE,
         "name": name,
         "description": "a fact",
         "type": "project",

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from reflection.changes import Limits, _each_change, judge_memory_changes
+from reflection.changes import Grounds, Limits, _each_change, _Rules, judge_memory_changes
 from reflection.constants import USER_LOCK_PREFIX
 from reflection.errors import LockLostError
 from reflection.models import (
@@ -125,7 +125,7 @@ def reference(
     """The verdicts under the old rules (the single-change rules are unchanged)."""
     limits = Limits(max_changes=max_changes, max_entries=cap)
     now = {n: entry(n) for n in current}
-    codes = _each_change(changes, now, frozenset(), limits)
+    codes = _each_change(changes, now, frozenset(), limits, _Rules(limits, Grounds(), now))
     old_batch_rules(changes, codes, now, cap)
     return [(code.value, detail) for code, detail in codes]
 

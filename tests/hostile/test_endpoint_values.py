@@ -57,7 +57,8 @@ def test_usage_from_the_endpoint_is_clamped_and_the_run_applies(
     assert (row["tokens_in"], row["tokens_out"]) == expected
     assert 0 <= row["tokens_cached"] <= INT32_MAX
     # ... and the next run of the user is not blocked by anything left behind.
-    expect(h.run("job-next", decision("r", [add("other")])), ["ok"])
+    other = add("other", body="The release train leaves on Tuesdays.")  # not a paraphrase
+    expect(h.run("job-next", decision("r", [other])), ["ok"])
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,8 @@ def test_a_journal_postgres_refuses_commits_clamped_and_unblocks_the_user(
     journal["metrics"].update(poison)
     path.write_text(json.dumps(journal))
 
-    report = h.run("job-new", decision("r", [add("new-fact")]))
+    new = add("new-fact", body="The release train leaves on Tuesdays.")  # not a paraphrase
+    report = h.run("job-new", decision("r", [new]))
     expect(report, ["ok"])
     assert not list(h.user().journal_dir.glob("*.json"))
     rows = {r["original_job_id"]: r for r in h.env.metrics()}

@@ -11,6 +11,7 @@ import pytest
 
 from reflection.frontmatter import parse_entry
 from tests.hostile.conftest import Hostile, add, decision, expect
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,7 @@ CHANGES: list[tuple[str, Setup, list[dict[str, Any]], list[str]]] = [
     (
         "add-without-body",
         None,
-        [{"op": "add", "name": "a", "description": "d", "type": "user"}],
+        [{"op": "add", "evidence": EVIDENCE, "name": "a", "description": "d", "type": "user"}],
         ["missing_field"],
     ),
     ("add-existing", _mem, [add("existing")], ["exists"]),

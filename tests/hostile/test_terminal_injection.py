@@ -15,6 +15,7 @@ from reflection.text import MULTILINE, find_unsafe_chars
 from tests.cli.conftest import Cli, cli
 from tests.cli.helpers import tuned_piece
 from tests.integration.conftest import decision, env
+from tests.support.db import EVIDENCE
 
 __all__ = ["cli", "env"]
 
@@ -60,18 +61,31 @@ def _script_model(cli: Cli, model: str) -> None:
 def _hostile_decision() -> dict[str, Any]:
     good = {
         "op": "add",
+        "evidence": EVIDENCE,
         "name": "fact",
         "description": "ok evil",
         "type": "project",
         "body": f"line one\n{EVIL}\nline three\n",
     }
-    bad = {"op": "add", "name": f"x{EVIL}", "description": "d", "type": "user", "body": "b"}
+    bad = {
+        "op": "add",
+        "evidence": EVIDENCE,
+        "name": f"x{EVIL}",
+        "description": "d",
+        "type": "user",
+        "body": "b",
+    }
     return decision(EVIL, [good, bad])  # fmt: skip
 
 
 @pytest.fixture
-def hostile_run(cli: Cli, make_job: Any) -> str:
-    """A job whose model, reasoning, changes and memory hold every kind of sequence."""
+def hostile_run(cli: Cli, make_job: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A job whose model, reasoning, changes and memory hold every kind of sequence.
+
+    Both entries are mostly the same escape sequences, which the near-duplicate measure
+    rightly finds alike; this test is about the terminal, so only an identical text
+    would be a near duplicate here."""
+    monkeypatch.setenv("REFLECTION_NEAR_DUPLICATE_THRESHOLD", "1")
     memory = cli.env.user().memory_dir
     memory.mkdir(parents=True)
     (memory / "planted.md").write_text(PLANTED)

@@ -19,12 +19,14 @@ from reflection.constants import LLM_BREAKER_KEY, LLM_OUTAGE_SINCE_PREFIX, LLM_P
 from reflection.errors import LlmOutageError
 from reflection.models import Outcome
 from tests.integration.conftest import Env, decision
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
 DOWN = {"status": 503, "error": "upstream unavailable"}
 ADD = {
     "op": "add",
+    "evidence": EVIDENCE,
     "name": "prefers-pytest",
     "description": "Wants pytest",
     "type": "feedback",

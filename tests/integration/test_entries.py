@@ -16,12 +16,14 @@ from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
 from tests.integration.test_reliability import stopped_after_journal, taken_over_while_planning
 from tests.integration.test_revert import _revert
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 UPDATE_DB = {
     "op": "update",
+    "evidence": EVIDENCE,
     "name": "billing-db",
     "description": "Billing database",
     "type": "project",
@@ -54,7 +56,7 @@ def test_a_run_records_what_it_wrote_confirmed_and_found(env: Env, make_job: Any
     assert env.run("job-1", reflection_job_id="rid-1").outcome is Outcome.APPLIED
 
     records = _records(env)
-    evidence = EntryEvidence(job_id="rid-1", quotes=[])
+    evidence = EntryEvidence(job_id="rid-1", quotes=EVIDENCE)  # the quotes it was given
     assert records["prefers-pytest"] == EntryRecord(
         user_id="alice",
         name="prefers-pytest",

@@ -17,11 +17,13 @@ from reflection.models import Code, Outcome
 from reflection.pieces import canonical_text
 from reflection.turns import Turns
 from tests.integration.conftest import Env, decision
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
-PYTEST_ENTRY = {
+PYTEST_ENTRY: dict[str, Any] = {
     "op": "add",
+    "evidence": EVIDENCE,
     "name": "prefers-pytest",
     "description": "Wants tests written with pytest, never unittest",
     "type": "feedback",
@@ -118,6 +120,7 @@ def test_update_snapshot_has_before_and_after(env: Env, make_job: Any) -> None:
     write_entry(env, "billing-db", body="Postgres 15.")
     change = {
         "op": "update",
+        "evidence": EVIDENCE,
         "name": "billing-db",
         "description": "Billing DB",
         "type": "project",

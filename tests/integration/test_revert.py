@@ -15,6 +15,7 @@ from reflection.paths import UnsafePathError
 from reflection.revert import revert_snapshot
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY, write_entry
+from tests.support.db import EVIDENCE
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,7 @@ def test_revert_restores_memory_and_piece(env: Env, make_job: Any) -> None:
     edit = {"yaml": builtin.replace(line, line + " (tuned)", 1), "summary": "s"}
     update = {
         "op": "update",
+        "evidence": EVIDENCE,
         "name": "billing-db",
         "description": "DB",
         "type": "project",
@@ -71,6 +73,7 @@ def test_revert_reads_no_snapshot_file_through_a_link(env: Env, make_job: Any) -
     make_job("job-rl")
     update = {
         "op": "update",
+        "evidence": EVIDENCE,
         "name": "billing-db",
         "description": "DB",
         "type": "project",
