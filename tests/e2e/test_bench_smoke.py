@@ -46,6 +46,10 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         data["overhead"]
     )
     assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
+    cost = data["cost"]  # counts per run, the same on any machine (SPEC §12 budget)
+    assert 0 < cost["cached_share_2nd_job"] < 1
+    assert cost["fsyncs_per_run"] <= 4 and cost["postgres_round_trips_per_run"] <= 8
+    assert cost["redis_round_trips_per_run"] <= 4
 
 
 def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:
