@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import redis
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import insert, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,47 +34,10 @@ from reflection.pipeline import Deps, run_reflection  # noqa: E402
 from reflection.settings import Settings  # noqa: E402
 from reflection.shipped import BUILTIN_PIECES_DIR  # noqa: E402
 from reflection.storage import jobs  # noqa: E402
+from tests.support.counting import FSYNCS, POSTGRES, REDIS, counting  # noqa: E402
 from tests.support.db import prepare_database  # noqa: E402
 
 WARM_UP = 20
-
-
-@contextmanager
-def _counting(engine: Engine, client: redis.Redis) -> Iterator[Counter[str]]:
-    """Count the round trips and fsyncs made inside the block."""
-    counts: Counter[str] = Counter()
-
-    def tally(name: str) -> Callable[..., None]:
-        return lambda *a, **k: counts.update([name])
-
-    def begin(conn: Any) -> None:  # an autocommit connection sends no BEGIN or COMMIT
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            counts["postgres BEGIN...COMMIT"] += 1
-
-    hooks = [
-        (engine, "before_cursor_execute", tally("postgres statements")),
-        (engine, "begin", begin),
-        (engine.pool, "checkout", tally("postgres checkouts")),
-    ]
-    for target, name, fn in hooks:
-        event.listen(target, name, fn)
-    real_fsync, real_command = os.fsync, client.execute_command
-
-    def fsync(fd: Any) -> None:
-        counts["fsyncs"] += 1
-        real_fsync(fd)
-
-    def command(*args: Any, **kwargs: Any) -> Any:
-        counts["redis commands"] += 1
-        return real_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    os.fsync, client.execute_command = fsync, command  # type: ignore[method-assign]
-    try:
-        yield counts
-    finally:
-        os.fsync, client.execute_command = real_fsync, real_command  # type: ignore[method-assign]
-        for target, name, fn in hooks:
-            event.remove(target, name, fn)
 
 
 def main() -> int:
@@ -138,7 +96,7 @@ def main() -> int:
 
             for row in rows[:WARM_UP]:
                 run(row)
-            with _counting(run_engine, lock_redis) as counts:
+            with counting(run_engine, lock_redis) as counts:
                 for row in rows[WARM_UP : 2 * WARM_UP]:
                     run(row)
             profiler = cProfile.Profile()
@@ -164,6 +122,11 @@ def main() -> int:
     print(f"CPU ms/run elsewhere on the machine: {caused}")
     per_run = ", ".join(f"{k} {v / WARM_UP:.1f}" for k, v in sorted(counts.items()))
     print(f"per run: {per_run}")
+    budget = ", ".join(
+        f"{k} {counts[k] / WARM_UP:.1f} (at most {most})"
+        for k, most in ((FSYNCS, 4), (POSTGRES, 8), (REDIS, 4))
+    )
+    print(f"budget (SPEC §12, issue 24): {budget}")
     if args.cprofile:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     return 0

@@ -30,6 +30,9 @@ a ratio against a baseline of the same run:
               the burst's own drain time vs 200 runs at its cap's pace, and its
               deferrals per run; three rounds, medians
 5. prompt     tokens (tiktoken cl100k) of the system prompt and of a full prompt
+   cost       in-process: the cached share of a user's 2nd job's prompt tokens (memory
+              and piece unchanged), and fsyncs, Postgres and Redis round trips per run
+              (`bench/cost.py`)
 6. deferral   the workers' CPU per run deferred (its user at the cap) vs per no-op task:
               what a burst of one user's runs costs the others (isolation); three rounds,
               medians
@@ -714,9 +717,20 @@ def prompt_size(work: Path) -> dict[str, float]:
     }
 
 
-SCENARIOS = ("prompt", "overhead", "in_flight", "isolation", "deferral", "coalesce")
+def _cost(work: Path, llm: RemoteLlm) -> dict[str, Any]:
+    from bench.cost import cost  # it imports this module
+
+    return cost(work, llm)
+
+
+SCENARIOS = ("prompt", "cost", "overhead", "in_flight", "isolation", "deferral", "coalesce")
 TARGETS = {
+    ("cost", "cached_share_2nd_job"): (">=", 0.6),
+    ("cost", "fsyncs_per_run"): ("<=", 4),
+    ("cost", "postgres_round_trips_per_run"): ("<=", 8),
+    ("cost", "redis_round_trips_per_run"): ("<=", 4),
     ("overhead", "ratio_vs_noop"): (">=", 0.5),
+    ("overhead", "ratio_vs_floor"): (">=", 0.8),
     ("in_flight", "ratio_vs_limit"): (">=", 0.9),
     ("in_flight", "ratio_vs_sleep"): (">=", 0.9),
     ("in_flight", "worker_rss_mb_peak"): ("<", 300),
@@ -801,6 +815,7 @@ def main() -> int:
             )
             runs: dict[str, Callable[[], Any]] = {
                 "prompt": lambda: prompt_size(Path(tmp)),
+                "cost": lambda: _cost(Path(tmp), llm),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),
                 "in_flight": lambda: in_flight(
                     b, producer, n_flight, latency, c, args.processes, rounds

@@ -21,7 +21,7 @@ from reflection import storage
 from reflection.clamp import INT32_MAX, clamp_record
 from reflection.errors import DataRejectedError, UnsafePathError
 from reflection.faults import fault_point
-from reflection.fsio import atomic_delete, atomic_write, read_text_limited
+from reflection.fsio import atomic_delete, atomic_write, read_text_limited, sync_filesystem
 from reflection.lock import UserLock
 from reflection.paths import UserPaths
 from reflection.records import Journal, MetricsRow
@@ -147,21 +147,32 @@ def roll_forward(
         atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
         return False
     fault_point("after_journal")
-    # Ownership is confirmed with Redis before each group of writes (files, then snapshot
-    # and rows), and before each write once it has not been for a while (a paused run);
-    # the commit's fence is the final judge anyway.
-    lock.ensure_owned()
+    # Ownership is confirmed before each group of writes (files, then snapshot and rows)
+    # and before each write, with Redis once it has not been for a third of the lock's
+    # expiry (a paused run); the commit's fence is the final judge anyway.
+    lock.before_write()
     _write_files(paths, journal, lock, recovering)
     fault_point("after_files")
     write_snapshot(
-        paths, journal.meta, journal.snapshot, recovering=recovering, before_write=lock.before_write
+        paths,
+        journal.meta,
+        journal.snapshot,
+        recovering=recovering,
+        before_write=lock.before_write,
+        durable=False,
     )
+    # The files and snapshot were renamed into place without an fsync each: one sync of
+    # the filesystem makes them all durable before the rows say the run is done (the
+    # journal, fsynced, covers a power cut before this point; SPEC §14).
+    sync_filesystem(paths.home)
     fault_point("after_snapshot")
-    lock.ensure_owned()
+    lock.before_write()
     committed = _commit_rows(engine, journal, duration_ms, recovering)
     fault_point("after_commit")
     if committed or recovering:
-        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home)
+        # Not made durable: a journal back after a power cut finds its claim done and
+        # is only deleted (above).
+        atomic_delete(journal_path(paths, journal.snapshot_id), root=paths.home, durable=False)
     # else: a stale writer (its claim was taken over) wrote these files under the lock
     # but may not commit; its journal stays for the next lock holder, who commits it
     # fenceless, so the files and the rows still end up written exactly once.
@@ -184,9 +195,9 @@ def _write_files(paths: UserPaths, journal: Journal, lock: UserLock, recovering:
                 "journal %s: %s changed since; left as it is", journal.snapshot_id, change.path
             )
         elif change.after is None:
-            atomic_delete(target, root=paths.home)
+            atomic_delete(target, root=paths.home, durable=False)
         elif current != change.after:
-            atomic_write(target, change.after, root=paths.home)
+            atomic_write(target, change.after, root=paths.home, durable=False)
 
 
 def _commit_run(

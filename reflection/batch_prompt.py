@@ -1,19 +1,22 @@
 """The prompt of a coalesced batch (SPEC §12): one system prompt, the user's piece and
 memory once, then each job's own blocks.
 
-The leader's prompt is built as for a run of one job (`reflection.prompt.fit_prompt`:
-the shared prefix, then the leader's job), inside a context budget that leaves room for
-the other jobs; each other job follows with its facts and its data blocks (request,
-result, error, activity log), its credentials masked and every block delimited like the
-leader's. The activity log budget is shared: each job's log was read with its share of
-`activity_log_max_bytes` (`log_share`). A closing note asks for one answer for all the
-jobs, every memory change naming in `job_id` the job its evidence quotes.
+The batch's prompt is the leader's as for a run of one job (`reflection.prompt.fit_prompt`),
+in the same order, from what changes least to what changes most: the stable prefix
+(piece, memory index, bodies by name, shared by every prompt of the user while memory and
+piece are unchanged), then the leader's job, then each other job with its facts and its
+data blocks (request, result, error, activity log; credentials masked, every block
+delimited like the leader's), then a note asking for one answer for all the jobs (every
+memory change naming in `job_id` the job its evidence quotes), then the bodies picked for
+the job. The guard trims the leader's log and memory to leave room for the others; the
+activity log budget is shared: each job's log was read with its share of
+`activity_log_max_bytes` (`log_share`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from reflection.errors import ContextOverflowError
@@ -74,11 +77,12 @@ def _closing(job_ids: Sequence[str]) -> str:
     return (
         f"# One answer for {len(job_ids)} jobs\n\n"
         f"This prompt covers {len(job_ids)} jobs of the same user and piece that finished "
-        f"close together: {listing}. The first is shown above; the others follow, each "
-        "with its own blocks. Answer with ONE JSON object for all of them, as the system "
+        f"close together: {listing}. Each is shown above with its own blocks, the first "
+        "under The job. Answer with ONE JSON object for all of them, as the system "
         'message says, with one more field on every memory change: `"job_id"`, the id of '
-        "the job its evidence comes from (one of the ids above). Do not repeat a lesson "
-        "that several jobs teach: write it once, naming one of them."
+        "the job its evidence comes from (one of the ids above); its evidence must quote "
+        "that job. Do not repeat a lesson that several jobs teach: write it once, naming "
+        "one of them."
     )
 
 
@@ -97,27 +101,25 @@ def batch_prompt(
     `fit_prompt` trims, leaves no room for the others."""
     sections = {o.job.id: follower_section(o, log_max_bytes) for o in others}
     ids = [leader.job.id, *sections]
-    texts = [text for text, _ in sections.values()]
-    tail = "\n\n".join(["# The other jobs of this batch", *texts, _closing(ids)])
-    tail_tokens = estimate_tokens(tail)
+    parts = [
+        "# The other jobs of this batch",
+        *(text for text, _ in sections.values()),
+        _closing(ids),
+    ]
+    tail_tokens = estimate_tokens("\n\n".join(parts))
     if tail_tokens >= context_limit_tokens:
         raise ContextOverflowError(f"the batch's other jobs need about {tail_tokens} tokens")
-    first = fit_prompt(
+    prompt = fit_prompt(
         leader,
-        context_limit_tokens=context_limit_tokens - tail_tokens,
+        context_limit_tokens=context_limit_tokens,
         max_output_tokens=max_output_tokens,
         max_changes=max_changes,
         max_body_bytes=max_body_bytes,
         memory_max_bytes=memory_max_bytes,
         log_max_bytes=log_max_bytes,
+        others=parts,
     )
     return BatchPrompt(
-        system=first.system,
-        user=first.user + "\n\n" + tail,
-        est_tokens=first.est_tokens + tail_tokens,
-        log_bytes_in_prompt=first.log_bytes_in_prompt,
-        memory_bodies_trimmed=first.memory_bodies_trimmed,
-        memory_bodies_omitted=first.memory_bodies_omitted,
-        shown=first.shown,
+        **{f.name: getattr(prompt, f.name) for f in fields(prompt)},
         others_shown={job_id: shown for job_id, (_, shown) in sections.items()},
     )

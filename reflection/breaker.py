@@ -224,14 +224,17 @@ def llm_guard(
     max_delay: float,
     clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    seen_open: bool | None = None,
 ) -> Iterator[None]:
     """Around one run's LLM call: let it through, make it the probe, or raise
     `LlmOutageError` (defer) or `LlmUnavailableError` (its window is over); after the
     call, move the breaker (see the module). An outage the call itself meets is raised
-    as `LlmOutageError` too while the run's window lasts."""
+    as `LlmOutageError` too while the run's window lasts. `seen_open`: whether the
+    breaker was open when the run took its slot, moments ago (the same round trip;
+    None: ask Redis now)."""
     state = _State(client, settings, run_id, clock)
     rng = rng or random.Random()
-    saw_open = state.is_open()
+    saw_open = state.is_open() if seen_open is None else seen_open
     probing = saw_open and state.take_probe()
     if saw_open and not probing:
         _refuse(state, max_delay, rng)

@@ -21,6 +21,8 @@ import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from time import monotonic
 
 import redis
 
@@ -34,16 +36,18 @@ MAX_DELAY_SECONDS = 600.0  # a deferred run waits in a worker's memory (a Celery
 SMOOTHING = 0.2  # the weight of the latest run in the moving average
 RUN_SECONDS_TTL = 3600  # a key per user who ran in the last hour; after that, the fleet's
 
-# KEYS: slots, deferred, the user's run length, everyone's. ARGV: now, stale_before, cap,
-# run id, lease, first guess, shortest delay, longest delay, slack. Returns false with a
-# slot taken, else the delay. Re-entrant: a retry or redelivery of the same run keeps its
-# slot.
+# KEYS: slots, deferred, the user's run length, everyone's[, a key to peek at]. ARGV:
+# now, stale_before, cap, run id, lease, first guess, shortest delay, longest delay,
+# slack. With a slot taken, returns whether the peeked key exists (0 or 1; false without
+# one), else the delay (a string). Re-entrant: a retry or redelivery of the same run
+# keeps its slot.
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local cap = tonumber(ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < cap then
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  if KEYS[5] then return redis.call('EXISTS', KEYS[5]) end
   return false
 end
 local now = tonumber(ARGV[1])
@@ -78,6 +82,15 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A slot held; `peeked`: whether the key asked for existed when it was taken (None:
+    none was asked, or no slot was needed), `at` when (time.monotonic())."""
+
+    peeked: bool | None = None
+    at: float = 0.0
+
+
 @contextmanager
 def user_slot(
     client: redis.Redis,
@@ -87,19 +100,22 @@ def user_slot(
     cap: int,
     lease_seconds: int,
     max_delay: float = MAX_DELAY_SECONDS,
-) -> Iterator[None]:
+    peek: str | None = None,
+) -> Iterator[Slot]:
     """Hold one of `user_id`'s `cap` slots for the block (`cap` 0: no limit); raises
     `UserBusyError` when all are taken, with the delay booked for the run to come back
-    (at most `max_delay` seconds)."""
+    (at most `max_delay` seconds). With `peek`, the same round trip tells whether that
+    key exists (the LLM circuit breaker's, which the run would otherwise ask for alone)."""
     if cap <= 0:
-        yield
+        yield Slot()
         return
     slots = USER_SLOTS_PREFIX + user_id
     lengths = [RUN_SECONDS_KEY + ":" + user_id, RUN_SECONDS_KEY]
     now = time.time()
     try:
+        asked = monotonic()  # for the peek's age (the pipeline's clock)
         delay = client.register_script(_ACQUIRE)(
-            keys=[slots, USER_DEFERRED_PREFIX + user_id, *lengths],
+            keys=[slots, USER_DEFERRED_PREFIX + user_id, *lengths, *([peek] if peek else [])],
             args=[
                 now,
                 now - lease_seconds,
@@ -114,12 +130,12 @@ def user_slot(
         )
     except redis.RedisError as e:
         raise InfrastructureError(f"lock Redis unavailable: {e}") from e
-    if delay is not None:
+    if isinstance(delay, (bytes, str)):
         raise UserBusyError(
             f"user {user_id} has {cap} reflections in flight; deferred", delay=float(delay)
         )
     try:
-        yield
+        yield Slot(peeked=None if delay is None else bool(delay), at=asked)
     finally:
         with contextlib.suppress(redis.RedisError):  # else the slot ages out after the lease
             client.register_script(_RELEASE)(

@@ -10,10 +10,12 @@ and refused unless `fstat` on the opened descriptor says it is a regular file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from reflection.paths import (
@@ -165,12 +167,17 @@ def read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> None:
-    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename.
+def atomic_write(
+    path: Path, data: str | bytes, *, root: Path | None = None, durable: bool = True
+) -> None:
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename,
+    fsync of the folder.
 
     A reader (or a worker restarted after SIGKILL) sees the old content or the new one,
     never a mix. A symlink at `path` is replaced, not followed; with `root` (the user's
     home) no folder between it and `path` may be one either (see `open_folder`).
+    `durable=False` leaves out both fsyncs: atomic by the rename, made durable later by
+    one `sync_filesystem` of a batch of writes (a journal's roll-forward, SPEC §14).
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     folder = open_folder(path.parent, root, create=True)
@@ -188,7 +195,8 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
                 view = memoryview(raw)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             _replace(folder, tmp, path)
@@ -196,7 +204,8 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=folder)
             raise
-        _fsync_folder(folder, path)
+        if durable:
+            _fsync_folder(folder, path)
     finally:
         os.close(folder)
 
@@ -219,8 +228,9 @@ def _fsync_folder(folder: int, path: Path) -> None:
         raise _named(e, path.parent) from e
 
 
-def atomic_delete(path: Path, *, root: Path | None = None) -> None:
-    """Remove `path` if present and make the removal durable (`root` as for writes)."""
+def atomic_delete(path: Path, *, root: Path | None = None, durable: bool = True) -> None:
+    """Remove `path` if present and make the removal durable (`root` as for writes;
+    `durable=False`: the removal may be lost to a power cut)."""
     try:
         folder = open_folder(path.parent, root)
     except FileNotFoundError:
@@ -234,13 +244,15 @@ def atomic_delete(path: Path, *, root: Path | None = None) -> None:
             if e.errno in (errno.EISDIR, errno.EPERM) and stat.S_ISDIR(_mode_of(folder, path.name)):
                 raise FolderInPlaceError(path, "refusing to delete it") from e
             raise _named(e, path) from e
-        _fsync_folder(folder, path)
+        if durable:
+            _fsync_folder(folder, path)
     finally:
         os.close(folder)
 
 
-def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
-    """Append one line with a single write and fsync (O_APPEND keeps lines whole).
+def append_line(path: Path, line: str, *, root: Path | None = None, durable: bool = True) -> None:
+    """Append one line with a single write and fsync (O_APPEND keeps lines whole;
+    `durable=False`: no fsync, as for `atomic_write`).
 
     A file whose last line was torn (no final newline) gets one first, so the new line
     stays readable on its own. `root` as for writes. Raises NotRegularFileError when
@@ -250,7 +262,8 @@ def append_line(path: Path, line: str, *, root: Path | None = None) -> None:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         os.write(fd, (("\n" if torn else "") + line.rstrip("\n") + "\n").encode("utf-8"))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except OSError as e:
         raise _named(e, path) from e
     finally:
@@ -274,3 +287,38 @@ def read_text_limited(path: Path, limit: int, *, root: Path | None = None) -> st
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data.decode("utf-8")
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[[int], int] = libc.syncfs
+    except (AttributeError, OSError):  # not Linux
+        return None
+    return fn
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def syncfs(fd: int) -> None:
+    """Flush every write of the filesystem holding `fd` to stable storage: data, inodes
+    and folder entries (Linux `syncfs(2)`; elsewhere `sync()`, every filesystem)."""
+    if _SYNCFS is None:
+        os.sync()
+    elif _SYNCFS(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make the writes made with `durable=False` under `path` durable: one `syncfs` of
+    its filesystem, whatever their number (SPEC §14: a roll-forward's files are renamed
+    into place, then synced once before the Postgres commit)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs(fd)
+    except OSError as e:
+        raise _named(e, path) from e
+    finally:
+        os.close(fd)

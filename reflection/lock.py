@@ -1,15 +1,17 @@
 """The per-user Redis lock around apply + snapshot (python-redis-lock, with expiry).
 
 The holder checks the lock before each group of writes (the journal, the files, the
-snapshot and rows) with `ensure_owned`, which also renews it: one atomic EXTEND that
-fails unless this holder still owns the key. Before every single write it calls
-`before_write`, which asks Redis only once a third of the expiry has passed since the
-lock was last confirmed: a run paused mid-way (a stall, a stop signal) past its lease
-stops before its next write instead of overwriting what the lock's next holder wrote,
-at no cost to a run that keeps going. A run keeps its lock for as long as it keeps
-writing, and a killed worker's lock expires on its own. (python-redis-lock's
-auto-renewal starts a thread per acquisition, which a busy threads-pool worker paid
-for on every run, and it fails silently when Redis goes away, python-redis-lock#85.)
+snapshot and rows) and before every single write with `before_write`, which asks Redis
+(`ensure_owned`: one atomic EXTEND that renews the lock and fails unless this holder
+still owns the key) only once a third of the expiry has passed since the lock was last
+confirmed: a run paused mid-way (a stall, a stop signal) past its lease stops before
+its next write instead of overwriting what the lock's next holder wrote, at no cost to
+a run that keeps going (a quick run asks Redis only to take and release the lock; an
+operator's command confirms with `ensure_owned` before it writes). A run keeps its
+lock for as long as it keeps writing, and a killed worker's lock expires on its own.
+(python-redis-lock's auto-renewal starts a thread per acquisition, which a busy
+threads-pool worker paid for on every run, and it fails silently when Redis goes away,
+python-redis-lock#85.)
 Postgres' fencing token is the final judge at commit.
 """
 
@@ -70,7 +72,10 @@ class UserLock:
         self.deadline = deadline
 
     def before_write(self) -> None:
-        """`ensure_owned()` if the lock has not been confirmed for a third of its expiry;
+        """`ensure_owned()` if the lock has not been confirmed for a third of its expiry:
+        until then it is surely still held (it expires a whole expiry after the request
+        that confirmed it). A run checks this before each group of writes and each
+        write, so a quick run asks Redis only to take and release the lock.
         `TimeLimitError` once the holder's deadline has passed."""
         if self.deadline is not None:
             self.deadline.check("a write")
@@ -95,6 +100,11 @@ class UserLock:
             ) from e
 
 
+def _key(user_id: str) -> str:
+    """The lock's Redis key, as python-redis-lock names it (its release and extend)."""
+    return "lock:" + USER_LOCK_PREFIX + user_id
+
+
 @contextmanager
 def user_lock(
     client: redis.Redis,
@@ -111,7 +121,9 @@ def user_lock(
     lock = redis_lock.Lock(client, USER_LOCK_PREFIX + user_id, expire=expire)
     asked = first_asked = time.monotonic()
     try:
-        acquired = lock.acquire(blocking=False)
+        # The first try is one SET NX: python-redis-lock's acquire asks whether this
+        # object holds the lock (a GET) first, a round trip a run never needs.
+        acquired = bool(client.set(_key(user_id), lock.id, nx=True, ex=expire))
         if not acquired and wait > 0:
             # python-redis-lock waits in whole seconds (BLPOP); the client's socket
             # timeout must exceed this wait.

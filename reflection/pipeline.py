@@ -35,6 +35,7 @@ from reflection.batch_prompt import BatchPrompt, batch_prompt, log_share
 from reflection.breaker import llm_guard
 from reflection.changes import Limits
 from reflection.coalesce import BATCH_POLL_SECONDS, Member, outside, without_jobs
+from reflection.constants import LLM_BREAKER_KEY
 from reflection.deadline import Deadline
 from reflection.errors import (
     BatchWaitError,
@@ -51,7 +52,7 @@ from reflection.errors import (
     TimeLimitError,
 )
 from reflection.evidence import ShownJob
-from reflection.fairness import MAX_DELAY_SECONDS, user_slot
+from reflection.fairness import MAX_DELAY_SECONDS, Slot, user_slot
 from reflection.faults import fault_point
 from reflection.inputs import load_inputs, load_piece
 from reflection.lock import UserLock, user_lock
@@ -133,6 +134,14 @@ class _Run:
         self.model: str | None = None
         # Checked between the stages and before each write (reflection.deadline).
         self.deadline = Deadline(at=math.inf, seconds=math.inf)
+        self.slot = Slot()
+
+    def breaker_seen(self, fresh_for: float) -> bool | None:
+        """Whether the LLM breaker was open when the run took its slot, if that was less
+        than `fresh_for` (the breaker's probe interval) ago; else None (ask again)."""
+        if self.slot.peeked is None or time.monotonic() - self.slot.at > fresh_for:
+            return None
+        return self.slot.peeked
 
     def spent(self, usage: Usage | None, attempts: int, model: str | None = None) -> None:
         """Note the LLM's cost so far: a run that fails after the LLM answered (or while
@@ -235,8 +244,10 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
             cap=s.user_max_in_flight,
             lease_seconds=s.claim_lease_seconds,
             max_delay=_max_delay(s),
-        ),
+            peek=LLM_BREAKER_KEY,  # the breaker's state in the same round trip
+        ) as slot,
     ):
+        run.slot = slot
         return _claimed_run(deps, run, request)
 
 
@@ -455,7 +466,13 @@ def _consult(
     run.deadline.check("the LLM")
     with (
         # An outage defers the run instead of failing it (reflection.breaker).
-        llm_guard(deps.redis, s, run.reflection_job_id, max_delay=_max_delay(s)),
+        llm_guard(
+            deps.redis,
+            s,
+            run.reflection_job_id,
+            max_delay=_max_delay(s),
+            seen_open=run.breaker_seen(s.llm_outage_probe_seconds),
+        ),
         deps.turns.released(),
         _stage(run, "llm"),
     ):
@@ -604,7 +621,7 @@ def _apply(
             piece_edit_mode=s.piece_edit_mode,
         )
         journal = batch.attach(journal, taken.members if taken is not None else [])
-        lock.ensure_owned()  # and the deadline, as before each write
+        lock.before_write()  # the deadline; Redis only if planning took a third of the expiry
         write_journal(paths, journal)
         try:
             committed = roll_forward(

@@ -287,7 +287,10 @@ def records(
         files=list(files),
         snapshot=snapshot,
         meta=meta,
-        metrics=MetricsRow.of_snapshot(meta),
+        # The snapshot's meta does not keep the cached share; the metrics row does.
+        metrics=MetricsRow.of_snapshot(meta).model_copy(
+            update={"tokens_cached": llm.usage.tokens_cached}
+        ),
         piece_edit=_piece_edit_row(meta, piece_before, judged.piece_after, change.at),
         proposal=_proposal_row(meta, piece_before, judged.staged, llm.decision),
         entries=_entry_changes(change, judged, memory, llm.decision, confirmed),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -41,6 +41,7 @@ FRAMING_TOKENS: Final = 64
 REPAIR_TOKENS: Final = c.REPAIR_ECHO_MAX + 200
 # A memory body is never cut below this many bytes (marker included).
 BODY_STUB_BYTES: Final = 240
+BODY_TRIM_MARK: Final = "the rest was trimmed to fit the context"
 # The job's result and error are summaries; a longer one is cut in the middle.
 JOB_FIELD_MAX_BYTES: Final = 4096
 
@@ -163,7 +164,7 @@ def _trim_body(body: str, cap: int) -> str:
     size = len(body.encode("utf-8"))
     if size <= cap:
         return body
-    marker = f"\n[... {size} bytes in all; the rest was trimmed to fit the context ...]"
+    marker = f"\n[... {size} bytes in all; {BODY_TRIM_MARK} ...]"
     return _clip_bytes(body, max(cap - len(marker.encode("utf-8")), 0)) + marker
 
 
@@ -199,6 +200,37 @@ def _memory_blocks(memory: Sequence[MemoryEntry]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class IndexView:
+    """How much of the memory index the prompt lists: every entry with its description
+    (the default), only names and types (`names_only`), and at most `listed` entries
+    (None: all), the first by name; the rest are counted on a closing line."""
+
+    names_only: bool = False
+    listed: int | None = None
+
+
+def _index_line(e: MemoryEntry, names_only: bool) -> str:
+    size = len(e.body.encode("utf-8", errors="surrogatepass"))
+    flags = f"{e.type}, protected" if e.protected else e.type
+    if names_only:
+        return f"- {e.name} ({flags})"
+    return f"- {e.name} ({flags}, {size} bytes): {e.description}"
+
+
+def _index_block(memory: Sequence[MemoryEntry], view: IndexView) -> str:
+    """Every entry's name, type, body size and description, by name: what the model may
+    update, merge or remove even when its body is not shown."""
+    entries = sorted(memory, key=lambda e: e.name)
+    shown = entries if view.listed is None else entries[: view.listed]
+    lines = [_index_line(e, view.names_only) for e in shown]
+    if len(shown) < len(entries):
+        lines.append(
+            f"[... {len(entries) - len(shown)} more entries not listed, to fit the context ...]"
+        )
+    return _block("MEMORY_INDEX", "\n".join(lines), f"entries={len(entries)}")
+
+
 _WORD: Final = re.compile(r"[a-z0-9][a-z0-9_-]{3,}")
 
 
@@ -206,57 +238,80 @@ def _words(*texts: str | None) -> set[str]:
     return {w for t in texts if t for w in _WORD.findall(t.lower())}
 
 
-def _omitted_body(size: int) -> str:
-    return f"[... {size} bytes not shown, to fit the context ...]"
+@dataclass(frozen=True)
+class MemoryShown:
+    """Which memory bodies a prompt shows: `stable` ones before the job, by name (the same
+    for every job of the user while memory is unchanged: the cached prefix), `relevant`
+    ones after it, most related to the job first. Every entry is in the index."""
+
+    stable: tuple[MemoryEntry, ...]
+    relevant: tuple[MemoryEntry, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.stable) + len(self.relevant)
 
 
 def budget_memory(
     memory: Sequence[MemoryEntry], max_bytes: int, job: Job, activity_text: str
-) -> tuple[MemoryEntry, ...]:
-    """Memory with at most `max_bytes` of bodies (0: no limit): the entries that share the
-    most words with the job keep their bodies, the rest show name, type and description
-    with a marker instead (an agent may still remove or merge them, or update one by
-    writing its whole body)."""
-    sizes = [len(e.body.encode("utf-8")) for e in memory]
-    if max_bytes <= 0 or sum(sizes) <= max_bytes:
-        return tuple(memory)
+) -> MemoryShown:
+    """The bodies to show within `max_bytes` in all (0: no limit; all of them, by name).
+
+    Over the limit, half of it goes to bodies taken in name order (each that still fits),
+    which do not depend on the job, so the prompt's prefix stays the same from one job to
+    the next; the rest to the bodies that share the most words with the job, shown after
+    it (a body that shares none is not related). The others are only listed in the index
+    (an agent may still remove or merge them, or update one by writing its whole body)."""
+    by_name = sorted(memory, key=lambda e: e.name)
+    sizes = {e.name: len(e.body.encode("utf-8", errors="surrogatepass")) for e in by_name}
+    if max_bytes <= 0 or sum(sizes.values()) <= max_bytes:
+        return MemoryShown(stable=tuple(by_name))
+    stable = _fill(by_name, sizes, max_bytes // 2)
+    taken = {e.name for e in stable}
     context = _words(job.task, job.result, job.error, activity_text)
-    score = [len(_words(e.name, e.description, e.body) & context) for e in memory]
-    left, shown = max_bytes, set()
-    for i in sorted(range(len(memory)), key=lambda i: (-score[i], i)):
-        if sizes[i] <= left:
-            shown.add(i)
-            left -= sizes[i]
-    return tuple(
-        e if i in shown else e.model_copy(update={"body": _omitted_body(sizes[i])})
-        for i, e in enumerate(memory)
-    )
+    shared = {
+        e.name: len(_words(e.name, e.description, e.body) & context)
+        for e in by_name
+        if e.name not in taken
+    }
+    ranked = sorted((e for e in by_name if shared.get(e.name)), key=lambda e: -shared[e.name])
+    room = max_bytes - sum(sizes[e.name] for e in stable)
+    return MemoryShown(stable=stable, relevant=_fill(ranked, sizes, room))
+
+
+def _fill(
+    entries: Sequence[MemoryEntry], sizes: Mapping[str, int], room: int
+) -> tuple[MemoryEntry, ...]:
+    """The entries, in order, whose bodies still fit in `room` bytes (each that fits)."""
+    out = []
+    for e in entries:
+        if sizes[e.name] <= room:
+            out.append(e)
+            room -= sizes[e.name]
+    return tuple(out)
 
 
 def build_user_prompt(
-    inputs: ReflectionInputs, *, activity_text: str, memory: Sequence[MemoryEntry]
+    inputs: ReflectionInputs,
+    *,
+    activity_text: str,
+    memory: Sequence[MemoryEntry] | MemoryShown,
+    index: IndexView = IndexView(),
+    others: Sequence[str] = (),
 ) -> str:
-    """The user prompt: the job's facts, then its data in delimited blocks.
+    """The user prompt, from what changes least to what changes most (SPEC §12): the
+    piece, the memory index and the stable bodies (the prefix two jobs of one user share
+    byte for byte while memory and piece are unchanged), then the job, then the bodies
+    picked for it. `memory` as a plain sequence shows those bodies, all before the job.
+    `others`: the parts of a batch's other jobs, after this one's (`reflection.batch_prompt`).
 
     Renders the data as given (`fit_prompt` masks credentials and trims before calling it).
     """
-    job, piece = inputs.job, inputs.piece
-    source = "the user's copy" if piece.user_copy else "built-in; an edit creates the user's copy"
-    n = len(memory)
-    memory_note = f"{n} entr{'y' if n == 1 else 'ies'}" if n else "no entries yet"
-    if inputs.malformed:
-        memory_note += f"; {len(inputs.malformed)} malformed file(s) skipped"
-    blocks = _data_blocks(inputs, activity_text, memory)
-    return _template("user.md").substitute(
-        job_id=job.id,
-        piece_name=piece.name,
-        piece_source=source,
-        outcome=inputs.request.outcome,
-        status=_NOT_WORD.sub("?", job.status[:40]),
-        duration=_duration(job),
-        activity_note=_activity_note(inputs.activity, activity_text),
-        memory_note=memory_note,
-        blocks="\n\n".join(blocks),
+    shown = memory if isinstance(memory, MemoryShown) else MemoryShown(stable=tuple(memory))
+    return render_user_prompt(
+        prompt_prefix(inputs, shown.stable, index),
+        [job_part(inputs, activity_text), *others],
+        shown.relevant,
     )
 
 
@@ -275,12 +330,49 @@ def shown_job(job: Job, activity_text: str) -> ShownJob:
     )
 
 
-def _data_blocks(
-    inputs: ReflectionInputs, activity_text: str, memory: Sequence[MemoryEntry]
-) -> list[str]:
-    """The job's data, each in its delimited block: request, result, error, log, memory
-    entries, malformed memory files, piece."""
-    job, piece = inputs.job, inputs.piece
+@dataclass(frozen=True)
+class PromptPrefix:
+    """The job-independent head of the user prompt."""
+
+    piece_name: str
+    piece_source: str
+    piece_block: str
+    memory_note: str
+    memory_blocks: str  # memory index, stable bodies, malformed memory files
+
+
+def prompt_prefix(
+    inputs: ReflectionInputs, stable: Sequence[MemoryEntry], index: IndexView = IndexView()
+) -> PromptPrefix:
+    """The prefix of `inputs`' prompt, showing the `stable` bodies."""
+    piece = inputs.piece
+    origin = "user-copy" if piece.user_copy else "built-in"
+    blocks = []
+    if inputs.memory:
+        blocks.append(_index_block(inputs.memory, index))
+    blocks += _memory_blocks(stable)
+    if inputs.malformed:
+        listing = "\n".join(f"- {m.path}: {m.reason}" for m in inputs.malformed)
+        blocks.append(_block("MALFORMED_MEMORY_FILES", listing))
+    n = len(inputs.memory)
+    note = f"{n} entr{'y' if n == 1 else 'ies'}" if n else "no entries yet"
+    if inputs.malformed:
+        note += f"; {len(inputs.malformed)} malformed file(s) skipped"
+    return PromptPrefix(
+        piece_name=piece.name,
+        piece_source="the user's copy"
+        if piece.user_copy
+        else "built-in; an edit creates the user's copy",
+        piece_block=_block("PIECE", piece.yaml, f"name={piece.name} source={origin}"),
+        memory_note=note,
+        memory_blocks="\n\n".join(blocks),
+    )
+
+
+def job_part(inputs: ReflectionInputs, activity_text: str) -> str:
+    """One job's part of the prompt: its facts, then its data in delimited blocks (a
+    batch of one user's jobs gives each its own part)."""
+    job = inputs.job
     blocks = [_block("REQUEST", job.task)]
     if job.result:
         blocks.append(_block("RESULT", _clip_middle(job.result, JOB_FIELD_MAX_BYTES)))
@@ -289,13 +381,34 @@ def _data_blocks(
     if activity_text:
         attrs = f"total_bytes={inputs.activity.total_bytes}"
         blocks.append(_block("ACTIVITY_LOG", activity_text, attrs))
-    blocks += _memory_blocks(memory)
-    if inputs.malformed:
-        listing = "\n".join(f"- {m.path}: {m.reason}" for m in inputs.malformed)
-        blocks.append(_block("MALFORMED_MEMORY_FILES", listing))
-    origin = "user-copy" if piece.user_copy else "built-in"
-    blocks.append(_block("PIECE", piece.yaml, f"name={piece.name} source={origin}"))
-    return blocks
+    return _template("job.md").substitute(
+        job_id=job.id,
+        outcome=inputs.request.outcome,
+        status=_NOT_WORD.sub("?", job.status[:40]),
+        duration=_duration(job),
+        activity_note=_activity_note(inputs.activity, activity_text),
+        blocks="\n\n".join(blocks),
+    )
+
+
+def render_user_prompt(
+    prefix: PromptPrefix, jobs: Sequence[str], relevant: Sequence[MemoryEntry]
+) -> str:
+    """The user prompt from its prefix (`prompt_prefix`), the jobs' parts (`job_part`) and
+    the bodies picked for them."""
+    after = "\n\n".join(jobs)
+    if relevant:
+        after += "\n\n# Memory entries related to the job\n\n" + "\n\n".join(
+            _memory_blocks(relevant)
+        )
+    return _template("user.md").substitute(
+        piece_name=prefix.piece_name,
+        piece_source=prefix.piece_source,
+        piece_block=prefix.piece_block,
+        memory_note=prefix.memory_note,
+        memory_blocks=prefix.memory_blocks,
+        jobs=after,
+    )
 
 
 @dataclass(frozen=True)
@@ -307,7 +420,8 @@ class Prompt:
     est_tokens: int  # the guard's count: the UTF-8 bytes when they fit, else the estimate
     log_bytes_in_prompt: int
     memory_bodies_trimmed: int
-    memory_bodies_omitted: int = 0
+    memory_bodies_omitted: int = 0  # entries only listed in the index, their body not shown
+    memory_index_listed: int = 0  # entries the index lists (all, unless it had to be cut)
     # The job's masked text as shown, for judging evidence quotes (`shown_job`).
     shown: ShownJob | None = None
 
@@ -332,20 +446,36 @@ def _masked(inputs: ReflectionInputs, log_max_bytes: int) -> ReflectionInputs:
                 inputs.activity.model_copy(update={"text": mask_secrets(inputs.activity.text)}),
                 max(log_max_bytes, _utf8_size(inputs.activity.text)),
             ),
+            # Bodies are masked once chosen (`_masked_bodies`): a memory of thousands of
+            # entries shows a few; the index shows only their sizes.
             "memory": tuple(
-                e.model_copy(
-                    update={
-                        "description": mask_secrets(e.description),
-                        "body": mask_secrets(e.body),
-                    }
+                e.model_copy(update={"description": d})
+                for e, d in zip(
+                    inputs.memory, _mask_lines([e.description for e in inputs.memory]), strict=True
                 )
-                for e in inputs.memory
             ),
             "malformed": tuple(
                 m.model_copy(update={"reason": mask_secrets(m.reason)}) for m in inputs.malformed
             ),
         }
     )
+
+
+def _mask_lines(lines: list[str]) -> list[str]:
+    """`mask_secrets` of each one-line text, in one call (a call's fixed cost, times
+    thousands of descriptions, was most of a large memory's prompt); each on its own if
+    a mask took a line break (a key across two lines)."""
+    if not lines or any("\n" in line for line in lines):
+        return [mask_secrets(line) for line in lines]
+    masked = mask_secrets("\n".join(lines)).split("\n")
+    return masked if len(masked) == len(lines) else [mask_secrets(line) for line in lines]
+
+
+def _masked_bodies(shown: MemoryShown) -> MemoryShown:
+    def mask(entries: tuple[MemoryEntry, ...]) -> tuple[MemoryEntry, ...]:
+        return tuple(e.model_copy(update={"body": mask_secrets(e.body)}) for e in entries)
+
+    return MemoryShown(stable=mask(shown.stable), relevant=mask(shown.relevant))
 
 
 def _cap_for(sizes: Sequence[int], need: int) -> int:
@@ -371,13 +501,21 @@ class _Guard:
     system: str
     budget: int
     log: ActivityLog
-    memory: list[MemoryEntry]
+    shown: MemoryShown
+    index: IndexView = IndexView()
+    others: tuple[str, ...] = ()  # a batch's other jobs' parts, kept whole
     user: str = ""
     tokens: int = 0
 
     def render(self) -> int:
         """Rebuild the user prompt; the bytes still to cut (≤ 0 once it fits)."""
-        self.user = build_user_prompt(self.inputs, activity_text=self.log.text, memory=self.memory)
+        self.user = build_user_prompt(
+            self.inputs,
+            activity_text=self.log.text,
+            memory=self.shown,
+            index=self.index,
+            others=self.others,
+        )
         size = _utf8_size(self.system) + _utf8_size(self.user)
         if size <= self.budget:  # a token is at least a byte: it fits whatever the tokenizer
             self.tokens = size
@@ -395,22 +533,77 @@ class _Guard:
         return over
 
     def trim_memory(self, over: int) -> int:
-        originals = [e.body for e in self.inputs.memory]
+        """Cut the shown bodies, longest first, down to a stub."""
+        stable, relevant = self.shown.stable, self.shown.relevant
+        originals = [e.body for e in (*stable, *relevant)]
         sizes = [len(b.encode("utf-8")) for b in originals]
         cap = max(sizes, default=0)
         while over > 0 and cap > BODY_STUB_BYTES:
-            current = [len(e.body.encode("utf-8")) for e in self.memory]
-            cap = max(BODY_STUB_BYTES, min(cap - 1, _cap_for(current, over)))
-            self.memory = [
-                e.model_copy(update={"body": _trim_body(body, cap)})
-                for e, body in zip(self.inputs.memory, originals, strict=True)
+            current = [
+                len(e.body.encode("utf-8")) for e in (*self.shown.stable, *self.shown.relevant)
             ]
+            cap = max(BODY_STUB_BYTES, min(cap - 1, _cap_for(current, over)))
+            cut = [
+                e.model_copy(update={"body": _trim_body(body, cap)})
+                for e, body in zip((*stable, *relevant), originals, strict=True)
+            ]
+            self.shown = MemoryShown(
+                stable=tuple(cut[: len(stable)]), relevant=tuple(cut[len(stable) :])
+            )
             over = self.render()
         return over
 
+    def _largest_fitting(self, n: int, apply: Callable[[int], None]) -> int:
+        """The largest k ≤ n for which `apply(k)` then a render fits (0 if none); leaves
+        that k applied and rendered. Binary search: a memory of thousands of entries."""
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            apply(mid)
+            if self.render() <= 0:
+                lo = mid
+            else:
+                hi = mid - 1
+        apply(lo)
+        return self.render()
+
+    def drop_bodies(self, over: int, relevant_too: bool = False) -> int:
+        """Show fewer bodies: the stable ones from the last by name; with `relevant_too`,
+        then the least related ones after the job. The index still lists them all."""
+        stable, relevant = self.shown.stable, self.shown.relevant
+        if over <= 0 or not (stable or (relevant and relevant_too)):
+            return over
+
+        def keep(k: int) -> None:
+            if relevant_too:
+                self.shown = MemoryShown(
+                    stable=stable[:k], relevant=relevant[: max(0, k - len(stable))]
+                )
+            else:
+                self.shown = MemoryShown(stable=stable[:k], relevant=relevant)
+
+        return self._largest_fitting(len(stable) + (len(relevant) if relevant_too else 0), keep)
+
+    def names_only(self, over: int) -> int:
+        """List names and types only in the index."""
+        if over <= 0 or not self.inputs.memory:
+            return over
+        self.index = IndexView(names_only=True)
+        return self.render()
+
+    def cut_index(self, over: int) -> int:
+        """List as many entries as fit, the first by name; the rest are counted."""
+        if over <= 0 or not self.inputs.memory:
+            return over
+
+        def listed(k: int) -> None:
+            self.index = IndexView(names_only=True, listed=k)
+
+        return self._largest_fitting(len(self.inputs.memory), listed)
+
     @property
     def bodies_trimmed(self) -> int:
-        return sum(a.body != b.body for a, b in zip(self.inputs.memory, self.memory, strict=True))
+        return sum(BODY_TRIM_MARK in e.body for e in (*self.shown.stable, *self.shown.relevant))
 
 
 def fit_prompt(
@@ -422,33 +615,43 @@ def fit_prompt(
     max_body_bytes: int,
     memory_max_bytes: int = 0,
     log_max_bytes: int = 0,
+    others: Sequence[str] = (),
 ) -> Prompt:
     """The system and user prompts, cut to fit `context_limit_tokens` minus the output and a
     reserve: the activity log first (down to nothing), then memory bodies, longest first
-    (down to a stub). Raises ContextOverflowError when even that is too much.
+    (down to a stub), then fewer bodies, then a shorter memory index (names only, then
+    the first entries by name): a large memory never makes the prompt overflow. Raises
+    ContextOverflowError when even that is too much (the job or piece alone is).
 
     Before that, memory bodies are held to `memory_max_bytes` in all (`budget_memory`),
     and the activity log, its credentials masked, to `log_max_bytes`
     (`activity_log_max_bytes`; 0: to the size it had).
+
+    `others`: a batch's other jobs' parts, shown whole after this job's (each was masked
+    and cut to its share of the log budget by `reflection.batch_prompt`).
     """
     safe = _masked(inputs, log_max_bytes)
-    budgeted = budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
-    omitted = sum(a.body != b.body for a, b in zip(safe.memory, budgeted, strict=True))
-    safe = safe.model_copy(update={"memory": budgeted})
     guard = _Guard(
         inputs=safe,
         system=build_system_prompt(max_changes=max_changes, max_body_bytes=max_body_bytes),
         budget=context_limit_tokens - max_output_tokens - reserved_tokens(),
         log=safe.activity,
-        memory=list(safe.memory),
+        shown=_masked_bodies(
+            budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
+        ),
+        others=tuple(others),
     )
     over = guard.trim_memory(guard.trim_log(guard.render()))
+    # Then the index's descriptions, the stable bodies, the index's last names, and only
+    # then the bodies related to the job.
+    over = guard.cut_index(guard.drop_bodies(guard.names_only(over)))
+    over = guard.drop_bodies(over, relevant_too=True)
     if over > 0:
         raise ContextOverflowError(
             f"the prompt needs about {guard.tokens} tokens but {max(guard.budget, 0)} fit "
             f"(context {context_limit_tokens} - output {max_output_tokens} - reserve "
-            f"{reserved_tokens()}), even with the activity log left out and "
-            f"{guard.bodies_trimmed} memory bodies cut to {BODY_STUB_BYTES} bytes"
+            f"{reserved_tokens()}), even with the activity log left out, memory bodies cut "
+            f"to {BODY_STUB_BYTES} bytes then left out, and the memory index cut"
         )
     return Prompt(
         system=guard.system,
@@ -456,6 +659,7 @@ def fit_prompt(
         est_tokens=guard.tokens,
         log_bytes_in_prompt=len(guard.log.text.encode("utf-8")),
         memory_bodies_trimmed=guard.bodies_trimmed,
-        memory_bodies_omitted=omitted,
+        memory_bodies_omitted=len(safe.memory) - guard.shown.count,
+        memory_index_listed=len(safe.memory) if guard.index.listed is None else guard.index.listed,
         shown=shown_job(safe.job, guard.log.text),
     )

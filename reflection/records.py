@@ -256,6 +256,8 @@ class MetricsRow(Record):
     rejections: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    # Of tokens_in, those the provider served from its prompt cache (SPEC §12).
+    tokens_cached: int = 0
     llm_attempts: int = 0
     duration_ms: int = 0
     model: str | None = None
@@ -329,6 +331,7 @@ class MetricsRow(Record):
             duration_ms=duration_ms,
             tokens_in=usage.tokens_in,
             tokens_out=usage.tokens_out,
+            tokens_cached=usage.tokens_cached,
             llm_attempts=llm_attempts,
             model=model,
         )

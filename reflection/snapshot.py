@@ -63,34 +63,36 @@ def write_snapshot(
     *,
     recovering: bool,
     before_write: Callable[[], None],
+    durable: bool = True,
 ) -> Path:
     """Write the snapshot folder (content first, meta.json last) and its index line,
-    calling `before_write` (the user lock's check) before each write."""
+    calling `before_write` (the user lock's check) before each write. `durable=False`:
+    no fsyncs; the caller syncs the filesystem once (`fsio.sync_filesystem`)."""
     folder = paths.snapshot_dir(meta.snapshot_id)
     for rel, text in files.items():
         before_write()
-        atomic_write(folder / rel, text, root=paths.home)  # refuses any way out
+        atomic_write(folder / rel, text, root=paths.home, durable=durable)  # no way out
     meta_json = json.dumps(meta.to_json(), indent=2, ensure_ascii=False, sort_keys=True)
     before_write()
-    atomic_write(folder / META, meta_json, root=paths.home)
+    atomic_write(folder / META, meta_json, root=paths.home, durable=durable)
     if not (recovering and _indexed(paths, meta.snapshot_id)):
         line = json.dumps(meta.index_line().to_json(), ensure_ascii=False)
         before_write()
-        _append_index(paths, line)
+        _append_index(paths, line, durable)
     return folder
 
 
-def _append_index(paths: UserPaths, line: str) -> None:
+def _append_index(paths: UserPaths, line: str, durable: bool = True) -> None:
     """Append `line` to index.jsonl. A FIFO, socket or device planted there holds no
     line to keep: it is replaced (by a rename) with an index holding this line. A
     folder there is refused (FolderInPlaceError), like any folder where a file goes."""
     try:
-        append_line(paths.snapshot_index, line, root=paths.home)
+        append_line(paths.snapshot_index, line, root=paths.home, durable=durable)
     except FolderInPlaceError:
         raise
     except NotRegularFileError as e:
         log.warning("%s; replaced by a new index", e)
-        atomic_write(paths.snapshot_index, line + "\n", root=paths.home)
+        atomic_write(paths.snapshot_index, line + "\n", root=paths.home, durable=durable)
 
 
 def iter_index(paths: UserPaths) -> Iterator[IndexLine]:

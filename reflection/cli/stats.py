@@ -32,13 +32,16 @@ def percentile(sorted_values: Sequence[int], p: float) -> int | None:
 
 
 def _tokens(engine: Engine, f: Filters) -> dict[str, Any]:
-    runs, t_in, t_out = reports.token_totals(engine=engine, f=f)
+    runs, t_in, t_out, t_cached = reports.token_totals(engine=engine, f=f)
     return {
         "runs": runs,
         "in": t_in,
         "out": t_out,
+        "cached": t_cached,
         "in_per_run": round(t_in / runs) if runs else 0,
         "out_per_run": round(t_out / runs) if runs else 0,
+        "cached_per_run": round(t_cached / runs) if runs else 0,
+        "cached_share": round(t_cached / t_in, 3) if t_in else 0.0,
     }
 
 
@@ -104,7 +107,11 @@ def _print(report: dict[str, Any]) -> None:
         _table(
             "tokens (runs that reached the LLM)",
             ("", "total", "per run"),
-            [("in", t["in"], t["in_per_run"]), ("out", t["out"], t["out_per_run"])],
+            [
+                ("in", t["in"], t["in_per_run"]),
+                (f"of in, cached ({t['cached_share']:.0%})", t["cached"], t["cached_per_run"]),
+                ("out", t["out"], t["out_per_run"]),
+            ],
         )
     )
     out.print(

@@ -95,16 +95,18 @@ def durations_ms(*, engine: Engine, f: RunFilters) -> list[int]:
         return sorted(int(v) for v in conn.execute(q).scalars())
 
 
-def token_totals(*, engine: Engine, f: RunFilters) -> tuple[int, int, int]:
-    """(runs, tokens in, tokens out) of the runs that asked the LLM."""
+def token_totals(*, engine: Engine, f: RunFilters) -> tuple[int, int, int, int]:
+    """(runs, tokens in, tokens out, tokens of those in served from the provider's prompt
+    cache) of the runs that asked the LLM."""
     q = select(
         func.count(),
         func.coalesce(func.sum(_M.tokens_in), 0),
         func.coalesce(func.sum(_M.tokens_out), 0),
+        func.coalesce(func.sum(_M.tokens_cached), 0),
     ).where(*f.where(), _M.outcome.in_(RAN_LLM), _ASKED)
     with engine.connect() as conn:
-        n, t_in, t_out = conn.execute(q).one()
-    return int(n), int(t_in), int(t_out)
+        n, t_in, t_out, t_cached = conn.execute(q).one()
+    return int(n), int(t_in), int(t_out), int(t_cached)
 
 
 def snapshots_with_rejections(*, engine: Engine, f: RunFilters) -> list[tuple[str, str]]:

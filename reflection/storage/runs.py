@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
 
 from reflection.models import Job
 from reflection.records import BatchFollower, EntryChanges, MetricsRow, PieceEditRow, ProposalRow
@@ -266,6 +267,25 @@ def record_change(*, engine: Engine, row: MetricsRow, entries: EntryChanges | No
         return True
 
 
+@functools.cache
+def _done_with_row(fenced: bool, columns: tuple[str, ...]) -> Any:
+    """The claim marked done and the run's metrics row (`insert_over_failed`) in one
+    statement: the row is inserted from the claim's update, so a stale run (no claim row
+    updated) inserts nothing; the statement's value is the number of claims marked done
+    (Postgres runs data-modifying CTEs whether or not the query reads them)."""
+    done = (_MARK_DONE if fenced else _MARK_DONE_UNFENCED).returning(_c.original_job_id).cte("done")
+    values = select(
+        *(bindparam(f"m_{k}", type_=reflection_metrics.c[k].type) for k in columns)
+    ).select_from(done)
+    insert = postgresql.insert(reflection_metrics).from_select(list(columns), values)
+    row = insert.on_conflict_do_update(
+        index_elements=["reflection_job_id"],
+        set_={c.name: insert.excluded[c.name] for c in reflection_metrics.c if not c.primary_key},
+        where=reflection_metrics.c.outcome == "failed",
+    ).cte("metrics_row")
+    return select(func.count()).select_from(done).add_cte(row)
+
+
 def commit_run(
     *,
     engine: Engine,
@@ -293,20 +313,25 @@ def commit_run(
         "outcome_": metrics.outcome.value,
         "now": utcnow(),
     }
+    row = metrics.model_dump(mode="json")
     with driver_errors(), engine.begin() as conn:
-        if not conn.execute(
-            _MARK_DONE if fence is not None else _MARK_DONE_UNFENCED, params
-        ).rowcount:
-            return False
+        if conn.dialect.name == "postgresql":  # one round trip: the claim and the row
+            stmt = _done_with_row(fence is not None, tuple(row))
+            if not conn.execute(stmt, params | {f"m_{k}": v for k, v in row.items()}).scalar():
+                return False
+        else:
+            if not conn.execute(
+                _MARK_DONE if fence is not None else _MARK_DONE_UNFENCED, params
+            ).rowcount:
+                return False
+            conn.execute(
+                insert_over_failed(conn.dialect.name, reflection_metrics, "reflection_job_id"), row
+            )
         commit_followers(conn, followers, fenced=fence is not None)  # or StaleBatchError
         if piece_edit is not None:
             record_piece_edit(conn, piece_edit)
         if proposal is not None:
             insert_row(conn, piece_proposals, "reflection_job_id", proposal.model_dump())
-        conn.execute(
-            insert_over_failed(conn.dialect.name, reflection_metrics, "reflection_job_id"),
-            metrics.model_dump(mode="json"),
-        )
         if entries is not None:
             write_entries(conn, entries)
         return True

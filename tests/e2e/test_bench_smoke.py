@@ -51,6 +51,10 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert coalesce["burst_calls_per_job_off"] == 1.0  # window 0: a call per job
     assert 0 < coalesce["burst_calls_per_job"] < 1.0  # bursts coalesced
     assert coalesce["spread_calls_per_job"] == 1.0
+    cost = data["cost"]  # counts per run, the same on any machine (SPEC §12 budget)
+    assert 0 < cost["cached_share_2nd_job"] < 1
+    assert cost["fsyncs_per_run"] <= 4 and cost["postgres_round_trips_per_run"] <= 8
+    assert cost["redis_round_trips_per_run"] <= 4
 
 
 def test_bench_on_rabbitmq(tmp_path: Path, amqp_broker: str, pg_engine: object) -> None:

@@ -8,8 +8,10 @@ judging is linear, and a decision whose run keeps losing its lock ends `poison`.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -324,11 +326,17 @@ def test_a_decision_that_keeps_losing_its_lock_ends_poison(
     h = hostile
     h.env.settings(max_deliveries=2)
     real_plan = plan
+    import reflection.lock as lock_mod
+
+    slept = [0.0]  # how long planning took, as the lock's clock sees it
 
     def slow_plan(**kw: Any) -> Any:
+        slept[0] += h.env.deps.settings.lock_expire_seconds + 1.0
         h.env.deps.redis.delete("lock:" + USER_LOCK_PREFIX + "alice")  # expired meanwhile
         return real_plan(**kw)
 
+    clock = SimpleNamespace(monotonic=lambda: time.monotonic() + slept[0])
+    monkeypatch.setattr(lock_mod, "time", clock)
     monkeypatch.setattr("reflection.pipeline.plan", slow_plan)
     h.job("job-slow", user_id="alice", piece_name="default")
     h.env.script("job-slow", {"content": decision("r", [add("fact")])})

@@ -101,19 +101,27 @@ def test_rate_limited_then_answered_counts_attempts(env: Env, make_job: Any) -> 
 def test_a_lost_lock_stops_the_run_before_its_next_write(
     env: Env, make_job: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lock expires mid-apply (e.g. a paused process): no further write happens, the
-    run is retryable, and the retry completes it exactly once from the journal."""
+    """The lock expires mid-apply (a process paused past the lock's expiry, and the lock
+    taken meanwhile): no further write happens, the run is retryable, and the retry
+    completes it exactly once from the journal. (A lock confirmed less than a third of
+    its expiry ago is not asked again: it cannot have expired.)"""
     import reflection.apply as apply_mod
+    import reflection.lock as lock_mod
 
     make_job("job-lost")
     env.script("job-lost", {"content": decision("x", [PYTEST_ENTRY])})
     real = apply_mod.write_snapshot  # type: ignore[attr-defined]
     key = "lock:" + USER_LOCK_PREFIX + "alice"
+    paused = [0.0]
 
     def steal(*a: Any, **kw: Any) -> Any:
+        paused[0] = env.deps.settings.lock_expire_seconds + 1.0
         env.deps.redis.set(key, "another-worker")  # our lease is gone
         return real(*a, **kw)
 
+    monkeypatch.setattr(
+        lock_mod, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + paused[0])
+    )
     monkeypatch.setattr(apply_mod, "write_snapshot", steal)
     with pytest.raises(LockLostError):
         env.run("job-lost", reflection_job_id="rid-lost")

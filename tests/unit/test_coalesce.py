@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,7 +204,7 @@ def _inputs(job_id: str, task: str, log: str = "") -> ReflectionInputs:
 
 
 TOKEN = "ghp_Zx8kQ2mN4pR7sT1vW3yB5dF6hJ9kL0aC2eG4"
-LIMITS = {
+LIMITS: dict[str, Any] = {
     "max_output_tokens": 2048,
     "max_changes": 8,
     "max_body_bytes": 8192,
@@ -221,7 +222,13 @@ def test_a_batch_prompt_has_the_shared_part_once_and_each_jobs_blocks() -> None:
     prompt = batch_prompt(leader, others, context_limit_tokens=32000, **LIMITS)
     alone = fit_prompt(leader, context_limit_tokens=32000, **LIMITS)
     assert prompt.system == alone.system
-    assert prompt.user.startswith(alone.user)  # the leader's prompt, then the others
+    # The same stable prefix as the leader's prompt alone, then the leader's job, then
+    # the others, then the note, then the instruction that closes every prompt.
+    prefix = alone.user[: alone.user.index("# The job")]
+    assert prompt.user.startswith(prefix + "# The job")
+    order = ["First request", "Second request", "Third request", "One answer for 3 jobs"]
+    at = [prompt.user.index(text) for text in order]
+    assert at == sorted(at) and prompt.user.endswith(alone.user[alone.user.rindex("\n\n") :])
     for text in ("First request", "Second request", "Third request"):
         assert prompt.user.count(text) == 1
     assert prompt.user.count("<<<PIECE") == 1 and prompt.user.count("<<<MEMORY_ENTRY") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import fakeredis
 import pytest
@@ -76,7 +77,7 @@ def test_cap_zero_means_no_limit(r: fakeredis.FakeRedis) -> None:
         assert r.exists(USER_SLOTS_PREFIX + "u") == 0
 
 
-def _deferral(r: fakeredis.FakeRedis, user: str, run_id: str, cap: int, **kw: float) -> float:
+def _deferral(r: fakeredis.FakeRedis, user: str, run_id: str, cap: int, **kw: Any) -> float:
     with (
         pytest.raises(UserBusyError) as busy,
         user_slot(r, user, run_id, cap=cap, lease_seconds=600, **kw),
@@ -144,3 +145,37 @@ def test_bookings_start_afresh_once_the_last_one_is_past(r: fakeredis.FakeRedis)
     _hold(r, "u", 0.0)
     r.hset(USER_DEFERRED_PREFIX + "u", "until", str(time.time() - 5))
     assert _deferral(r, "u", "run-1", cap=1) == pytest.approx(1 + SLACK, abs=0.05)
+
+
+def test_a_slot_peeks_at_a_key_in_the_same_round_trip() -> None:
+    """With `peek`, taking the slot also tells whether that key exists (the LLM breaker's),
+    in the one script call; without a slot to take there is nothing to tell."""
+    r = fakeredis.FakeRedis()
+    with user_slot(r, "u", "run-1", cap=2, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is False and slot.at > 0
+    r.set("breaker", "1")
+    with user_slot(r, "u", "run-2", cap=2, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is True
+    with user_slot(r, "u", "run-3", cap=2, lease_seconds=60) as slot:
+        assert slot.peeked is None
+    with user_slot(r, "u", "run-4", cap=0, lease_seconds=60, peek="breaker") as slot:
+        assert slot.peeked is None
+
+
+@pytest.mark.parametrize(
+    ("peeked", "age", "seen"),
+    [(False, 0.0, False), (True, 0.0, True), (True, 31.0, None), (False, 31.0, None),
+     (None, 0.0, None)],
+    ids=["closed", "open", "open-but-stale", "closed-but-stale", "not-peeked"],
+)  # fmt: skip
+def test_a_run_trusts_the_breaker_state_its_slot_saw_for_one_probe_interval(
+    peeked: bool | None, age: float, seen: bool | None
+) -> None:
+    """The breaker's state read with the slot stands in for the LLM stage's own EXISTS
+    while it is younger than the probe interval (30 s here); older, the stage asks."""
+    from reflection.fairness import Slot
+    from reflection.pipeline import _Run
+
+    run = _Run("r1", {"original_job_id": "j1", "user_id": "u", "piece_name": "default"})
+    run.slot = Slot(peeked=peeked, at=time.monotonic() - age)
+    assert run.breaker_seen(30.0) is seen

@@ -19,6 +19,7 @@ from reflection.errors import ContextOverflowError
 from reflection.models import Job, Malformed, MemoryEntry, Piece, ReflectionInputs, ReflectRequest
 from reflection.prompt import (
     BODY_STUB_BYTES,
+    IndexView,
     Prompt,
     budget_memory,
     build_system_prompt,
@@ -165,14 +166,15 @@ def test_user_prompt_carries_the_job_and_its_data() -> None:
         assert needle in text
     opened = BLOCK_OPEN.findall(text)
     assert opened == [
+        "PIECE",
+        "MEMORY_INDEX",
+        "MEMORY_ENTRY",
+        "MEMORY_ENTRY",
+        "MALFORMED_MEMORY_FILES",
         "REQUEST",
         "RESULT",
         "ERROR",
         "ACTIVITY_LOG",
-        "MEMORY_ENTRY",
-        "MEMORY_ENTRY",
-        "MALFORMED_MEMORY_FILES",
-        "PIECE",
     ]
     assert len(BLOCK_CLOSE.findall(text)) == len(opened)
 
@@ -198,9 +200,9 @@ def test_data_cannot_close_or_open_a_block(hostile: str, where: str) -> None:
     )
     text = build_user_prompt(inputs, activity_text=inputs.activity.text, memory=inputs.memory)
     opened = BLOCK_OPEN.findall(text)
-    assert opened == ["REQUEST", "RESULT", "ACTIVITY_LOG", "MEMORY_ENTRY", "PIECE"]
+    assert opened == ["PIECE", "MEMORY_INDEX", "MEMORY_ENTRY", "REQUEST", "RESULT", "ACTIVITY_LOG"]
     assert len(BLOCK_CLOSE.findall(text)) == len(opened)
-    body = text[text.index("<<<REQUEST") :]
+    body = text[text.index("<<<PIECE") :]
     assert body.count("<<<") == len(opened) and body.count(">>>") == len(opened)
 
 
@@ -220,6 +222,20 @@ def test_credentials_in_data_are_masked_before_the_model_sees_them() -> None:
     prompt = fit(inputs, 32000)
     assert key not in prompt.user
     assert "[REDACTED:" in prompt.user
+
+
+def test_credentials_in_memory_descriptions_are_masked_one_by_one() -> None:
+    """Descriptions are masked in one pass; each keeps its own line, its key masked."""
+    key = "AKIAIOSFODNN7EXAMPLE"
+    memory = tuple(
+        MemoryEntry(
+            name=f"e{i}", description=f"d{i} {key}" if i == 3 else f"d{i}", type="user", body="b"
+        )
+        for i in range(6)
+    )
+    prompt = fit(make_inputs(memory=memory), 32000)
+    assert key not in prompt.user and "- e3 (user, 1 bytes): d3 [REDACTED:" in prompt.user
+    assert "- e4 (user, 1 bytes): d4\n" in prompt.user
 
 
 def test_missing_and_dropped_logs_are_explained() -> None:
@@ -430,29 +446,23 @@ def test_overflow_when_the_output_alone_fills_the_context() -> None:
         fit(make_inputs(), 1000, output=1000)
 
 
-def test_memory_budget_keeps_the_bodies_related_to_the_job() -> None:
-    """Over `memory_max_bytes`, the entries sharing the most words with the job keep their
-    bodies; the others keep name, type and description, with a marker the system prompt
-    explains. Under the budget, or with 0, nothing changes."""
+def test_memory_budget_shows_stable_bodies_by_name_and_related_ones_after_the_job() -> None:
+    """Over `memory_max_bytes`, half of it goes to bodies in name order (the same whatever
+    the job), the rest to the bodies sharing the most words with the job, which the
+    prompt shows after the job; the others are only in the index. Under the budget, or
+    with 0, every body is stable, by name."""
     related = entry("verbose-flags", body="Every CLI flag like --verbose needs a test. " * 5)
     unrelated = [entry(f"other-{i}", body="Invoices are rounded half-up. " * 8) for i in range(3)]
-    memory = (unrelated[0], related, *unrelated[1:])
+    memory = (unrelated[1], related, unrelated[0], unrelated[2])
     inputs = make_inputs(memory=memory, task="Add a --verbose flag to the CLI")
-    budget = len(related.body.encode()) + len(unrelated[0].body.encode())
-    kept = budget_memory(memory, budget, inputs.job, inputs.activity.text)
-    assert [e.body == m.body for e, m in zip(kept, memory, strict=True)] == [
-        True,
-        True,
-        False,
-        False,
-    ]
-    assert (
-        kept[2].body
-        == f"[... {len(memory[2].body.encode())} bytes not shown, to fit the context ...]"
-    )
-    assert [e.description for e in kept] == [m.description for m in memory]
-    assert budget_memory(memory, 0, inputs.job, "") == memory
-    assert budget_memory(memory, 10_000, inputs.job, "") == memory
+    size = len(unrelated[0].body.encode())
+    budget = 2 * size + 10  # one unrelated body by name, then room for one more
+    shown = budget_memory(memory, budget, inputs.job, inputs.activity.text)
+    assert [e.name for e in shown.stable] == ["other-0"]
+    assert [e.name for e in shown.relevant] == ["verbose-flags"]
+    every = budget_memory(memory, 0, inputs.job, "")
+    assert [e.name for e in every.stable] == sorted(e.name for e in memory) and not every.relevant
+    assert budget_memory(memory, 10_000, inputs.job, "").count == 4
     prompt = fit_prompt(
         inputs,
         context_limit_tokens=32000,
@@ -462,8 +472,96 @@ def test_memory_budget_keeps_the_bodies_related_to_the_job() -> None:
         memory_max_bytes=budget,
     )
     assert prompt.memory_bodies_omitted == 2 and prompt.memory_bodies_trimmed == 0
-    assert "Invoices are rounded" in prompt.user and prompt.user.count("not shown") == 2
-    assert '"to fit the context" marker is incomplete' in prompt.system
+    user = prompt.user
+    assert user.index("<<<MEMORY_ENTRY name=other-0") < user.index("<<<REQUEST")
+    assert user.index("<<<REQUEST") < user.index("<<<MEMORY_ENTRY name=verbose-flags")
+    assert user.count("<<<MEMORY_ENTRY") == 2
+    for e in memory:  # every entry is listed, with its description
+        assert f"- {e.name} (feedback, {len(e.body.encode())} bytes): about {e.name}" in user
+    assert "without a body block was not shown" in prompt.system
+
+
+def _prefix(user: str) -> str:
+    return user[: user.index("# The job")]
+
+
+@pytest.mark.parametrize("memory_max", [0, 400])
+def test_two_jobs_of_one_user_share_the_prompt_prefix_byte_for_byte(memory_max: int) -> None:
+    """The piece, the memory index and the stable bodies come before anything of the job:
+    two different jobs with the same memory and piece give the same prefix, and the job's
+    id, request and log come after it."""
+    memory = tuple(
+        entry(f"fact-{i}", body=f"fact {i} about deploys and invoices " * 4) for i in range(8)
+    )
+    one = make_inputs(task="Deploy the invoices service", memory=memory, log="[00:01] deploy\n")
+    two = make_inputs(task="Fix the CSV export", memory=memory, log="[00:01] csv fixed\n")
+    two = two.model_copy(update={"job": two.job.model_copy(update={"id": "job-43"})})
+    prompts = [
+        fit_prompt(
+            i,
+            context_limit_tokens=32000,
+            max_output_tokens=500,
+            max_changes=8,
+            max_body_bytes=8192,
+            memory_max_bytes=memory_max,
+        )
+        for i in (one, two)
+    ]
+    assert prompts[0].system == prompts[1].system
+    assert _prefix(prompts[0].user) == _prefix(prompts[1].user)
+    assert prompts[0].user != prompts[1].user
+    for p in prompts:
+        head = _prefix(p.user)
+        assert "job-4" not in head and "<<<REQUEST" not in head and "<<<PIECE" in head
+
+
+def test_a_changed_memory_changes_the_prefix() -> None:
+    """The prefix is the memory's: an entry added changes it (the cache starts again)."""
+    memory = (entry("a"), entry("b"))
+    before = build_user_prompt(make_inputs(memory=memory), activity_text="", memory=memory)
+    grown = (*memory, entry("c"))
+    after = build_user_prompt(make_inputs(memory=grown), activity_text="", memory=grown)
+    assert _prefix(before) != _prefix(after)
+
+
+def test_a_memory_of_thousands_of_entries_fits_with_its_index_cut() -> None:
+    """3,000 entries never overflow the context: bodies left out, the index reduced to
+    names, then to the first names that fit, the rest counted."""
+    memory = tuple(
+        entry(f"entry-{i:04d}-about-something", body=f"body {i} " * 40) for i in range(3000)
+    )
+    inputs = make_inputs(memory=memory, task="Add a --verbose flag", log="x\n" * 2000)
+    prompt = fit_prompt(
+        inputs,
+        context_limit_tokens=32000,
+        max_output_tokens=2048,
+        max_changes=8,
+        max_body_bytes=8192,
+        memory_max_bytes=6144,
+    )
+    assert prompt.est_tokens <= budget(32000, output=2048)
+    assert 0 < prompt.memory_index_listed < 3000
+    assert prompt.memory_bodies_omitted >= 3000 - 40
+    assert "- entry-0000-about-something (feedback)" in prompt.user
+    assert f"{3000 - prompt.memory_index_listed} more entries not listed" in prompt.user
+    assert "Add a --verbose flag" in prompt.user
+
+
+def test_an_index_that_fits_with_names_only_lists_every_entry() -> None:
+    """Bodies go first, then descriptions, before any entry is left out of the index."""
+    memory = tuple(entry(f"e{i:03d}", body="b" * 50) for i in range(300))
+    inputs = make_inputs(memory=memory, log="")
+    whole = fit(inputs, 1_000_000)
+    assert "(feedback, 50 bytes): about e000" in whole.user
+    names_only = build_user_prompt(
+        inputs, activity_text="", memory=(), index=IndexView(names_only=True)
+    )
+    room = estimate_tokens(whole.system) + estimate_tokens(names_only) + 500 + reserved_tokens()
+    names = fit(inputs, room)
+    assert names.memory_index_listed == 300 and "- e299 (feedback)\n" in names.user
+    assert "about e000" not in names.user and names.memory_bodies_omitted == 300
+    fewer = fit(inputs, room - 200)
+    assert 0 < fewer.memory_index_listed < 300 and "more entries not listed" in fewer.user
 
 
 @pytest.mark.parametrize("kind", ["base64", "digits", "hashes", "emoji"])

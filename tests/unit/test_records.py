@@ -242,8 +242,9 @@ class _Run:
 
 
 def test_metrics_row_of_a_run_without_snapshot() -> None:
-    """A failed run's row names it, its code, and what its LLM calls cost."""
-    usage = Usage(tokens_in=3, tokens_out=1)
+    """A failed run's row names it, its code, and what its LLM calls cost (the cached
+    part of the prompt tokens too)."""
+    usage = Usage(tokens_in=3, tokens_out=1, tokens_cached=2)
     row = MetricsRow.of_run(
         _Run(),
         Outcome.FAILED,
@@ -264,6 +265,7 @@ def test_metrics_row_of_a_run_without_snapshot() -> None:
         "rejections": 0,
         "tokens_in": 3,
         "tokens_out": 1,
+        "tokens_cached": 2,
         "llm_attempts": 4,
         "duration_ms": 5,
         "model": None,
