@@ -19,6 +19,7 @@ from reflection.devtools.scripted_llm import ScriptedLlmServer
 from reflection.paths import UserPaths
 from tests.e2e.conftest import API_KEY, ROOT, Worker, running_worker
 from tests.integration.conftest import decision
+from tests.support.db import EVIDENCE
 from tests.support.worker import stop_worker
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +35,7 @@ KEPT = {
 }
 NEW = {
     "op": "add",
+    "evidence": EVIDENCE,  # the job's request (SPEC §11)
     "name": "billing-db",
     "description": "Billing database",
     "type": "project",
