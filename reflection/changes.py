@@ -124,33 +124,40 @@ def _unsafe_text(ch: MemoryChange) -> str:
     return f"description holds control, bidi or tag characters: {shown}"
 
 
-def _content_code(
-    ch: MemoryChange,
-    limits: Limits,
-    previous: MemoryEntry | None = None,
-    secrets: Sequence[str] | None = None,
-) -> tuple[Code, str]:
-    """Checks shared by add and update: fields present, type known, size, secrets
-    (`secrets`: those found in the change's raw text, when it was judged before), and no
-    dangerous directive the entry (`previous`, for an update) did not hold already."""
+def _shape_code(ch: MemoryChange, limits: Limits) -> tuple[Code, str]:
+    """An add's or update's form: type known, fields present, sizes (SPEC §14's order:
+    unknown_type, missing_field, body_too_large, description_too_large)."""
+    if ch.type is not None and ch.type not in c.MEMORY_TYPES:
+        return Code.UNKNOWN_TYPE, f"type {ch.type[:40]!r} is not one of {list(c.MEMORY_TYPES)}"
     if ch.description is None or ch.type is None or ch.body is None:
         return Code.MISSING_FIELD, "add/update needs description, type and body"
-    if ch.type not in c.MEMORY_TYPES:
-        return Code.UNKNOWN_TYPE, f"type {ch.type[:40]!r} is not one of {list(c.MEMORY_TYPES)}"
     if ch.merge_target is not None:  # SPEC §4: remove only; never silently ignored
         return Code.MISSING_FIELD, f"merge_target is for remove only, not {ch.op}"
     # Any line break (\r, \u2028, ...) would make an unreadable frontmatter.
     if ch.description.strip().splitlines() != [ch.description.strip()]:
         return Code.MISSING_FIELD, "description must be one non-empty line"
+    size = len(ch.body.encode("utf-8"))
+    if size > limits.max_body_bytes:
+        return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
     size = len(ch.description.encode("utf-8"))
     if size > c.MAX_DESCRIPTION_BYTES:  # it goes into the frontmatter and MEMORY.md
         return (
             Code.DESCRIPTION_TOO_LARGE,
             f"description is {size} bytes, limit {c.MAX_DESCRIPTION_BYTES}",
         )
-    size = len(ch.body.encode("utf-8"))
-    if size > limits.max_body_bytes:
-        return Code.BODY_TOO_LARGE, f"body is {size} bytes, limit {limits.max_body_bytes}"
+    return Code.OK, ""
+
+
+def _content_code(
+    ch: MemoryChange,
+    previous: MemoryEntry | None = None,
+    secrets: Sequence[str] | None = None,
+) -> tuple[Code, str]:
+    """What an add's or update's text may not hold (its form was judged first):
+    credentials (`secrets`: those found in the change's raw text, when it was judged
+    before), and a dangerous directive the entry (`previous`, for an update) did not hold
+    already."""
+    assert ch.description is not None and ch.body is not None
     kinds = secret_kinds(ch) if secrets is None else secrets
     return _text_code(ch.description, ch.body, previous, kinds)
 
@@ -179,15 +186,15 @@ def _judge_one(
     ch: MemoryChange,
     current: Mapping[str, MemoryEntry],
     unreadable: frozenset[str],
-    limits: Limits,
     rules: _Rules,
     secrets: Sequence[str] | None = None,
 ) -> tuple[Code, str]:
+    """exists/not_found, protected, then the text and SPEC §11's rules (form judged)."""
     exists = ch.name in current or ch.name in unreadable
     if ch.op == "add":
         if exists:
             return Code.EXISTS, "an entry with this name exists; use update"
-        return _grounded(_content_code(ch, limits, secrets=secrets), rules, ch)
+        return _grounded(_content_code(ch, secrets=secrets), rules, ch)
     if ch.name in unreadable:
         return Code.NOT_FOUND, "the entry's file is malformed; left for a human"
     entry = current.get(ch.name)
@@ -196,7 +203,7 @@ def _judge_one(
     if entry.protected:
         return Code.PROTECTED, "the entry is marked protected: true"
     if ch.op == "update":
-        return _grounded(_content_code(ch, limits, entry, secrets), rules, ch)
+        return _grounded(_content_code(ch, entry, secrets), rules, ch)
     if ch.merge_target is not None and not c.SLUG_RE.fullmatch(ch.merge_target):
         return Code.MERGE_TARGET_MISSING, "merge_target is not a valid name"
     return Code.OK, ""
@@ -263,21 +270,36 @@ def _each_change(
     codes: list[tuple[Code, str]] = []
     seen: set[str] = set()
     for i, ch in enumerate(changes):
-        if i >= limits.max_changes:
-            codes.append((Code.TOO_MANY_CHANGES, f"at most {limits.max_changes} changes a run"))
-        elif problem := _name_problem(ch.name):
-            codes.append((Code.INVALID_NAME, problem))
-        elif problem := _unsafe_text(ch):
-            codes.append((Code.INVALID_TEXT, problem))
-        elif ch.name in seen:
-            codes.append(
-                (Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch")
-            )
-        else:
-            stored = secrets[i] if secrets is not None and i < len(secrets) else None
-            codes.append(_judge_one(ch, current, unreadable, limits, rules, stored))
+        stored = secrets[i] if secrets is not None and i < len(secrets) else None
+        code = _first_code(ch, seen, current, unreadable, limits, rules, stored)
+        # Last in SPEC §14's order, but before the batch rules: a change past the cap is
+        # not applied, so it may not hold a merge target alive nor take room.
+        if code[0] is Code.OK and i >= limits.max_changes:
+            code = (Code.TOO_MANY_CHANGES, f"at most {limits.max_changes} changes a run")
+        codes.append(code)
         seen.add(ch.name)
     return codes
+
+
+def _first_code(
+    ch: MemoryChange,
+    seen: set[str],
+    current: Mapping[str, MemoryEntry],
+    unreadable: frozenset[str],
+    limits: Limits,
+    rules: _Rules,
+    secrets: Sequence[str] | None,
+) -> tuple[Code, str]:
+    """One change's code, the first rule of SPEC §14's order it breaks."""
+    if problem := _name_problem(ch.name):
+        return Code.INVALID_NAME, problem
+    if problem := _unsafe_text(ch):
+        return Code.INVALID_TEXT, problem
+    if ch.op != "remove" and (shape := _shape_code(ch, limits))[0] is not Code.OK:
+        return shape
+    if ch.name in seen:
+        return Code.DUPLICATE_IN_BATCH, "the same name is changed earlier in this batch"
+    return _judge_one(ch, current, unreadable, rules, secrets)
 
 
 def judge_piece_edit(

@@ -35,6 +35,7 @@ KEPT = {
 }
 NEW = {
     "op": "add",
+    "evidence": EVIDENCE,  # the job's request (SPEC §11)
     "name": "billing-db",
     "description": "Billing database",
     "type": "project",
