@@ -40,7 +40,6 @@ NEW = {
     "description": "Billing database",
     "type": "project",
     "body": "Postgres 16.",
-    "evidence": EVIDENCE,  # the job's request (SPEC §11: an add without evidence is unsupported)
 }
 
 
