@@ -67,6 +67,7 @@ def main() -> int:
                 llm_api_key=KEY,
                 user_folder_root=Path(tmp),
                 pieces_dir=BUILTIN_PIECES_DIR,
+                coalesce_window_seconds=0,  # the overhead of one run alone (SPEC §14)
                 _env_file=None,
             )
             run_engine = make_engine(DB_URL)

@@ -69,6 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
+from bench.coalesce import SPREAD_WINDOW, coalescing  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
@@ -246,6 +247,7 @@ class Bench:
     cpu_turns: int | None = None  # REFLECTION_CPU_TURNS for the workers (None: the default)
     jitter: float = 0.0  # the scripted LLM's latency spread, ± seconds (where L > 0)
     task_events: bool = True  # workers run with -E, as the README's command
+    env_overrides: dict[str, str] = field(default_factory=dict)  # a scenario's settings
     results: dict[str, Any] = field(default_factory=dict)
     lock: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(LOCK_URL))
 
@@ -290,10 +292,11 @@ class Bench:
             "REFLECTION_USER_FOLDER_ROOT": str(self.work / "users"),
             "REFLECTION_PIECES_DIR": str(BUILTIN_PIECES_DIR),
             "REFLECTION_LOG_FORMAT": "text",
+            "REFLECTION_COALESCE_WINDOW_SECONDS": "0",  # the overhead bench (SPEC §14)
         }
         if self.cpu_turns is not None:
             env["REFLECTION_CPU_TURNS"] = str(self.cpu_turns)
-        return env
+        return env | self.env_overrides
 
     @contextmanager
     def worker(self, pool: str, concurrency: int, processes: int = 1) -> Iterator[list[int]]:
@@ -720,7 +723,7 @@ def _cost(work: Path, llm: RemoteLlm) -> dict[str, Any]:
     return cost(work, llm)
 
 
-SCENARIOS = ("prompt", "cost", "overhead", "in_flight", "isolation", "deferral")
+SCENARIOS = ("prompt", "cost", "overhead", "in_flight", "isolation", "deferral", "coalesce")
 TARGETS = {
     ("cost", "cached_share_2nd_job"): (">=", 0.6),
     ("cost", "fsyncs_per_run"): ("<=", 4),
@@ -734,6 +737,10 @@ TARGETS = {
     ("isolation", "ratio"): ("<=", 1.2),
     ("prompt", "system_prompt_tokens"): ("<", 1500),
     ("prompt", "full_prompt_tokens"): ("<", 6000),
+    ("coalesce", "burst_calls_per_job"): ("<=", 0.3),
+    ("coalesce", "burst_prompt_tokens_ratio"): ("<=", 0.45),
+    ("coalesce", "spread_calls_per_job"): (">=", 1.0),
+    ("coalesce", "spread_added_latency_s"): ("<=", SPREAD_WINDOW),
 }
 
 
@@ -815,6 +822,7 @@ def main() -> int:
                 ),
                 "isolation": lambda: isolation(b, producer, latency, c, args.processes, rounds),
                 "deferral": lambda: deferral(b, producer, n_defer, c, args.processes, rounds),
+                "coalesce": lambda: coalescing(b, producer, args.quick),
             }
             for name in SCENARIOS:
                 if name in args.only:

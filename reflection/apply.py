@@ -26,6 +26,7 @@ from reflection.lock import UserLock
 from reflection.paths import UserPaths
 from reflection.records import Journal, MetricsRow
 from reflection.snapshot import write_snapshot
+from reflection.storage.batches import StaleBatchError
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,13 @@ def finish_pending_journals(
 
 
 def has_pending_journal(paths: UserPaths, original_job_id: str) -> bool:
-    """Whether a killed run of this job left a journal (it must be completed, not dropped)."""
-    return any(j.original_job_id == original_job_id for j in pending_journals(paths))
+    """Whether a killed run of this job (or of a batch that took it) left a journal (it
+    must be completed, not dropped)."""
+    return any(
+        j.original_job_id == original_job_id
+        or any(f.original_job_id == original_job_id for f in j.followers)
+        for j in pending_journals(paths)
+    )
 
 
 def roll_forward(
@@ -212,6 +218,7 @@ def _commit_run(
         piece_edit=journal.piece_edit if whole else None,
         proposal=journal.proposal if whole else None,
         entries=journal.entries if whole else None,
+        followers=journal.followers,  # a batch's jobs are done with it, clamped or not
     )
 
 
@@ -262,6 +269,8 @@ def _commit_rows(engine: Engine, journal: Journal, duration_ms: int, recovering:
             return _commit_run(engine, journal, journal.metrics, recovering, duration_ms)
         except DataRejectedError as e:
             return _commit_clamped(engine, journal, recovering, duration_ms, e)
+        except StaleBatchError:  # a follower was taken back: stale, like a lost claim
+            return False
     if journal.record is not None:
         storage.record_change(engine=engine, row=journal.record, entries=journal.entries)
     return True

@@ -80,7 +80,7 @@ class _Rules:
         """`unsupported`, `untrusted_source`, `near_duplicate` (in SPEC §14's order), or ok."""
         if not self.on or ch.op not in ("add", "update"):
             return Code.OK, ""
-        shown = evidence.shown_for(self.grounds.shown or {}, getattr(ch, "job_id", None))
+        shown = evidence.shown_for(self.grounds.shown or {}, ch.job_id)
         found, detail = evidence.evidence_code(
             ch.op, ch.type, ch.evidence, shown, self.limits.trusted_line_pattern
         )

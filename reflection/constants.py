@@ -44,6 +44,10 @@ RUN_SECONDS_KEY: Final = "reflection:run-seconds"
 LLM_BREAKER_KEY: Final = "reflection:llm-breaker"
 LLM_PROBE_KEY: Final = "reflection:llm-breaker:probe"
 LLM_OUTAGE_SINCE_PREFIX: Final = "reflection:llm-outage:"
+# Coalescing (reflection.burst): the jobs of a user and piece waiting to be reflected,
+# after the prefix `<user_id>:<piece_name>` (a sorted set of job ids by arrival, and
+# `...:tasks`, a hash of job id -> the job's reflect task).
+BURST_PREFIX: Final = "reflection:burst:"
 
 # Folder layout under <user_folder_root>/<uid>/.
 MEMORY_DIR: Final = "memory"

@@ -9,6 +9,7 @@
     │   │   └── LockExpiredError         lock_lost         ... Redis says so (counts to poison)
     │   ├── JournalPendingError          time_limit        stopped at its deadline after its journal
     │   ├── UserBusyError                user_busy         the user's runs in flight are at the cap
+    │   │   └── BatchWaitError           coalescing        waiting for its burst or its batch
     │   ├── LlmOutageError               llm_outage        the LLM circuit breaker is open
     │   └── ClaimBusyError               claim_busy        another delivery of the job is running
     └── PermanentError                   failed            failed at once, a metrics row, no retry
@@ -128,6 +129,14 @@ class UserBusyError(RetryableError):
     def __init__(self, message: str, *, delay: float = 0.0) -> None:
         super().__init__(message)
         self.delay = delay  # seconds until the run's booked time to come back
+
+
+class BatchWaitError(UserBusyError):
+    """Raised while a run waits for its burst to settle, or for the batch that took its
+    job to commit (`reflection.coalesce`): deferred like `user_busy`, no slot held and
+    no retry counted."""
+
+    code = "coalescing"
 
 
 class LlmOutageError(RetryableError):

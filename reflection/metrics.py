@@ -9,7 +9,7 @@ by every worker process on REFLECTION_METRICS_PORT (`tasks.exporter`).
     reflection_llm_duration_seconds        histogram  the LLM stage of a run (retries included)
     reflection_lock_wait_seconds           histogram  asking for a user lock until held or given up
     reflection_runs_in_progress            gauge      runs in progress (of all prefork children)
-    reflection_task_deferrals_total        counter    reason (user_busy, llm_outage)
+    reflection_task_deferrals_total        counter    reason (user_busy, llm_outage, coalescing)
     reflection_task_retries_total          counter    code
     reflection_queue_length                gauge      tasks waiting in the queue (at each scrape)
 

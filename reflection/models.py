@@ -26,7 +26,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # an error stopped it
     DUPLICATE = "duplicate"  # already reflected
     REVERTED = "reverted"  # an operator's revert of a snapshot
-    COALESCED = "coalesced"  # reflected in another job's batch (SPEC §12; not written yet)
+    COALESCED = "coalesced"  # reflected in another job's batch (SPEC §12)
 
 
 class Code(StrEnum):
@@ -153,6 +153,9 @@ class MemoryChange(BaseModel):
     type: str | None = Field(default=None, json_schema_extra={"enum": list(get_args(MemoryType))})
     body: str | None = None
     merge_target: str | None = None
+    # In a batch of coalesced jobs (SPEC §12), the job this change comes from (its
+    # evidence quotes that job); None for a run of one job.
+    job_id: str | None = None
     # add/update: 1-3 verbatim quotes (each at most 300 characters) of the job data shown
     # (SPEC §11). The schema tells the model the bounds but does not enforce them: a
     # change without evidence, or with too many or too long quotes, is judged

@@ -24,18 +24,21 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from reflection import metrics, storage
+from reflection import batch, metrics, storage
 from reflection.apply import (
     finish_pending_journals,
     has_pending_journal,
     roll_forward,
     write_journal,
 )
+from reflection.batch_prompt import BatchPrompt, batch_prompt, log_share
 from reflection.breaker import llm_guard
 from reflection.changes import Limits
+from reflection.coalesce import BATCH_POLL_SECONDS, Member, outside, without_jobs
 from reflection.constants import LLM_BREAKER_KEY
 from reflection.deadline import Deadline
 from reflection.errors import (
+    BatchWaitError,
     ClaimBusyError,
     InfrastructureError,
     JournalPendingError,
@@ -229,6 +232,8 @@ def run_reflection(deps: Deps, *, reflection_job_id: str, kwargs: Mapping[str, A
         return _fail(deps, run, e)
     s = deps.settings
     run.deadline = Deadline.after(s.soft_time_limit)
+    if batch.on(s) and _gate(deps, run, request) == "coalesced":
+        return _coalesced(run)
     with (
         metrics.in_progress(),
         deps.turns.hold(),
@@ -266,8 +271,10 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
     if claim.status == "done":
         if has_pending_journal(paths, request.original_job_id):
             return _apply(deps, run, request, paths, claim.fence, None)
-        return _duplicate(deps, run)
+        return _duplicate(deps, run, request)
     if claim.status == "busy":
+        if batch.on(s):  # in another run's batch, maybe: wait for it like a follower
+            raise BatchWaitError("the job is held by another run", delay=BATCH_POLL_SECONDS)
         raise ClaimBusyError(
             f"job {request.original_job_id} is being reflected by another delivery"
         )
@@ -276,15 +283,7 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
             paths, request.original_job_id
         ):
             raise PoisonError(f"delivered {claim.deliveries} times; giving up")
-        if claim.decision is not None:
-            run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
-            stored = _stored_decision(claim.decision)
-        else:
-            stored = _consult(deps, run, request, paths, claim.fence)
-        result = stored.result
-        run.spent(result.usage, result.attempts, result.model)
-        run.deadline.check("applying")
-        return _apply(deps, run, request, paths, claim.fence, stored)
+        return _decide_and_apply(deps, run, request, paths, claim)
     except (RetryableError, OSError, redis.RedisError) as e:
         _leaving_for_retry(deps, request, claim.fence, e)
         raise
@@ -292,6 +291,7 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
         storage.release_failed(
             engine=deps.engine, original_job_id=request.original_job_id, fence=claim.fence
         )
+        _release_batch(deps, run, request)
         return _fail(deps, run, e)
     except Exception:
         # A bug or the soft time limit: the task records `failed`. End the claim's lease
@@ -303,7 +303,68 @@ def _claimed_run(deps: Deps, run: _Run, request: ReflectRequest) -> RunReport:
                 original_job_id=request.original_job_id,
                 reflection_job_id=run.reflection_job_id,
             )
+        _release_batch(deps, run, request)
         raise
+
+
+def _decide_and_apply(
+    deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, claim: storage.Claim
+) -> RunReport:
+    """Consult the LLM (or reuse its stored decision), for the run's batch if it leads
+    one, and apply."""
+    taken = batch.Taken([])
+    if batch.on(deps.settings):
+        if claim.decision is None and has_pending_journal(paths, request.original_job_id):
+            return _apply(deps, run, request, paths, claim.fence, None)  # a batch's journal
+        taken = _take(deps, run, request, resumed=claim.decision is not None)
+    if claim.decision is not None:
+        run.log(logging.INFO, "llm", "reusing the decision stored on the claim")
+        stored = _stored_decision(claim.decision)
+    else:
+        stored, members = _consult(deps, run, request, paths, claim.fence, taken.members)
+        taken = batch.Taken(members)
+    result = stored.result
+    run.spent(result.usage, result.attempts, result.model)
+    run.deadline.check("applying")
+    return _apply(deps, run, request, paths, claim.fence, stored, taken)
+
+
+def _gate(deps: Deps, run: _Run, request: ReflectRequest) -> batch.Gate:
+    return batch.gate(
+        engine=deps.engine,
+        client=deps.redis,
+        s=deps.settings,
+        run_id=run.reflection_job_id,
+        request=request,
+        now=deps.clock().timestamp(),
+    )
+
+
+def _take(deps: Deps, run: _Run, request: ReflectRequest, *, resumed: bool) -> batch.Taken:
+    taken = batch.take(
+        engine=deps.engine,
+        client=deps.redis,
+        s=deps.settings,
+        run_id=run.reflection_job_id,
+        request=request,
+        resumed=resumed,
+        now=deps.clock().timestamp(),
+    )
+    if taken.members:
+        run.log(logging.INFO, "batch", "leads a batch of %d jobs", len(taken.members) + 1)
+    return taken
+
+
+def _release_batch(deps: Deps, run: _Run, request: ReflectRequest) -> None:
+    """A leader that failed hands its followers back: each is reflected on its own."""
+    if batch.on(deps.settings):
+        with contextlib.suppress(InfrastructureError):
+            batch.release(engine=deps.engine, run_id=run.reflection_job_id, leader=request)
+
+
+def _coalesced(run: _Run) -> RunReport:
+    run.log(logging.INFO, "claim", "reflected in a batch", outcome="coalesced")
+    return run.report(Outcome.COALESCED)
 
 
 def _leaving_for_retry(deps: Deps, request: ReflectRequest, fence: int, error: Exception) -> None:
@@ -355,6 +416,22 @@ def prompt_stage(s: Settings, inputs: ReflectionInputs) -> Prompt:
     )
 
 
+def batch_prompt_stage(
+    s: Settings, inputs: ReflectionInputs, others: list[ReflectionInputs]
+) -> Prompt:
+    """The prompt of a coalesced batch: the leader's, then each other job's blocks."""
+    return batch_prompt(
+        inputs,
+        others,
+        context_limit_tokens=s.llm_context_limit_tokens,
+        max_output_tokens=s.llm_max_output_tokens,
+        max_changes=s.max_changes_per_run,
+        max_body_bytes=s.max_entry_body_bytes,
+        memory_max_bytes=s.prompt_memory_max_bytes,
+        log_max_bytes=log_share(s.activity_log_max_bytes, len(others) + 1),
+    )
+
+
 def apply_limits(s: Settings) -> Limits:
     """The settings' limits on what one decision may change (shared with the CLI's dry
     run and the evaluation suite)."""
@@ -369,18 +446,24 @@ def apply_limits(s: Settings) -> Limits:
 
 
 def _consult(
-    deps: Deps, run: _Run, request: ReflectRequest, paths: UserPaths, fence: int
-) -> StoredDecision:
+    deps: Deps,
+    run: _Run,
+    request: ReflectRequest,
+    paths: UserPaths,
+    fence: int,
+    members: list[Member],
+) -> tuple[StoredDecision, list[Member]]:
     """Ask the LLM, and keep its decision on the claim (masked, with its secret verdicts
-    and the job text it was shown) before anything is judged or written."""
+    and the job text it was shown, every job's of a batch) before anything is judged or
+    written; with the members of the batch that were loaded."""
+    s = deps.settings
     with _stage(run, "load"):
-        inputs = load_stage(deps.settings, deps.engine, request, paths)
+        inputs, members, others = _load(deps, run, request, paths, fence, members)
     run.deadline.check("the prompt")
     with _stage(run, "prompt"):
-        prompt = prompt_stage(deps.settings, inputs)
+        prompt = batch_prompt_stage(s, inputs, others) if others else prompt_stage(s, inputs)
     fault_point("before_llm")
     run.deadline.check("the LLM")
-    s = deps.settings
     with (
         # An outage defers the run instead of failing it (reflection.breaker).
         llm_guard(
@@ -421,16 +504,49 @@ def _consult(
         decision=stored.to_json(),
     ):
         raise ClaimBusyError("the claim was taken over while the LLM answered")
-    return stored
+    return stored, members
+
+
+def _load(
+    deps: Deps,
+    run: _Run,
+    request: ReflectRequest,
+    paths: UserPaths,
+    fence: int,
+    members: list[Member],
+) -> tuple[ReflectionInputs, list[Member], list[ReflectionInputs]]:
+    """The run's inputs, and its batch's (each job's log its share of the budget)."""
+    s = deps.settings
+    if not members:
+        return load_stage(s, deps.engine, request, paths), [], []
+    share = log_share(s.activity_log_max_bytes, len(members) + 1)
+    inputs = load_inputs(
+        request=request,
+        engine=deps.engine,
+        paths=paths,
+        pieces_dir=s.pieces_dir,
+        activity_log_max_bytes=share,
+    )
+    members, others = batch.load(
+        engine=deps.engine,
+        s=s,
+        run_id=run.reflection_job_id,
+        leader=request,
+        members=members,
+        log_max_bytes=share,
+    )
+    batch.store(engine=deps.engine, request=request, fence=fence, members=members)
+    return inputs, members, others
 
 
 def stored_decision(result: LlmResult, request: ReflectRequest, prompt: Prompt) -> StoredDecision:
     """The LLM's answer as a run judges it, and as the claim keeps it: masked, with the
     raw text's secret verdicts and the job text the prompt showed (shared with the CLI's
-    dry run and the evaluation suite)."""
+    dry run and the evaluation suite). A batch's keeps every job's text, by job id."""
     shown: ShownJob | None = prompt.shown
     assert shown is not None  # fit_prompt always sets it
-    return StoredDecision.of(result, {request.original_job_id: shown})
+    others = prompt.others_shown if isinstance(prompt, BatchPrompt) else {}
+    return StoredDecision.of(result, {request.original_job_id: shown, **others})
 
 
 def _state(
@@ -462,9 +578,11 @@ def _apply(
     paths: UserPaths,
     fence: int,
     llm: StoredDecision | None,
+    taken: batch.Taken | None = None,
 ) -> RunReport:
     """Under the user's lock: recover, re-check the claim, plan, journal, roll forward.
-    `llm=None` only recovers (the job is already marked done)."""
+    `llm=None` only recovers (the job is already marked done). `taken`: the other
+    jobs of its batch (only those it still holds are committed with it)."""
     s = deps.settings
     with (
         _stage(run, "apply"),
@@ -487,7 +605,8 @@ def _apply(
             piece_name=request.piece_name,
         )
         if llm is None or state == "done":
-            return _duplicate(deps, run)
+            return _duplicate(deps, run, request)
+        taken, llm = _batch_held(deps, run, request, taken, llm)
         journal = plan(
             paths=paths,
             request=request,
@@ -501,6 +620,7 @@ def _apply(
             store_llm_raw=s.store_llm_raw,
             piece_edit_mode=s.piece_edit_mode,
         )
+        journal = batch.attach(journal, taken.members if taken is not None else [])
         lock.before_write()  # the deadline; Redis only if planning took a third of the expiry
         write_journal(paths, journal)
         try:
@@ -517,6 +637,22 @@ def _apply(
     if not committed:
         raise LockLostError("the claim was taken over before commit; nothing recorded")
     return _finished(deps, run, journal, paths)
+
+
+def _batch_held(
+    deps: Deps,
+    run: _Run,
+    request: ReflectRequest,
+    taken: batch.Taken | None,
+    llm: StoredDecision,
+) -> tuple[batch.Taken | None, StoredDecision]:
+    """Under the lock: the followers the leader still holds, and the decision without
+    the changes of jobs that are not (or never were) in its batch."""
+    if taken is None or not (taken.members or taken.left):
+        return taken, llm
+    taken = batch.held(engine=deps.engine, run_id=run.reflection_job_id, taken=taken)
+    jobs = [request.original_job_id, *(m.original_job_id for m in taken.members)]
+    return taken, without_jobs(llm, taken.left | outside(llm, jobs))
 
 
 def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunReport:
@@ -549,7 +685,13 @@ def _finished(deps: Deps, run: _Run, journal: Journal, paths: UserPaths) -> RunR
     )
 
 
-def _duplicate(deps: Deps, run: _Run) -> RunReport:
+def _duplicate(deps: Deps, run: _Run, request: ReflectRequest | None = None) -> RunReport:
+    if (
+        request is not None
+        and batch.on(deps.settings)
+        and batch.coalesced_row(engine=deps.engine, request=request, run_id=run.reflection_job_id)
+    ):
+        return _coalesced(run)  # a batch's journal, rolled forward, reflected its job
     run.log(logging.INFO, "claim", "already reflected; nothing to do", outcome="duplicate")
     storage.record_metrics(engine=deps.engine, row=run.metrics_row(Outcome.DUPLICATE))
     return run.report(Outcome.DUPLICATE)

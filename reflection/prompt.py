@@ -297,18 +297,20 @@ def build_user_prompt(
     activity_text: str,
     memory: Sequence[MemoryEntry] | MemoryShown,
     index: IndexView = IndexView(),
+    others: Sequence[str] = (),
 ) -> str:
     """The user prompt, from what changes least to what changes most (SPEC §12): the
     piece, the memory index and the stable bodies (the prefix two jobs of one user share
     byte for byte while memory and piece are unchanged), then the job, then the bodies
     picked for it. `memory` as a plain sequence shows those bodies, all before the job.
+    `others`: the parts of a batch's other jobs, after this one's (`reflection.batch_prompt`).
 
     Renders the data as given (`fit_prompt` masks credentials and trims before calling it).
     """
     shown = memory if isinstance(memory, MemoryShown) else MemoryShown(stable=tuple(memory))
     return render_user_prompt(
         prompt_prefix(inputs, shown.stable, index),
-        [job_part(inputs, activity_text)],
+        [job_part(inputs, activity_text), *others],
         shown.relevant,
     )
 
@@ -501,13 +503,18 @@ class _Guard:
     log: ActivityLog
     shown: MemoryShown
     index: IndexView = IndexView()
+    others: tuple[str, ...] = ()  # a batch's other jobs' parts, kept whole
     user: str = ""
     tokens: int = 0
 
     def render(self) -> int:
         """Rebuild the user prompt; the bytes still to cut (≤ 0 once it fits)."""
         self.user = build_user_prompt(
-            self.inputs, activity_text=self.log.text, memory=self.shown, index=self.index
+            self.inputs,
+            activity_text=self.log.text,
+            memory=self.shown,
+            index=self.index,
+            others=self.others,
         )
         size = _utf8_size(self.system) + _utf8_size(self.user)
         if size <= self.budget:  # a token is at least a byte: it fits whatever the tokenizer
@@ -608,6 +615,7 @@ def fit_prompt(
     max_body_bytes: int,
     memory_max_bytes: int = 0,
     log_max_bytes: int = 0,
+    others: Sequence[str] = (),
 ) -> Prompt:
     """The system and user prompts, cut to fit `context_limit_tokens` minus the output and a
     reserve: the activity log first (down to nothing), then memory bodies, longest first
@@ -618,6 +626,9 @@ def fit_prompt(
     Before that, memory bodies are held to `memory_max_bytes` in all (`budget_memory`),
     and the activity log, its credentials masked, to `log_max_bytes`
     (`activity_log_max_bytes`; 0: to the size it had).
+
+    `others`: a batch's other jobs' parts, shown whole after this job's (each was masked
+    and cut to its share of the log budget by `reflection.batch_prompt`).
     """
     safe = _masked(inputs, log_max_bytes)
     guard = _Guard(
@@ -628,6 +639,7 @@ def fit_prompt(
         shown=_masked_bodies(
             budget_memory(safe.memory, memory_max_bytes, safe.job, safe.activity.text)
         ),
+        others=tuple(others),
     )
     over = guard.trim_memory(guard.trim_log(guard.render()))
     # Then the index's descriptions, the stable bodies, the index's last names, and only

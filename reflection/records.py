@@ -263,6 +263,8 @@ class MetricsRow(Record):
     model: str | None = None
     snapshot_id: str | None = None
     kind: MetricsKind = "reflection"
+    # A coalesced job's row (outcome `coalesced`): its batch leader's reflection job id.
+    coalesced_into: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -522,6 +524,15 @@ class FileChange(Record):
     after: str | None = None
 
 
+class BatchFollower(Record):
+    """A job reflected in another job's batch: its claim, held by the leader under
+    `fence`, and its metrics row (outcome `coalesced`), committed with the leader's."""
+
+    original_job_id: str
+    fence: int = 0
+    metrics: MetricsRow
+
+
 class Journal(Record):
     """Everything one change writes, decided before the first write (`reflection.apply`)."""
 
@@ -543,6 +554,9 @@ class Journal(Record):
     # Its memory_entries rows, committed with `metrics` (or `record`); None: none (also a
     # journal written before entry records existed).
     entries: EntryChanges | None = None
+    # The other jobs of a coalesced batch (SPEC §12): each one's claim is marked done and
+    # its row written in the same transaction as `metrics` (empty: a run of one job).
+    followers: list[BatchFollower] = Field(default_factory=list)
 
     @field_validator("metrics", "record", mode="before")
     @classmethod

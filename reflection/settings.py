@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # 0: none kept waiting, the GIL shares the core among all of them).
     cpu_turns: int = Field(default=2, ge=0, le=64)
 
+    # Coalescing bursts (SPEC §12, `reflection.coalesce`): jobs of one user and piece
+    # that finish within the window of each other are reflected in one LLM call
+    # (0: every job alone, as before). A run waits until no new job of its user and
+    # piece arrived for the window, at most the max wait, then takes up to max jobs.
+    coalesce_window_seconds: float = Field(default=20, ge=0, le=600)
+    coalesce_max_wait_seconds: float = Field(default=120, ge=0, le=3600)
+    coalesce_max_jobs: int = Field(default=5, ge=1, le=20)
+
     # Prometheus metrics (`tasks.exporter`): the port each worker process serves (0: off);
     # a second process on the host finds it taken and serves the next free one.
     metrics_port: int = Field(default=9808, ge=0, le=65535)

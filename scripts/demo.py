@@ -352,6 +352,7 @@ def main() -> int:
             "REFLECTION_LLM_API_KEY": DEMO_KEY,
             "REFLECTION_LLM_MODEL": "scripted-demo",
             "REFLECTION_STORE_LLM_RAW": "false",
+            "REFLECTION_COALESCE_WINDOW_SECONDS": "0",  # the demo reflects each job alone
         }
         if why:
             os.environ.update(env)

@@ -4,11 +4,12 @@ It validates nothing itself and decides only how to hand back what escaped a run
 `reflection.retries.retry_policy` says, with jittered backoff capped well below the
 broker's visibility timeout. Anything not retried ends `failed` with a metrics row.
 
-A run that ended `applied`, `abstained`, `rejected` or `duplicate` returns that string
-(Celery state SUCCESS). One that ended `failed` raises `ReflectionFailed` once its row is
-written: the task's state is FAILURE, so Celery's events, Flower and `celery inspect` see
-it. It is in the task's `throws` (logged at INFO without a traceback: the run's own
-ERROR line says what happened) and acknowledged (`task_acks_on_failure`), never retried.
+A run that ended `applied`, `abstained`, `rejected`, `duplicate` or `coalesced` (its job
+reflected in another run's batch) returns that string (Celery state SUCCESS). One that
+ended `failed` raises `ReflectionFailed` once its row is written: the task's state is
+FAILURE, so Celery's events, Flower and `celery inspect` see it. It is in the task's
+`throws` (logged at INFO without a traceback: the run's own ERROR line says what
+happened) and acknowledged (`task_acks_on_failure`), never retried.
 """
 
 from __future__ import annotations

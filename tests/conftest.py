@@ -15,6 +15,10 @@ from sqlalchemy import Engine, text
 from tests.support import db as testdb
 from tests.support.broker import empty_broker
 
+# Tests run with coalescing off unless they test it (SPEC §14): the Settings they build
+# read the environment. Worker environments set it explicitly too (tests/e2e/conftest.py).
+os.environ["REFLECTION_COALESCE_WINDOW_SECONDS"] = "0"
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_DB_URL = os.environ.get(
     "REFLECTION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/reflection_test"

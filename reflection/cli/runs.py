@@ -187,8 +187,11 @@ def _real_summary(
     svc: Services, request: ReflectRequest
 ) -> tuple[dict[str, Any], tuple[Verdict, ...]]:
     rid = f"cli-{uuid.uuid4()}"
+    deps = svc.deps()
+    # An operator's run is now, and of this job alone: it waits for no burst.
+    deps.settings = deps.settings.model_copy(update={"coalesce_window_seconds": 0})
     try:
-        report = run_reflection(svc.deps(), reflection_job_id=rid, kwargs=request.model_dump())
+        report = run_reflection(deps, reflection_job_id=rid, kwargs=request.model_dump())
     except RetryableError:
         # Nobody retries a CLI run: hand the claim back now (its decision kept), so the
         # worker or a second `run` need not wait out the lease.

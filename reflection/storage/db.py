@@ -27,6 +27,20 @@ def insert_ignoring(dialect_name: str, table: Table, key: str) -> Any:
 
 
 @functools.cache
+def insert_over_failed(dialect_name: str, table: Table, key: str) -> Any:
+    """A run's metrics row, replacing a `failed` row of the same run: the task recorded
+    a failure (a soft time limit, a bug) after the run had written its journal, and the
+    journal was completed later. Any other row stays (a replay writes nothing)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
+        where=table.c.outcome == "failed",
+    )
+
+
+@functools.cache
 def _insert_returning(dialect_name: str, table: Table, key: str) -> Any:
     # The driver's rowcount of an INSERT SQLAlchemy adds its own RETURNING to is -1.
     return insert_ignoring(dialect_name, table, key).returning(table.c[key])

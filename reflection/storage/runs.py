@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from reflection.models import Job
-from reflection.records import EntryChanges, MetricsRow, PieceEditRow, ProposalRow
+from reflection.records import BatchFollower, EntryChanges, MetricsRow, PieceEditRow, ProposalRow
+from reflection.storage.batches import commit_followers
 from reflection.storage.db import (
     as_utc,
     driver_errors,
     insert_ignoring,
+    insert_over_failed,
     insert_row,
     single_statement,
     utcnow,
@@ -30,21 +33,6 @@ from reflection.storage.tables import (
     reflection_claims,
     reflection_metrics,
 )
-
-
-@functools.cache
-def _insert_over_failed(dialect_name: str) -> Any:
-    """A run's metrics row, replacing a `failed` row of the same run: the task recorded
-    a failure (a soft time limit, a bug) after the run had written its journal, and the
-    journal was completed later. Any other row stays (a replay writes nothing)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(reflection_metrics)
-    return stmt.on_conflict_do_update(
-        index_elements=["reflection_job_id"],
-        set_={c.name: stmt.excluded[c.name] for c in reflection_metrics.c if not c.primary_key},
-        where=reflection_metrics.c.outcome == "failed",
-    )
-
 
 _c = reflection_claims.c
 _FETCH_JOB = select(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -69,7 +57,11 @@ def _mark_done(*fenced: Any) -> Any:
         update(reflection_claims)
         .where(_c.original_job_id == bindparam("job_id"), _c.state != "done", *fenced)
         .values(
-            state="done", decision=None, outcome=bindparam("outcome_"), updated_at=bindparam("now")
+            state="done",
+            decision=None,
+            batch=None,
+            outcome=bindparam("outcome_"),
+            updated_at=bindparam("now"),
         )
     )
 
@@ -277,7 +269,7 @@ def record_change(*, engine: Engine, row: MetricsRow, entries: EntryChanges | No
 
 @functools.cache
 def _done_with_row(fenced: bool, columns: tuple[str, ...]) -> Any:
-    """The claim marked done and the run's metrics row (`_insert_over_failed`) in one
+    """The claim marked done and the run's metrics row (`insert_over_failed`) in one
     statement: the row is inserted from the claim's update, so a stale run (no claim row
     updated) inserts nothing; the statement's value is the number of claims marked done
     (Postgres runs data-modifying CTEs whether or not the query reads them)."""
@@ -303,6 +295,7 @@ def commit_run(
     piece_edit: PieceEditRow | None,
     proposal: ProposalRow | None = None,
     entries: EntryChanges | None = None,
+    followers: Sequence[BatchFollower] = (),
 ) -> bool:
     """Mark the job reflected, record its piece edit (or staged proposal), metrics row and
     entry records, in one transaction.
@@ -311,6 +304,8 @@ def commit_run(
     commits nothing and gets False. `fence=None` is the journal roll-forward by the current
     lock holder, which completes a run that reached its journal whoever started it.
     Returns False when the job was already marked done (nothing is written twice).
+    `followers`: the other jobs of a coalesced batch, committed with it; a fenced one no
+    longer held raises `StaleBatchError` and nothing is written.
     """
     params = {
         "job_id": original_job_id,
@@ -329,7 +324,10 @@ def commit_run(
                 _MARK_DONE if fence is not None else _MARK_DONE_UNFENCED, params
             ).rowcount:
                 return False
-            conn.execute(_insert_over_failed(conn.dialect.name), row)
+            conn.execute(
+                insert_over_failed(conn.dialect.name, reflection_metrics, "reflection_job_id"), row
+            )
+        commit_followers(conn, followers, fenced=fence is not None)  # or StaleBatchError
         if piece_edit is not None:
             record_piece_edit(conn, piece_edit)
         if proposal is not None:

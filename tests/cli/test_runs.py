@@ -47,6 +47,17 @@ def test_run_applies_and_shows_the_decision(cli: Cli, make_job: Any) -> None:
     assert row["reflection_job_id"].startswith("cli-") and row["outcome"] == "applied"
 
 
+def test_run_reflects_at_once_whatever_the_coalescing_window(cli: Cli, make_job: Any) -> None:
+    """An operator's `run` waits for no burst: with the workers' window at 20 s it still
+    reflects the job now, alone."""
+    make_job("job-w1")
+    cli.env.script("job-w1", {"content": decision("x", [PYTEST_ENTRY])})
+    cli.set("coalesce_window_seconds", "20")
+    report = cli.json("run", "job-w1")
+    assert report["outcome"] == "applied"
+    assert cli.env.llm_calls() == 1
+
+
 def test_run_json_and_duplicate(cli: Cli, make_job: Any) -> None:
     """--json prints the run as JSON; a second run of the same job is a duplicate (exit 0)."""
     make_job("job-r2")

@@ -146,6 +146,7 @@ def worker_env(
             REFLECTION_LLM_BACKOFF_MAX_SECONDS="0.05",
             REFLECTION_LOCK_WAIT_SECONDS="1",
             REFLECTION_LOCK_EXPIRE_SECONDS="4",
+            REFLECTION_COALESCE_WINDOW_SECONDS="0",  # unless a test coalesces (SPEC §14)
             PYTHONUNBUFFERED="1",
         )
         env.update(overrides)

@@ -23,7 +23,7 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,  # the coalescing scenario adds about a minute
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
@@ -46,6 +46,11 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         data["overhead"]
     )
     assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
+    coalesce = data["coalesce"]
+    assert set(coalesce.pop("per_round")) == {"burst_on", "burst_off", "spread", "spread_off"}
+    assert coalesce["burst_calls_per_job_off"] == 1.0  # window 0: a call per job
+    assert 0 < coalesce["burst_calls_per_job"] < 1.0  # bursts coalesced
+    assert coalesce["spread_calls_per_job"] == 1.0
     cost = data["cost"]  # counts per run, the same on any machine (SPEC §12 budget)
     assert 0 < cost["cached_share_2nd_job"] < 1
     assert cost["fsyncs_per_run"] <= 4 and cost["postgres_round_trips_per_run"] <= 8

@@ -271,6 +271,7 @@ def test_metrics_row_of_a_run_without_snapshot() -> None:
         "model": None,
         "snapshot_id": None,
         "kind": "reflection",
+        "coalesced_into": None,
     }
 
 
