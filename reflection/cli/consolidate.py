@@ -22,8 +22,8 @@ from reflection.cli.common import (
     services,
     unified_diff,
 )
-from reflection.cli.runs import _print_run, producer
-from reflection.cli.snapshots import UserArg, snapshot_diffs
+from reflection.cli.runs import _print_run, producer, report_summary
+from reflection.cli.snapshots import UserArg
 from reflection.consolidate import (
     claim_key,
     dry_run_consolidation,
@@ -34,7 +34,6 @@ from reflection.errors import InfrastructureError, PermanentError, RetryableErro
 from reflection.models import Verdict
 from reflection.producer import publish_consolidate
 from reflection.records import ConsolidationMeta
-from reflection.snapshot import read_meta
 
 
 @handled
@@ -125,23 +124,7 @@ def _now(svc: Services, user: str) -> tuple[dict[str, Any], tuple[Verdict, ...]]
                 reflection_job_id=pass_id,
             )
         raise
-    summary: dict[str, Any] = {
-        "dry_run": False,
-        "outcome": report.outcome.value,
-        "error_code": report.error_code,
-        "detail": report.detail,
-        "original_job_id": report.original_job_id,
-        "user_id": user,
-        "reflection_job_id": report.reflection_job_id,
-        "tokens_in": report.tokens_in,
-        "tokens_out": report.tokens_out,
-        "reasoning": report.reasoning,
-        "decisions": [d.model_dump(mode="json") for d in report.verdicts],
-        "snapshot_id": None,
-        "diffs": [],
-    }
-    if report.snapshot_dir is not None:
-        paths = svc.user(user)
-        meta = read_meta(paths, report.snapshot_dir.name)
-        summary.update(snapshot_id=meta.snapshot_id, diffs=snapshot_diffs(paths, meta))
+    summary, _ = report_summary(
+        report, svc.user(user), original_job_id=report.original_job_id, user_id=user
+    )
     return summary, report.verdicts

@@ -39,6 +39,7 @@ from reflection.errors import BadRequestError, InfrastructureError, RetryableErr
 from reflection.models import Job, LlmResult, ReflectRequest, Verdict
 from reflection.paths import UserPaths
 from reflection.pipeline import (
+    RunReport,
     apply_limits,
     load_stage,
     prompt_stage,
@@ -47,7 +48,7 @@ from reflection.pipeline import (
 )
 from reflection.plan import State, plan
 from reflection.producer import make_producer, publish_reflect
-from reflection.records import AskedMeta, Journal, ReflectionMeta
+from reflection.records import AskedMeta, Journal, ReflectionMeta, SnapshotMeta
 from reflection.request import parse_request
 from reflection.snapshot import PIECE_BEFORE, read_meta
 from reflection.storage import reports
@@ -200,14 +201,30 @@ def _real_summary(
                 engine=svc.engine, original_job_id=request.original_job_id, reflection_job_id=rid
             )
         raise
+    paths = UserPaths(svc.settings.user_folder_root, request.user_id)
+    summary, meta = report_summary(
+        report,
+        paths,
+        original_job_id=request.original_job_id,
+        user_id=request.user_id,
+        piece_name=request.piece_name,
+    )
+    if meta is not None:
+        summary["model"] = meta.model if isinstance(meta, AskedMeta) else None
+    return summary, report.verdicts
+
+
+def report_summary(
+    report: RunReport, paths: UserPaths, **who: str
+) -> tuple[dict[str, Any], SnapshotMeta | None]:
+    """What `run` and `consolidate --now` print of a finished run (`who`: the ids after
+    the outcome), and its snapshot's meta when it wrote one."""
     summary: dict[str, Any] = {
         "dry_run": False,
         "outcome": report.outcome.value,
         "error_code": report.error_code,
         "detail": report.detail,
-        "original_job_id": request.original_job_id,
-        "user_id": request.user_id,
-        "piece_name": request.piece_name,
+        **who,
         "reflection_job_id": report.reflection_job_id,
         "tokens_in": report.tokens_in,
         "tokens_out": report.tokens_out,
@@ -216,13 +233,11 @@ def _real_summary(
         "snapshot_id": None,
         "diffs": [],
     }
-    if report.snapshot_dir is not None:
-        paths = UserPaths(svc.settings.user_folder_root, request.user_id)
-        meta = read_meta(paths, report.snapshot_dir.name)
-        model = meta.model if isinstance(meta, AskedMeta) else None
-        summary.update(snapshot_id=meta.snapshot_id, model=model)
-        summary["diffs"] = snapshot_diffs(paths, meta)
-    return summary, report.verdicts
+    if report.snapshot_dir is None:
+        return summary, None
+    meta = read_meta(paths, report.snapshot_dir.name)
+    summary.update(snapshot_id=meta.snapshot_id, diffs=snapshot_diffs(paths, meta))
+    return summary, meta
 
 
 @handled
