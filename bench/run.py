@@ -14,7 +14,10 @@ a ratio against a baseline of the same run:
 1. overhead   L=0, prefork c=2: reflections/s vs a no-op task; CPU ms per reflection;
               and the floor: a task doing only the I/O every reflection must (one
               LLM decision, one Postgres transaction, the user lock, one durable file);
-              three rounds of the three, medians
+              and the I/O floor: a task doing only the I/O a reflection does within
+              the budgets of SPEC §12 (`bench.io_floor`: 3 fsyncs, 8 Postgres and 4
+              Redis round trips, a reflection's prompt, journal and snapshot): the
+              ceiling of a reflection against the floor; three rounds, medians
 2. in flight  L=1s, the recommended deployment: N threads-pool processes (one a core)
               sharing 100 in flight, 600 tasks published at once: reflections/s while
               all 100 slots are busy (from the 100th completion to the 500th) vs 100/L,
@@ -36,6 +39,10 @@ a ratio against a baseline of the same run:
 6. deferral   the workers' CPU per run deferred (its user at the cap) vs per no-op task:
               what a burst of one user's runs costs the others (isolation); three rounds,
               medians
+7. ceiling    L=0, prefork c=2: the I/O floor against the floor, whole and without
+              each part of its I/O beyond the floor's (the four statements after the
+              claim, the prompt's size, the journal and snapshot; then all three), each
+              right after a floor batch of its own; three rounds, medians
 
 The JSON keeps every round of the scenarios that run three (`per_round`): the machine's
 speed drifts from one minute to the next, and in the in-flight rounds the CPU Postgres
@@ -68,7 +75,7 @@ from sqlalchemy import Engine, func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.app import COUNTER  # noqa: E402
+from bench.app import COUNTER, FILES, PROMPT, STATEMENTS  # noqa: E402
 from bench.coalesce import SPREAD_WINDOW, coalescing  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
@@ -482,6 +489,8 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
             done = _wait(lambda d=done0: b.done_reflections() - d, n)
             rate = _rate(done, t0, n, 0).burst
             cpu2 = cpu_seconds(pid)
+            io_floor = _io_floor(b, producer, n)
+            cpu3 = cpu_seconds(pid)
             per_round.append(
                 {
                     "noop_per_s": noop,
@@ -492,9 +501,49 @@ def overhead(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
                     "floor_ratio_vs_noop": floor / noop,
                     "ratio_vs_floor": rate / floor,
                     "cpu_ms_per_floor_task": (cpu1 - cpu0) * 1000 / (2 * n),
+                    "io_floor_per_s": io_floor,
+                    "io_floor_ratio_vs_floor": io_floor / floor,
+                    "ratio_vs_io_floor": rate / io_floor,
+                    "cpu_ms_per_io_floor_task": (cpu3 - cpu2) * 1000 / n,
                 }
             )
     return _medians(per_round, spread_of=("ratio_vs_noop", "floor_ratio_vs_noop"))
+
+
+def _io_floor(b: Bench, producer: Any, n: int, without: tuple[str, ...] = ()) -> float:
+    """n `bench.io_floor` tasks published at once, each for a job of its own; counted
+    as the reflections are (their metrics rows)."""
+    pairs = b.add_jobs([f"u{i % 50}" for i in range(n)])
+    done0 = b.done_reflections()
+    t0 = time.monotonic()
+    for job_id, user in pairs:
+        producer.send_task("bench.io_floor", args=(job_id, user, without), queue="reflection")
+    return _rate(_wait(lambda: b.done_reflections() - done0, n), t0, n, 0).burst
+
+
+CEILING_VARIANTS: dict[str, tuple[str, ...]] = {
+    "io_floor": (),
+    "without_statements": (STATEMENTS,),
+    "without_prompt": (PROMPT,),
+    "without_files": (FILES,),
+    "without_all_three": (STATEMENTS, PROMPT, FILES),
+}
+
+
+def ceiling(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
+    """`rounds` rounds of each I/O floor variant against a floor batch run just before
+    it (`<variant>_ratio_vs_floor`); medians of the rounds."""
+    b.reset(latency=0.0)
+    users = [f"u{i % 50}" for i in range(n)]
+    per_round: list[dict[str, float]] = []
+    with b.worker("prefork", 2):
+        for _ in range(rounds):
+            ratios = {}
+            for name, without in CEILING_VARIANTS.items():
+                floor = _baseline(producer, "bench.floor", n, args_of=lambda i: (users[i],)).burst
+                ratios[f"{name}_ratio_vs_floor"] = _io_floor(b, producer, n, without) / floor
+            per_round.append(ratios)
+    return _medians(per_round, spread_of=("io_floor_ratio_vs_floor",))
 
 
 def _medians(per_round: list[dict[str, float]], spread_of: tuple[str, ...]) -> dict[str, Any]:
@@ -723,7 +772,16 @@ def _cost(work: Path, llm: RemoteLlm) -> dict[str, Any]:
     return cost(work, llm)
 
 
-SCENARIOS = ("prompt", "cost", "overhead", "in_flight", "isolation", "deferral", "coalesce")
+SCENARIOS = (
+    "prompt",
+    "cost",
+    "overhead",
+    "ceiling",
+    "in_flight",
+    "isolation",
+    "deferral",
+    "coalesce",
+)
 TARGETS = {
     ("cost", "cached_share_2nd_job"): (">=", 0.6),
     ("cost", "fsyncs_per_run"): ("<=", 4),
@@ -817,6 +875,7 @@ def main() -> int:
                 "prompt": lambda: prompt_size(Path(tmp)),
                 "cost": lambda: _cost(Path(tmp), llm),
                 "overhead": lambda: overhead(b, producer, n_over, rounds),
+                "ceiling": lambda: ceiling(b, producer, n_over, rounds),
                 "in_flight": lambda: in_flight(
                     b, producer, n_flight, latency, c, args.processes, rounds
                 ),

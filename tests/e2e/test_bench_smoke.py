@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import CEILING_VARIANTS
 from reflection.cli.common import safe_url
 from tests.e2e.conftest import ROOT
 
@@ -28,12 +29,12 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["task_events"] is True  # the workers run the README's -E
-    for scenario in ("overhead", "in_flight", "isolation", "deferral"):  # one round each
+    for scenario in ("overhead", "ceiling", "in_flight", "isolation", "deferral"):  # one round
         [only] = data[scenario].pop("per_round")
         assert set(only) <= set(data[scenario]), only
     # The rest of the machine may spend no CPU tick over so short a run.
     assert data["in_flight"].pop("cpu_ms_per_reflection_other") >= 0
-    for scenario in ("prompt", "overhead", "in_flight", "isolation", "deferral"):
+    for scenario in ("prompt", "overhead", "ceiling", "in_flight", "isolation", "deferral"):
         assert all(v > 0 for v in data[scenario].values()), data[scenario]
     assert {
         "ratio_vs_sleep",
@@ -42,9 +43,15 @@ def test_bench_quick(tmp_path: Path, redis_client: object, pg_engine: object) ->
         "cpu_ms_per_reflection_celery_loop",
         "cpu_ms_per_sleep_task_celery_loop",
     } <= set(data["in_flight"])
-    assert {"floor_ratio_vs_noop", "ratio_vs_floor", "cpu_ms_per_floor_task"} <= set(
-        data["overhead"]
-    )
+    assert {
+        "floor_ratio_vs_noop",
+        "ratio_vs_floor",
+        "cpu_ms_per_floor_task",
+        "io_floor_ratio_vs_floor",
+        "ratio_vs_io_floor",
+        "cpu_ms_per_io_floor_task",
+    } <= set(data["overhead"])
+    assert {f"{v}_ratio_vs_floor" for v in CEILING_VARIANTS} <= set(data["ceiling"])
     assert {"hot_drain_vs_cap_pace", "hot_deferrals_per_run"} <= set(data["isolation"])
     coalesce = data["coalesce"]
     assert set(coalesce.pop("per_round")) == {"burst_on", "burst_off", "spread", "spread_off"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench.app import FILES, IO_FLOOR_DIR, PROMPT, STATEMENTS, io_floor_run
 from reflection.models import Outcome
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY
@@ -62,3 +63,28 @@ def test_the_breaker_is_asked_on_its_own_when_no_slot_is_taken(env: Env, make_jo
     with counting(env.engine, env.deps.redis) as counts:
         assert env.run("job-io3").outcome is Outcome.ABSTAINED
     assert counts[REDIS] == 3, counts
+
+
+@pytest.mark.parametrize(
+    ("without", "fsyncs", "postgres"),
+    [((), 3, 8), ((STATEMENTS,), 3, 4), ((FILES,), 2, 8), ((PROMPT,), 3, 8)],
+    ids=["whole", "without-statements", "without-files", "without-prompt"],
+)
+def test_the_bench_io_floor_does_a_runs_io(
+    env: Env, make_job: Any, without: tuple[str, ...], fsyncs: int, postgres: int
+) -> None:
+    """`bench.io_floor`, the ceiling the overhead bench measures a run against, makes a
+    run's round trips and fsyncs exactly (its variants, what they leave out), and
+    records a metrics row as a run does (the bench counts those)."""
+    _warm(env, make_job)
+    make_job("job-floor", user_id="bob")
+    env.llm.set_script(env.llm.script | {"default": {"content": decision("nothing durable")}})
+    with counting(env.engine, env.deps.redis) as counts:
+        io_floor_run(env.deps, "job-floor", "bob", without)
+    assert counts[FSYNCS] == fsyncs and counts["syncfs"] == (fsyncs == 3), counts
+    assert counts[POSTGRES] == postgres and counts["postgres transactions"] == 1, counts
+    assert counts[REDIS] == 4, counts
+    assert [m["original_job_id"] for m in env.metrics()][-1] == "job-floor"
+    own = env.user("bob").home / IO_FLOOR_DIR
+    assert not list((own / "journal").glob("*"))  # deleted, as a run's (or never written)
+    assert not env.user("bob").memory_dir.exists()  # a run of the user never reads its files
