@@ -7,7 +7,7 @@ its own answering at once; each run is a whole `run_reflection` (claim, load, pr
 LLM, lock, journal, files, snapshot, commit). Prints wall and CPU milliseconds per run,
 the CPU the run caused in Postgres, Redis and the scripted LLM (from /proc), its round
 trips and fsyncs (counts, which the machine's noise does not blur), and with --cprofile
-the functions that took the most time.
+the functions that took the most CPU time (waits for a server are not counted).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> int:
             with counting(run_engine, lock_redis) as counts:
                 for row in rows[WARM_UP : 2 * WARM_UP]:
                     run(row)
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waits
             procs0 = cpu_by_process()
             t0, c0 = time.perf_counter(), time.process_time()
             if args.cprofile:
