@@ -75,8 +75,9 @@ from sqlalchemy import Engine, func, insert, select, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.app import COUNTER, FILES, PROMPT, STATEMENTS  # noqa: E402
+from bench.app import COUNTER  # noqa: E402
 from bench.coalesce import SPREAD_WINDOW, coalescing  # noqa: E402
+from bench.io_floor import FILES, PROMPT, STATEMENTS  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402

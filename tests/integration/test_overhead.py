@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.app import FILES, IO_FLOOR_DIR, PROMPT, STATEMENTS, io_floor_run
+from bench.io_floor import FILES, IO_FLOOR_DIR, PROMPT, STATEMENTS, io_floor_run
 from reflection.models import Outcome
 from tests.integration.conftest import Env, decision
 from tests.integration.test_pipeline import PYTEST_ENTRY
