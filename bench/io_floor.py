@@ -23,6 +23,13 @@ META = "m" * 800
 # What `io_floor` may leave out (the `ceiling` scenario measures the ceiling without it).
 STATEMENTS, PROMPT, FILES = "statements", "prompt", "files"
 IO_FLOOR_DIR = "io-floor"  # in each user's folder
+CEILING_VARIANTS: dict[str, tuple[str, ...]] = {
+    "io_floor": (),
+    "without_statements": (STATEMENTS,),
+    "without_prompt": (PROMPT,),
+    "without_files": (FILES,),
+    "without_all_three": (STATEMENTS, PROMPT, FILES),
+}
 
 
 def io_floor_run(deps: Deps, job_id: str, user_id: str, without: tuple[str, ...] = ()) -> None:

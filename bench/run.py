@@ -77,7 +77,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.app import COUNTER  # noqa: E402
 from bench.coalesce import SPREAD_WINDOW, coalescing  # noqa: E402
-from bench.io_floor import FILES, PROMPT, STATEMENTS  # noqa: E402
+from bench.io_floor import CEILING_VARIANTS  # noqa: E402
 from reflection.cli.common import safe_url  # noqa: E402
 from reflection.constants import USER_DEFERRED_PREFIX, USER_SLOTS_PREFIX  # noqa: E402
 from reflection.producer import make_producer, publish_reflect  # noqa: E402
@@ -520,15 +520,6 @@ def _io_floor(b: Bench, producer: Any, n: int, without: tuple[str, ...] = ()) ->
     for job_id, user in pairs:
         producer.send_task("bench.io_floor", args=(job_id, user, without), queue="reflection")
     return _rate(_wait(lambda: b.done_reflections() - done0, n), t0, n, 0).burst
-
-
-CEILING_VARIANTS: dict[str, tuple[str, ...]] = {
-    "io_floor": (),
-    "without_statements": (STATEMENTS,),
-    "without_prompt": (PROMPT,),
-    "without_files": (FILES,),
-    "without_all_three": (STATEMENTS, PROMPT, FILES),
-}
 
 
 def ceiling(b: Bench, producer: Any, n: int, rounds: int) -> dict[str, Any]:
