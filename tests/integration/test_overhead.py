@@ -66,12 +66,12 @@ def test_the_breaker_is_asked_on_its_own_when_no_slot_is_taken(env: Env, make_jo
 
 
 @pytest.mark.parametrize(
-    ("without", "fsyncs", "postgres"),
-    [((), 3, 8), ((STATEMENTS,), 3, 4), ((FILES,), 2, 8), ((PROMPT,), 3, 8)],
+    ("without", "fsyncs", "syncfs", "postgres"),
+    [((), 3, 1, 8), ((STATEMENTS,), 3, 1, 4), ((FILES,), 2, 0, 8), ((PROMPT,), 3, 1, 8)],
     ids=["whole", "without-statements", "without-files", "without-prompt"],
 )
 def test_the_bench_io_floor_does_a_runs_io(
-    env: Env, make_job: Any, without: tuple[str, ...], fsyncs: int, postgres: int
+    env: Env, make_job: Any, without: tuple[str, ...], fsyncs: int, syncfs: int, postgres: int
 ) -> None:
     """`bench.io_floor`, the ceiling the overhead bench measures a run against, makes a
     run's round trips and fsyncs exactly (its variants, what they leave out), and
@@ -81,7 +81,7 @@ def test_the_bench_io_floor_does_a_runs_io(
     env.llm.set_script(env.llm.script | {"default": {"content": decision("nothing durable")}})
     with counting(env.engine, env.deps.redis) as counts:
         io_floor_run(env.deps, "job-floor", "bob", without)
-    assert counts[FSYNCS] == fsyncs and counts["syncfs"] == (fsyncs == 3), counts
+    assert counts[FSYNCS] == fsyncs and counts["syncfs"] == syncfs, counts
     assert counts[POSTGRES] == postgres and counts["postgres transactions"] == 1, counts
     assert counts[REDIS] == 4, counts
     assert [m["original_job_id"] for m in env.metrics()][-1] == "job-floor"
